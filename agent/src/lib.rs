@@ -1,0 +1,15 @@
+//! noco-agent: runs on every host. [`enroll`] trades a join token for the host's certificate,
+//! [`session`] keeps the one long-lived mTLS stream to the server up (with [`backoff`]),
+//! [`renewal`] renews the certificate before it expires, [`facts`] describes the host,
+//! [`datadir`] is what the agent keeps on disk.
+
+pub mod backoff;
+pub mod datadir;
+pub mod enroll;
+pub mod facts;
+pub mod renewal;
+pub mod session;
+
+/// Exit status when the server has revoked this host or its certificate can no longer be
+/// renewed: restarting will not help (the systemd unit does not restart on it).
+pub const EXIT_REVOKED: u8 = 3;

@@ -1,0 +1,115 @@
+//! noco-agent: the command line. `enroll` joins this host to a server; `run` keeps it there.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use noco_agent::datadir::DataDir;
+use noco_agent::enroll::{EnrollOptions, enroll};
+use noco_agent::session::{Exit, RunOptions, run};
+
+#[derive(Debug, Parser)]
+#[command(name = "noco-agent", version, about = "noco's agent: runs on every host, keeps a mutual-TLS session with the server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join this host to a noco server with a join token (from `nococtl token create`).
+    Enroll(EnrollArgs),
+    /// Keep the session with the server (run under systemd). Exits 3 if the host is revoked.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnrollArgs {
+    /// The server, as https://host:port.
+    #[arg(long, env = "NOCO_SERVER")]
+    server: String,
+    /// The join token.
+    #[arg(long, env = "NOCO_JOIN_TOKEN")]
+    token: String,
+    /// Where the agent keeps its key and certificate (created 0700).
+    #[arg(long, env = "NOCO_AGENT_DATA_DIR", default_value = "/var/lib/noco-agent")]
+    data_dir: PathBuf,
+    /// The host's name in noco (default: this machine's hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Enroll again even though the data directory holds an enrollment.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "NOCO_AGENT_DATA_DIR", default_value = "/var/lib/noco-agent")]
+    data_dir: PathBuf,
+    /// Longest wait between reconnection attempts (the wait doubles from 0.5s, with jitter).
+    #[arg(long, env = "NOCO_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    max_backoff: Duration,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    noco_certs::install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Enroll(args) => {
+            let dir = DataDir::new(&args.data_dir);
+            let opts = EnrollOptions { server: args.server, token: args.token, name: args.name, force: args.force };
+            match enroll(&dir, &opts).await {
+                Ok(e) => {
+                    let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("enrolled as {} (id {}), labels [{}]", e.name, e.host_id, labels.join(","));
+                    println!("start the agent: noco-agent run --data-dir {}", dir.root.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("noco-agent enroll: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => {
+            let dir = DataDir::new(&args.data_dir);
+            let opts = RunOptions { max_backoff: args.max_backoff, ..RunOptions::default() };
+            match run(dir, opts, shutdown_signal()).await {
+                Ok(Exit::Shutdown) => {
+                    tracing::info!("stopped");
+                    ExitCode::SUCCESS
+                }
+                Ok(Exit::Revoked(why)) => {
+                    eprintln!("noco-agent: {why}");
+                    ExitCode::from(noco_agent::EXIT_REVOKED)
+                }
+                Err(e) => {
+                    eprintln!("noco-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The agent's session with the server: connect, Hello, Welcome, heartbeats both ways, and
+//! reconnect with jittered exponential backoff whenever the session ends — except when the server
+//! has revoked this host, which no retry can mend.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use noco_certs::dial::{self, ServerAddr};
+use noco_proto::v1 as pb;
+use pb::agent_message::Msg as AgentMsg;
+use pb::server_message::Msg as ServerMsg;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::backoff::{Backoff, random_unit};
+use crate::datadir::DataDir;
+use crate::renewal::{self, LiveCredential};
+
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { initial_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(30) }
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM/SIGINT).
+    Shutdown,
+    /// This host can no longer talk to the server: revoked, or its certificate is gone for good.
+    Revoked(String),
+}
+
+/// How one session ended.
+#[derive(Debug)]
+enum End {
+    Retry { reason: String, was_up: bool },
+    Fatal(String),
+}
+
+/// Run the agent until `shutdown` completes or the host is revoked.
+pub async fn run(dir: DataDir, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+    let cred = dir.load_credential()?;
+    let peer = cred.peer()?;
+    if peer.expired_at(std::time::SystemTime::now()) {
+        return Ok(Exit::Revoked(format!(
+            "this host's certificate expired at {}: enroll it again",
+            humantime::format_rfc3339_seconds(peer.not_after)
+        )));
+    }
+    let addr = ServerAddr::parse(&cred.server).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(host = %cred.name, id = %cred.id, server = %cred.server, "noco-agent starting");
+    let live = LiveCredential::new(cred)?;
+    let renewal = renewal::run(dir.clone(), live.clone());
+    tokio::pin!(renewal, shutdown);
+    let mut backoff = Backoff::new(opts.initial_backoff, opts.max_backoff);
+    loop {
+        let end = tokio::select! {
+            end = session(&addr, &live) => end,
+            why = &mut renewal => End::Fatal(why),
+            _ = &mut shutdown => return Ok(Exit::Shutdown),
+        };
+        match end {
+            End::Fatal(why) => return Ok(Exit::Revoked(why)),
+            End::Retry { reason, was_up } => {
+                if was_up {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay(random_unit());
+                tracing::warn!("session with {} ended: {reason}; reconnecting in {delay:.1?}", addr.url());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    why = &mut renewal => return Ok(Exit::Revoked(why)),
+                    _ = &mut shutdown => return Ok(Exit::Shutdown),
+                }
+            }
+        }
+    }
+}
+
+/// Every error's text including its sources, for messages and for recognising revocation.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        // Wrapping errors often repeat their source's text; say it once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn classify(status: &tonic::Status, was_up: bool) -> End {
+    let text = format!("{}: {}", status.message(), chain(status));
+    let revoked = text.to_lowercase().contains("revoked");
+    if revoked || (status.code() == tonic::Code::Unauthenticated && text.contains("expired")) {
+        End::Fatal(format!("the server refused this host: {}", status.message()))
+    } else {
+        End::Retry { reason: format!("{:?}: {}", status.code(), text), was_up }
+    }
+}
+
+async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
+    let tls = live.tls.clone();
+    let channel = match dial::connect(addr, move || tls.load_full(), CONNECT_TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => {
+            let text = chain(&e);
+            if text.to_lowercase().contains("revoked") {
+                return End::Fatal(format!("the server refused this host's certificate: {text}"));
+            }
+            return End::Retry { reason: format!("connecting: {text}"), was_up: false };
+        }
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let hello = pb::Hello { facts: Some(crate::facts::gather().await), last_generation: 0 };
+    let _ = tx.send(pb::AgentMessage { msg: Some(AgentMsg::Hello(hello)) }).await;
+    let mut client = pb::agent_client::AgentClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => return classify(&status, false),
+    };
+    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(pb::ServerMessage { msg: Some(ServerMsg::Welcome(w)) }))) => w,
+        Ok(Ok(_)) => return End::Retry { reason: "the server did not answer Hello with Welcome".into(), was_up: false },
+        Ok(Err(status)) => return classify(&status, false),
+        Err(_) => return End::Retry { reason: "no Welcome from the server".into(), was_up: false },
+    };
+    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    tracing::info!(host = %welcome.name, id = %welcome.host_id, "session established; heartbeat every {interval:?}");
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    let mut last_heard = Instant::now();
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(_)) => last_heard = Instant::now(),
+                Ok(None) => return End::Retry { reason: "the server closed the session".into(), was_up: true },
+                Err(status) => return classify(&status, true),
+            },
+            _ = tick.tick() => {
+                if last_heard.elapsed() > interval * 3 {
+                    return End::Retry { reason: format!("nothing from the server for {:?}", last_heard.elapsed()), was_up: true };
+                }
+                seq += 1;
+                let sent_unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let hb = pb::Heartbeat { seq, sent_unix_ms };
+                if tx.send(pb::AgentMessage { msg: Some(AgentMsg::Heartbeat(hb)) }).await.is_err() {
+                    return End::Retry { reason: "the session's send side closed".into(), was_up: true };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! nococtl's failures and the exit codes scripts can rely on:
+//! 0 success · 1 the server refused or failed the request · 2 usage or local problem (no or bad
+//! credential, expired certificate) · 3 the server could not be reached.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum CtlError {
+    /// The server answered with an error.
+    Refused(String),
+    /// Something on this machine is wrong: configuration, credential, arguments.
+    Local(String),
+    /// The server could not be reached or the TLS handshake failed.
+    Unreachable(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused(_) => 1,
+            CtlError::Local(_) => 2,
+            CtlError::Unreachable(_) => 3,
+        }
+    }
+
+    pub fn local(e: impl fmt::Display) -> Self {
+        CtlError::Local(e.to_string())
+    }
+}
+
+impl fmt::Display for CtlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CtlError::Refused(m) | CtlError::Local(m) | CtlError::Unreachable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Every error's text including its sources.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        // Wrapping errors often repeat their source's text; say it once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A gRPC status from the server, with a hint where one helps.
+pub fn refused(action: &str, status: tonic::Status) -> CtlError {
+    let text = format!("{}: {}", status.message(), chain(&status));
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown if text.to_lowercase().contains("revoked") => {
+            CtlError::Refused(format!("{action}: the server refused this credential: it has been revoked"))
+        }
+        tonic::Code::Unavailable => CtlError::Unreachable(format!("{action}: the server is unavailable: {text}")),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            CtlError::Refused(format!("{action}: refused: {}", status.message()))
+        }
+        _ => CtlError::Refused(format!("{action}: {}", status.message())),
+    }
+}

@@ -1,0 +1,225 @@
+//! Who may call what: the one place. A tower layer in front of every gRPC service reads the
+//! verified client certificate of the connection, checks it is unexpired and not revoked, that
+//! its kind (agent or operator) fits the service, and that an operator's role is enough for the
+//! method ([`POLICY`]). Refusals of mutating calls are written to the audit log here. Handlers
+//! find the caller as a [`Caller`] in the request extensions.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use noco_certs::tls::BanList;
+use noco_certs::{Identity, PeerCert, Role};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::clock::rfc3339;
+use crate::shared::Shared;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No client certificate needed (enrollment and login only).
+    Public,
+    /// Any valid noco identity (certificate renewal).
+    AnyIdentity,
+    Agent,
+    Operator(Role),
+}
+
+/// Every method the server serves: path, who may call it, and the audit action of the mutating
+/// ones. A path not listed here is refused.
+pub const POLICY: &[(&str, Access, Option<&str>)] = &[
+    ("/noco.v1.Enrollment/Enroll", Access::Public, None),
+    ("/noco.v1.Enrollment/Login", Access::Public, None),
+    ("/noco.v1.Certs/Renew", Access::AnyIdentity, None),
+    ("/noco.v1.Agent/Session", Access::Agent, None),
+    ("/noco.v1.Control/WhoAmI", Access::Operator(Role::Viewer), None),
+    ("/noco.v1.Control/ListHosts", Access::Operator(Role::Viewer), None),
+    ("/noco.v1.Control/ListOperators", Access::Operator(Role::Viewer), None),
+    ("/noco.v1.Control/ListAudit", Access::Operator(Role::Viewer), None),
+    ("/noco.v1.Control/LabelHost", Access::Operator(Role::Deployer), Some("host.label")),
+    ("/noco.v1.Control/CreateToken", Access::Operator(Role::Admin), Some("token.create")),
+    ("/noco.v1.Control/RevokeHost", Access::Operator(Role::Admin), Some("host.revoke")),
+    ("/noco.v1.Control/AddOperator", Access::Operator(Role::Admin), Some("operator.add")),
+    ("/noco.v1.Control/RevokeOperator", Access::Operator(Role::Admin), Some("operator.revoke")),
+];
+
+pub fn policy(path: &str) -> Option<(Access, Option<&'static str>)> {
+    POLICY.iter().find(|(p, _, _)| *p == path).map(|(_, a, action)| (*a, *action))
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub peer: PeerCert,
+}
+
+impl Caller {
+    /// How the audit log and messages name the caller: `operator alice (admin)`,
+    /// `agent web-1 (3f2a…)`.
+    pub fn describe(&self) -> String {
+        match &self.peer.identity {
+            Identity::Operator { role, .. } => format!("operator {} ({role})", self.peer.common_name),
+            Identity::Agent { host_id } => format!("agent {} ({host_id})", self.peer.common_name),
+            Identity::Server => "server".to_string(),
+        }
+    }
+
+    /// The caller of a request that passed the auth layer.
+    pub fn of<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by noco's CA"))
+    }
+}
+
+/// Decide on one request. `Ok(None)`: public, no caller. `Err`: refused, and the message says why.
+pub fn authorize(shared: &Shared, path: &str, certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Result<Option<Caller>, Status> {
+    let (access, _) = policy(path).ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+    if access == Access::Public {
+        return Ok(None);
+    }
+    let leaf = certs
+        .and_then(|c| c.first())
+        .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by noco's CA"))?;
+    let peer = PeerCert::from_der(leaf).map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    if peer.expired_at(shared.clock.now()) {
+        return Err(Status::unauthenticated(format!(
+            "certificate of {} expired at {}: run `nococtl login` again (operators) or re-enroll the host (agents)",
+            peer.identity,
+            rfc3339(peer.not_after)
+        )));
+    }
+    if shared.bans.is_banned(&peer.identity) {
+        return Err(Status::permission_denied(format!("{} has been revoked", peer.identity)));
+    }
+    let method = path.rsplit('/').next().unwrap_or(path);
+    match (access, &peer.identity) {
+        (Access::AnyIdentity, Identity::Agent { .. } | Identity::Operator { .. }) => {}
+        (Access::Agent, Identity::Agent { .. }) => {}
+        (Access::Agent, _) => {
+            return Err(Status::permission_denied(format!(
+                "{method} is for agents; {} is not an agent certificate",
+                peer.identity
+            )));
+        }
+        (Access::Operator(needed), Identity::Operator { role, .. }) => {
+            if *role < needed {
+                return Err(Status::permission_denied(format!(
+                    "role {role} may not call {method} (needs {needed})"
+                )));
+            }
+        }
+        (Access::Operator(_), _) => {
+            return Err(Status::permission_denied(format!(
+                "{method} is for operators; {} is not an operator certificate",
+                peer.identity
+            )));
+        }
+        _ => {
+            return Err(Status::permission_denied(format!("{} may not call {method}", peer.identity)));
+        }
+    }
+    Ok(Some(Caller { peer }))
+}
+
+/// The tower layer that applies [`authorize`] to every request.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl AuthLayer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        AuthLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner, shared: self.shared.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Auth<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = req.uri().path().to_string();
+        let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs());
+        match authorize(&self.shared, &path, certs.as_deref().map(|v| v.as_slice())) {
+            Ok(Some(caller)) => {
+                req.extensions_mut().insert(caller);
+                Box::pin(inner.call(req))
+            }
+            Ok(None) => Box::pin(inner.call(req)),
+            Err(status) => {
+                if let Some((_, Some(action))) = policy(&path) {
+                    let who = certs
+                        .as_deref()
+                        .and_then(|c| c.first())
+                        .and_then(|der| PeerCert::from_der(der).ok())
+                        .map(|peer| Caller { peer }.describe())
+                        .unwrap_or_else(|| "anonymous".to_string());
+                    crate::audit::record::<()>(&self.shared, &who, action, "", &Err(status.clone()));
+                } else {
+                    tracing::debug!(path, "refused: {}", status.message());
+                }
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_control_method_in_the_proto_has_a_policy() {
+        let proto = include_str!("../../proto/proto/noco.proto");
+        let mut service = "";
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or_default();
+            }
+            if let Some(rest) = line.strip_prefix("rpc ") {
+                let method = rest.split('(').next().unwrap_or_default();
+                let path = format!("/noco.v1.{service}/{method}");
+                assert!(policy(&path).is_some(), "{path} has no access policy");
+            }
+        }
+    }
+
+    #[test]
+    fn only_enrollment_is_public() {
+        for (path, access, _) in POLICY {
+            assert_eq!(*access == Access::Public, path.starts_with("/noco.v1.Enrollment/"), "{path}");
+        }
+    }
+}

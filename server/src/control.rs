@@ -1,0 +1,283 @@
+//! The Control service: what operators do through nococtl. Access is decided by the auth layer
+//! ([`crate::auth::POLICY`]); every mutating call here is written to the audit log with its
+//! outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use noco_certs::token::Token;
+use noco_certs::{Identity, Role, random_hex};
+use noco_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Caller;
+use crate::names;
+use crate::shared::{Shared, internal};
+use crate::store::{OperatorRecord, OperatorStatus, TokenKind, TokenRecord};
+use crate::wire;
+
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_AUDIT: u32 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct ControlSvc {
+    pub shared: Arc<Shared>,
+}
+
+fn ttl(seconds: u64) -> Result<Duration, Status> {
+    let ttl = if seconds == 0 { DEFAULT_TOKEN_TTL } else { Duration::from_secs(seconds) };
+    if ttl > MAX_TOKEN_TTL {
+        return Err(Status::invalid_argument(format!(
+            "a token may live at most {}, not {}",
+            humantime::format_duration(MAX_TOKEN_TTL),
+            humantime::format_duration(ttl)
+        )));
+    }
+    Ok(ttl)
+}
+
+impl ControlSvc {
+    async fn new_token(&self, kind: TokenKind, ttl: Duration, caller: &Caller, description: String) -> Result<(Token, TokenRecord), Status> {
+        let token = Token::generate(&self.shared.pki.ca.fingerprint());
+        let now = self.shared.now_ms();
+        let record = TokenRecord {
+            id: token.id.clone(),
+            kind,
+            secret_hash: token.secret_hash(),
+            created_ms: now,
+            expires_ms: now + ttl.as_millis() as i64,
+            created_by: caller.describe(),
+            description,
+            used_ms: None,
+        };
+        self.shared.store.insert_token(&record).await.map_err(|e| internal("storing token", e))?;
+        Ok((token, record))
+    }
+
+    fn host(&self, name_or_id: &str) -> Result<crate::store::HostRecord, Status> {
+        self.shared
+            .store
+            .find_host(name_or_id)
+            .map_err(|e| internal("reading hosts", e))?
+            .ok_or_else(|| Status::not_found(format!("no host named {name_or_id:?} (nor with that id)")))
+    }
+
+    async fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse, Status> {
+        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        names::check_labels(&labels)?;
+        if req.description.len() > 256 {
+            return Err(Status::invalid_argument("a token description is at most 256 bytes"));
+        }
+        let (token, record) = self.new_token(TokenKind::Join { labels }, ttl(req.ttl_seconds)?, caller, req.description).await?;
+        Ok(pb::CreateTokenResponse { token: token.to_string(), token_id: token.id, expires_unix_ms: record.expires_ms })
+    }
+
+    async fn label_host(&self, req: pb::LabelHostRequest) -> Result<pb::Host, Status> {
+        let mut host = self.host(&req.host)?;
+        if host.revoked_ms.is_some() {
+            return Err(Status::failed_precondition(format!("host {} has been revoked", host.name)));
+        }
+        for key in &req.remove {
+            names::check_label_key(key)?;
+            host.labels.remove(key);
+        }
+        let set: BTreeMap<String, String> = req.set.into_iter().collect();
+        names::check_labels(&set)?;
+        host.labels.extend(set);
+        names::check_labels(&host.labels)?;
+        self.shared.store.put_host(&host).map_err(|e| internal("storing host", e))?;
+        self.shared.store.flush().await.map_err(|e| internal("storing host", e))?;
+        Ok(wire::host_to_wire(&host, self.shared.registry.online(&host.id)))
+    }
+
+    async fn revoke_host(&self, caller: &Caller, req: pb::RevokeHostRequest) -> Result<pb::Host, Status> {
+        let mut host = self.host(&req.host)?;
+        if host.revoked_ms.is_some() {
+            return Err(Status::failed_precondition(format!("host {} is already revoked", host.name)));
+        }
+        let identity = Identity::Agent { host_id: host.id.clone() };
+        // Ban in memory first: from here on, no new handshake or call of this host succeeds.
+        self.shared.bans.add(&identity);
+        self.shared.registry.cut(&host.id, Status::permission_denied(format!("host {} has been revoked", host.name)));
+        self.shared
+            .store
+            .revoke_host(&mut host, self.shared.now_ms(), &caller.describe())
+            .await
+            .map_err(|e| internal("storing revocation", e))?;
+        Ok(wire::host_to_wire(&host, None))
+    }
+
+    async fn add_operator(&self, caller: &Caller, req: pb::AddOperatorRequest) -> Result<pb::AddOperatorResponse, Status> {
+        names::check_name("operator", &req.name)?;
+        let existing = self.shared.store.operator_by_name(&req.name).map_err(|e| internal("reading operators", e))?;
+        let op = match (existing, req.reissue) {
+            (Some(op), true) => op,
+            (None, true) => return Err(Status::not_found(format!("no operator named {:?}", req.name))),
+            (Some(op), false) => {
+                return Err(Status::already_exists(format!(
+                    "operator {:?} exists ({}, {}): use `nococtl operator token {}` for a new login token",
+                    op.name,
+                    op.role,
+                    op.status.as_str(),
+                    op.name
+                )));
+            }
+            (None, false) => {
+                let role: Role = req.role.parse().map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
+                let op = OperatorRecord {
+                    id: random_hex::<8>(),
+                    name: req.name.clone(),
+                    role,
+                    status: OperatorStatus::Pending,
+                    created_ms: self.shared.now_ms(),
+                };
+                self.shared.store.put_operator(&op).await.map_err(|e| internal("storing operator", e))?;
+                op
+            }
+        };
+        let (token, record) = self
+            .new_token(TokenKind::Login { operator_id: op.id.clone() }, ttl(req.ttl_seconds)?, caller, format!("login for {}", op.name))
+            .await?;
+        Ok(pb::AddOperatorResponse {
+            operator: Some(wire::operator_to_wire(&op)),
+            login_token: token.to_string(),
+            expires_unix_ms: record.expires_ms,
+        })
+    }
+
+    async fn revoke_operator(&self, caller: &Caller, req: pb::RevokeOperatorRequest) -> Result<pb::Operator, Status> {
+        let store = &self.shared.store;
+        let mut op = store
+            .operator_by_name(&req.name)
+            .map_err(|e| internal("reading operators", e))?
+            .ok_or_else(|| Status::not_found(format!("no operator named {:?}", req.name)))?;
+        if op.role == Role::Admin && op.status == OperatorStatus::Active {
+            let admins = store
+                .operators()
+                .map_err(|e| internal("reading operators", e))?
+                .into_iter()
+                .filter(|o| o.role == Role::Admin && o.status == OperatorStatus::Active)
+                .count();
+            if admins <= 1 {
+                return Err(Status::failed_precondition(format!(
+                    "{} is the last active admin: add another admin before revoking it",
+                    op.name
+                )));
+            }
+        }
+        self.shared.bans.add(&Identity::Operator { operator_id: op.id.clone(), role: op.role });
+        store.ban_operator(&mut op, self.shared.now_ms(), &caller.describe()).await.map_err(|e| internal("storing revocation", e))?;
+        Ok(wire::operator_to_wire(&op))
+    }
+
+    /// Run a mutating call and write its outcome to the audit log.
+    async fn audited<T>(&self, caller: &Caller, action: &str, target: &str, outcome: Result<T, Status>) -> Result<Response<T>, Status> {
+        crate::audit::record(&self.shared, &caller.describe(), action, target, &outcome);
+        outcome.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlSvc {
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let Identity::Operator { operator_id, role } = &caller.peer.identity else {
+            return Err(Status::permission_denied("not an operator"));
+        };
+        Ok(Response::new(pb::WhoAmIResponse {
+            operator_id: operator_id.clone(),
+            name: caller.peer.common_name.clone(),
+            role: role.to_string(),
+            cert_not_after_unix_ms: crate::clock::to_ms(caller.peer.not_after),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = format!("labels {:?}", req.labels.iter().collect::<BTreeMap<_, _>>());
+        let outcome = self.create_token(&caller, req).await;
+        let target = match &outcome {
+            Ok(r) => format!("join token {} {target}", r.token_id),
+            Err(_) => target,
+        };
+        self.audited(&caller, "token.create", &target, outcome).await
+    }
+
+    async fn list_hosts(&self, _req: Request<pb::ListHostsRequest>) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let mut hosts: Vec<pb::Host> = self
+            .shared
+            .store
+            .hosts()
+            .map_err(|e| internal("reading hosts", e))?
+            .iter()
+            .map(|h| wire::host_to_wire(h, self.shared.registry.online(&h.id)))
+            .collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.enrolled_unix_ms.cmp(&b.enrolled_unix_ms)));
+        Ok(Response::new(pb::ListHostsResponse { hosts }))
+    }
+
+    async fn label_host(&self, req: Request<pb::LabelHostRequest>) -> Result<Response<pb::Host>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = format!("{} set {:?} remove {:?}", req.host, req.set.iter().collect::<BTreeMap<_, _>>(), req.remove);
+        let outcome = self.label_host(req).await;
+        self.audited(&caller, "host.label", &target, outcome).await
+    }
+
+    async fn revoke_host(&self, req: Request<pb::RevokeHostRequest>) -> Result<Response<pb::Host>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = req.host.clone();
+        let outcome = self.revoke_host(&caller, req).await;
+        self.audited(&caller, "host.revoke", &target, outcome).await
+    }
+
+    async fn add_operator(&self, req: Request<pb::AddOperatorRequest>) -> Result<Response<pb::AddOperatorResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = if req.reissue { format!("{} (new login token)", req.name) } else { format!("{} as {}", req.name, req.role) };
+        let outcome = self.add_operator(&caller, req).await;
+        self.audited(&caller, "operator.add", &target, outcome).await
+    }
+
+    async fn list_operators(&self, _req: Request<pb::ListOperatorsRequest>) -> Result<Response<pb::ListOperatorsResponse>, Status> {
+        let mut operators: Vec<pb::Operator> = self
+            .shared
+            .store
+            .operators()
+            .map_err(|e| internal("reading operators", e))?
+            .iter()
+            .map(wire::operator_to_wire)
+            .collect();
+        operators.sort_by(|a, b| a.name.cmp(&b.name).then(a.created_unix_ms.cmp(&b.created_unix_ms)));
+        Ok(Response::new(pb::ListOperatorsResponse { operators }))
+    }
+
+    async fn revoke_operator(&self, req: Request<pb::RevokeOperatorRequest>) -> Result<Response<pb::Operator>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = req.name.clone();
+        let outcome = self.revoke_operator(&caller, req).await;
+        self.audited(&caller, "operator.revoke", &target, outcome).await
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 100,
+            n => n.min(MAX_AUDIT),
+        };
+        let records = self
+            .shared
+            .store
+            .audit(limit as usize)
+            .map_err(|e| internal("reading audit log", e))?
+            .into_iter()
+            .map(wire::audit_to_wire)
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+}

@@ -1,0 +1,191 @@
+//! The Enrollment service: the only calls served without a client certificate. A host trades a
+//! join token for its certificate; an operator trades a login token for theirs. Tokens are
+//! single-use, expire, and are checked against a stored hash.
+
+use std::sync::Arc;
+
+use noco_certs::token::Token;
+use noco_certs::{Identity, PeerCert};
+use noco_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::clock::{rfc3339_ms, to_ms};
+use crate::names;
+use crate::shared::{Shared, internal};
+use crate::store::{HostRecord, OperatorStatus, TokenKind, TokenRecord};
+
+#[derive(Debug, Clone)]
+pub struct EnrollmentSvc {
+    pub shared: Arc<Shared>,
+}
+
+impl EnrollmentSvc {
+    /// Parse and check a token against its record: known, right CA, right secret, unused,
+    /// unexpired.
+    fn check_token(&self, text: &str, what: &str) -> Result<TokenRecord, Status> {
+        let token: Token = text.parse().map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
+        if token.ca_fingerprint != self.shared.pki.ca.fingerprint() {
+            return Err(Status::unauthenticated(format!(
+                "{what} token {} was made for another noco server (CA fingerprint differs)",
+                token.id
+            )));
+        }
+        let record = self
+            .shared
+            .store
+            .token(&token.id)
+            .map_err(|e| internal("reading token", e))?
+            .filter(|r| r.secret_hash == token.secret_hash())
+            .ok_or_else(|| Status::unauthenticated(format!("unknown {what} token {}", token.id)))?;
+        if let Some(used) = record.used_ms {
+            return Err(Status::unauthenticated(format!(
+                "{what} token {} was already used at {}; tokens are single-use: create a new one",
+                token.id,
+                rfc3339_ms(used)
+            )));
+        }
+        if record.expires_ms <= self.shared.now_ms() {
+            return Err(Status::unauthenticated(format!(
+                "{what} token {} expired at {}: create a new one",
+                token.id,
+                rfc3339_ms(record.expires_ms)
+            )));
+        }
+        Ok(record)
+    }
+
+    async fn consume(&self, record: &TokenRecord, what: &str) -> Result<(), Status> {
+        self.shared.store.consume_token(record, self.shared.now_ms()).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => Status::unauthenticated(format!(
+                "{what} token {} was already used; tokens are single-use: create a new one",
+                record.id
+            )),
+            other => internal("consuming token", other),
+        })
+    }
+
+    async fn enroll_inner(&self, req: pb::EnrollRequest) -> Result<pb::EnrollResponse, Status> {
+        let record = self.check_token(&req.token, "join")?;
+        let TokenKind::Join { labels } = &record.kind else {
+            return Err(Status::invalid_argument(format!(
+                "token {} is an operator login token: use it with `nococtl login`",
+                record.id
+            )));
+        };
+        let facts = crate::wire::facts_from_wire(req.facts.as_ref());
+        let name = if req.requested_name.is_empty() { facts.hostname.to_lowercase() } else { req.requested_name.clone() };
+        names::check_name("host", &name)?;
+        let host_id = noco_certs::random_hex::<8>();
+        let identity = Identity::Agent { host_id: host_id.clone() };
+        let now = self.shared.clock.now();
+        let cert_pem = self
+            .shared
+            .pki
+            .issue(&req.csr_pem, &identity, &name, self.shared.limits.agent_cert_ttl, now)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert = PeerCert::from_pem(&cert_pem).map_err(|e| internal("reading issued certificate", e))?;
+        if let Some(existing) = self.shared.store.find_host(&name).map_err(|e| internal("reading hosts", e))?
+            && existing.revoked_ms.is_none()
+            && existing.name == name
+        {
+            return Err(Status::already_exists(format!(
+                "host name {name:?} is taken by host {}: revoke that host first or enroll with another --name",
+                existing.id
+            )));
+        }
+        self.consume(&record, "join").await?;
+        let host = HostRecord {
+            id: host_id.clone(),
+            name: name.clone(),
+            labels: labels.clone(),
+            facts,
+            enrolled_ms: to_ms(now),
+            last_seen_ms: to_ms(now),
+            cert_not_after_ms: to_ms(cert.not_after),
+            revoked_ms: None,
+        };
+        self.shared.store.insert_host(&host).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict(msg) => Status::already_exists(msg),
+            other => internal("storing host", other),
+        })?;
+        Ok(pb::EnrollResponse {
+            host_id,
+            name,
+            cert_pem,
+            ca_pem: self.shared.pki.ca.cert_pem().to_string(),
+            trust_root: vec![pb::TrustKey {
+                key_id: self.shared.pki.signer.key_id(),
+                public_key: self.shared.pki.signer.public_key().to_vec(),
+            }],
+            labels: labels.clone().into_iter().collect(),
+        })
+    }
+
+    async fn login_inner(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse, Status> {
+        let record = self.check_token(&req.token, "login")?;
+        let TokenKind::Login { operator_id } = &record.kind else {
+            return Err(Status::invalid_argument(format!(
+                "token {} is a host join token: use it with `noco-agent enroll`",
+                record.id
+            )));
+        };
+        let mut op = self
+            .shared
+            .store
+            .operator(operator_id)
+            .map_err(|e| internal("reading operator", e))?
+            .ok_or_else(|| Status::unauthenticated(format!("login token {} names no operator", record.id)))?;
+        if op.status == OperatorStatus::Revoked {
+            return Err(Status::permission_denied(format!("operator {} has been revoked", op.name)));
+        }
+        let identity = Identity::Operator { operator_id: op.id.clone(), role: op.role };
+        let cert_pem = self
+            .shared
+            .pki
+            .issue(&req.csr_pem, &identity, &op.name, self.shared.limits.operator_cert_ttl, self.shared.clock.now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.consume(&record, "login").await?;
+        op.status = OperatorStatus::Active;
+        self.shared.store.put_operator(&op).await.map_err(|e| internal("storing operator", e))?;
+        Ok(pb::LoginResponse {
+            operator_id: op.id,
+            name: op.name,
+            role: op.role.to_string(),
+            cert_pem,
+            ca_pem: self.shared.pki.ca.cert_pem().to_string(),
+        })
+    }
+}
+
+fn token_id(text: &str) -> String {
+    text.parse::<Token>().map(|t| t.id).unwrap_or_else(|_| "malformed".to_string())
+}
+
+#[tonic::async_trait]
+impl pb::enrollment_server::Enrollment for EnrollmentSvc {
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let req = req.into_inner();
+        let caller = format!("join token {}", token_id(&req.token));
+        let target = if req.requested_name.is_empty() {
+            req.facts.as_ref().map(|f| f.hostname.clone()).unwrap_or_default()
+        } else {
+            req.requested_name.clone()
+        };
+        let outcome = self.enroll_inner(req).await;
+        let target = match &outcome {
+            Ok(r) => format!("{} ({})", r.name, r.host_id),
+            Err(_) => target,
+        };
+        crate::audit::record(&self.shared, &caller, "host.enroll", &target, &outcome);
+        outcome.map(Response::new)
+    }
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = req.into_inner();
+        let caller = format!("login token {}", token_id(&req.token));
+        let outcome = self.login_inner(req).await;
+        let target = outcome.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        crate::audit::record(&self.shared, &caller, "operator.login", &target, &outcome);
+        outcome.map(Response::new)
+    }
+}

@@ -1,0 +1,164 @@
+//! noco-server: the command line. `init` makes a data directory; `run` serves it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use noco_server::init::{InitOptions, init};
+use noco_server::server::{RunOptions, run};
+use noco_server::shared::Limits;
+
+#[derive(Debug, Parser)]
+#[command(name = "noco-server", version, about = "noco's server: holds what every host should run and talks to agents and operators over mutual TLS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: CA, server certificate, state-signing key, database, and a first
+    /// admin operator whose nococtl credential is written to <data-dir>/admin.nococtl.toml.
+    Init(InitArgs),
+    /// Serve agents and operators.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// Where the server keeps its keys and database (created 0700).
+    #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
+    data_dir: PathBuf,
+    /// A DNS name or IP address agents and operators use to reach the server; repeat for more.
+    /// Default: localhost, 127.0.0.1 and this machine's hostname.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// The URL written into the admin credential. Default: https://<first --san>:7443.
+    #[arg(long)]
+    server_url: Option<String>,
+    /// Lifetime of the CA.
+    #[arg(long, default_value = "10y", value_parser = humantime::parse_duration)]
+    ca_ttl: Duration,
+    /// Lifetime of the server's TLS certificate; the server renews it at two thirds.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    server_cert_ttl: Duration,
+    /// Name of the first admin operator.
+    #[arg(long, default_value = "admin")]
+    admin_name: String,
+    /// Lifetime of the first admin's certificate (nococtl renews it when used after two thirds).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    admin_cert_ttl: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0: any free port; the chosen one is printed).
+    #[arg(long, env = "NOCO_LISTEN", default_value = "0.0.0.0:7443")]
+    listen: SocketAddr,
+    /// Lifetime of agent certificates; agents renew at one half to two thirds of it.
+    #[arg(long, env = "NOCO_AGENT_CERT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    agent_cert_ttl: Duration,
+    /// Lifetime of operator certificates issued by login and renewal.
+    #[arg(long, env = "NOCO_OPERATOR_CERT_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    operator_cert_ttl: Duration,
+    /// How often the server and agents send heartbeats; a session silent for three intervals is
+    /// closed.
+    #[arg(long, env = "NOCO_HEARTBEAT", default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+}
+
+fn default_sans() -> Vec<String> {
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_lowercase();
+        if !h.is_empty() && h != "localhost" {
+            sans.push(h);
+        }
+    }
+    sans
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    noco_certs::install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => cmd_init(args).await,
+        Command::Run(args) => cmd_run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("noco-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cmd_init(args: InitArgs) -> anyhow::Result<()> {
+    let sans = if args.sans.is_empty() { default_sans() } else { args.sans };
+    let opts = InitOptions {
+        data_dir: args.data_dir,
+        sans,
+        server_url: args.server_url,
+        ca_ttl: args.ca_ttl,
+        server_cert_ttl: args.server_cert_ttl,
+        admin_name: args.admin_name,
+        admin_cert_ttl: args.admin_cert_ttl,
+    };
+    let report = init(&opts, SystemTime::now()).await.context("init")?;
+    println!("initialized {}", report.dir.root.display());
+    println!("  CA certificate      {}", report.dir.ca_cert().display());
+    println!("  CA fingerprint      sha256:{}", report.ca_fingerprint);
+    println!("  server certificate  {}", report.dir.server_cert().display());
+    println!("  state-signing key   {}", report.dir.signing_key().display());
+    println!("  database            {}", report.dir.db().display());
+    println!("  admin credential    {} (0600)", report.admin_credential.display());
+    println!("  server URL          {}", report.server_url);
+    println!();
+    println!("next:");
+    println!("  noco-server run --data-dir {}", report.dir.root.display());
+    println!("  nococtl --config {} host ls", report.admin_credential.display());
+    Ok(())
+}
+
+async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+    if args.heartbeat.is_zero() || args.agent_cert_ttl.is_zero() || args.operator_cert_ttl.is_zero() {
+        anyhow::bail!("--heartbeat, --agent-cert-ttl and --operator-cert-ttl must be greater than zero");
+    }
+    let limits = Limits {
+        agent_cert_ttl: args.agent_cert_ttl,
+        operator_cert_ttl: args.operator_cert_ttl,
+        heartbeat_interval: args.heartbeat,
+        session_idle_timeout: args.heartbeat * 3,
+        ..Limits::default()
+    };
+    run(RunOptions { data_dir: args.data_dir, listen: args.listen, limits }, shutdown_signal()).await
+}

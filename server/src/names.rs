@@ -1,0 +1,85 @@
+//! What names and labels may look like. Checked on every input before anything is stored.
+
+use std::collections::BTreeMap;
+
+use tonic::Status;
+
+pub const MAX_LABELS: usize = 64;
+
+/// Host and operator names: 1–63 of `a-z 0-9 - _ .`, starting with a letter or digit.
+pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{kind} name {name:?} is not valid: use 1 to 63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Label keys: 1–63 of `A-Z a-z 0-9 - _ . /`, starting and ending with a letter or digit.
+/// Values: up to 63 of `A-Z a-z 0-9 - _ .`.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
+    if labels.len() > MAX_LABELS {
+        return Err(Status::invalid_argument(format!("{} labels is more than the limit of {MAX_LABELS}", labels.len())));
+    }
+    for (k, v) in labels {
+        check_label_key(k)?;
+        let value_ok = v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !value_ok {
+            return Err(Status::invalid_argument(format!(
+                "label {k}={v:?}: a value is up to 63 letters, digits, '-', '_' or '.'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_label_key(k: &str) -> Result<(), Status> {
+    let bytes = k.as_bytes();
+    let ok = !k.is_empty()
+        && k.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "label key {k:?} is not valid: 1 to 63 letters, digits, '-', '_', '.' or '/', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dns_like_rules() {
+        for good in ["web-1", "a", "db.eu_1"] {
+            check_name("host", good).unwrap();
+        }
+        for bad in ["", "-x", "Web", "a b", &"x".repeat(64), "a/b"] {
+            let err = check_name("host", bad).unwrap_err();
+            assert!(err.message().contains("host name"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels_are_checked_key_and_value() {
+        let mut l = BTreeMap::new();
+        l.insert("role".to_string(), "web".to_string());
+        l.insert("example.com/tier".to_string(), "".to_string());
+        check_labels(&l).unwrap();
+        l.insert("bad key".to_string(), "x".to_string());
+        assert!(check_labels(&l).is_err());
+        let mut l = BTreeMap::new();
+        l.insert("role".to_string(), "a=b".to_string());
+        assert!(check_labels(&l).unwrap_err().message().contains("role"));
+    }
+}

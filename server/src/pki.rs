@@ -1,0 +1,166 @@
+//! The server's data directory and the key material in it: the CA, the server's own TLS
+//! certificate (renewed by the server itself at two thirds of its life), and the state-signing
+//! key. Every private key is a 0600 file; the directory is 0700.
+//!
+//! ```text
+//! <data-dir>/ca.crt  ca.key  server.crt  server.key  state-signing.key  server.toml  db/
+//!            admin.nococtl.toml   (written by init: the first admin's credential)
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use noco_certs::ca::{Ca, Subject};
+use noco_certs::signing::StateSigner;
+use noco_certs::tls::RotatingCert;
+use noco_certs::{Identity, PeerCert, keyfile, rotation};
+use serde::{Deserialize, Serialize};
+
+/// Where each file of the data directory lives.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> Self {
+        DataDir { root: root.to_path_buf() }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.root.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.root.join("server.key")
+    }
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("state-signing.key")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("server.toml")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    pub fn admin_credential(&self) -> PathBuf {
+        self.root.join("admin.nococtl.toml")
+    }
+}
+
+/// What `init` decided and `run` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// The URL agents and operators are told to dial.
+    pub server_url: String,
+    pub dns_names: Vec<String>,
+    pub ip_addrs: Vec<IpAddr>,
+    pub server_cert_ttl_secs: u64,
+}
+
+pub struct Pki {
+    pub dir: DataDir,
+    pub ca: Ca,
+    pub signer: StateSigner,
+    pub server_cert: Arc<RotatingCert>,
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").field("dir", &self.dir).field("ca", &self.ca).finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl Pki {
+    /// Create the CA, the state-signing key and the server certificate in an empty data
+    /// directory.
+    pub fn create(dir: &DataDir, settings: Settings, ca_ttl: Duration, now: SystemTime) -> anyhow::Result<Pki> {
+        if dir.ca_cert().exists() || dir.db().exists() {
+            bail!(
+                "{} already holds a noco server (found {}); refusing to overwrite it",
+                dir.root.display(),
+                if dir.ca_cert().exists() { "ca.crt" } else { "db/" }
+            );
+        }
+        keyfile::create_private_dir(&dir.root).with_context(|| format!("creating {}", dir.root.display()))?;
+        let ca = Ca::create("noco CA", ca_ttl, now)?;
+        let signer = StateSigner::generate();
+        keyfile::write_secret(&dir.ca_key(), ca.key_pem().as_bytes()).context("writing ca.key")?;
+        keyfile::write_atomic(&dir.ca_cert(), ca.cert_pem().as_bytes(), 0o644).context("writing ca.crt")?;
+        keyfile::write_secret(&dir.signing_key(), hex::encode(signer.to_seed()).as_bytes())
+            .context("writing state-signing.key")?;
+        let text = toml::to_string(&settings).context("encoding server.toml")?;
+        keyfile::write_atomic(&dir.settings(), text.as_bytes(), 0o644).context("writing server.toml")?;
+        let (chain, key) = issue_server_cert(&ca, &settings, now)?;
+        write_server_cert(dir, &chain, &key)?;
+        let server_cert = RotatingCert::new(&chain, &key)?;
+        Ok(Pki { dir: dir.clone(), ca, signer, server_cert, settings })
+    }
+
+    /// Load the key material of an initialized data directory.
+    pub fn load(dir: &DataDir) -> anyhow::Result<Pki> {
+        if !dir.ca_cert().exists() {
+            bail!(
+                "{} is not an initialized noco server data directory (no ca.crt): run `noco-server init --data-dir {}` first",
+                dir.root.display(),
+                dir.root.display()
+            );
+        }
+        let ca = Ca::load(&read(&dir.ca_cert())?, &read(&dir.ca_key())?).context("loading the CA")?;
+        let seed = hex::decode(read(&dir.signing_key())?.trim()).context("state-signing.key is not hex")?;
+        let signer = StateSigner::from_seed(&seed).context("loading state-signing.key")?;
+        let settings: Settings = toml::from_str(&read(&dir.settings())?).context("parsing server.toml")?;
+        let server_cert = RotatingCert::new(&read(&dir.server_cert())?, &read(&dir.server_key())?)
+            .context("loading the server certificate")?;
+        Ok(Pki { dir: dir.clone(), ca, signer, server_cert, settings })
+    }
+
+    /// Renew the server's certificate when it is due; the new one serves the next handshake.
+    pub fn renew_server_cert_if_due(&self, now: SystemTime) -> anyhow::Result<bool> {
+        let current = PeerCert::from_pem(&read(&self.dir.server_cert())?)?;
+        if !rotation::due(current.not_before, current.not_after, now) {
+            return Ok(false);
+        }
+        let (chain, key) = issue_server_cert(&self.ca, &self.settings, now)?;
+        write_server_cert(&self.dir, &chain, &key)?;
+        self.server_cert.replace(&chain, &key)?;
+        tracing::info!("renewed the server certificate");
+        Ok(true)
+    }
+
+    pub fn issue(&self, csr_pem: &str, identity: &Identity, name: &str, ttl: Duration, now: SystemTime) -> Result<String, noco_certs::CertError> {
+        let subject = Subject { identity, common_name: name, dns_names: &[], ip_addrs: &[], lifetime: ttl };
+        self.ca.issue_for_csr(csr_pem, &subject, now)
+    }
+}
+
+fn issue_server_cert(ca: &Ca, settings: &Settings, now: SystemTime) -> anyhow::Result<(String, String)> {
+    let subject = Subject {
+        identity: &Identity::Server,
+        common_name: "noco-server",
+        dns_names: &settings.dns_names,
+        ip_addrs: &settings.ip_addrs,
+        lifetime: Duration::from_secs(settings.server_cert_ttl_secs),
+    };
+    let (cert, key) = ca.issue_with_new_key(&subject, now)?;
+    // The chain carries the CA so enrolling agents can check the pin.
+    Ok((format!("{cert}{}", ca.cert_pem()), key))
+}
+
+fn write_server_cert(dir: &DataDir, chain: &str, key: &str) -> anyhow::Result<()> {
+    keyfile::write_secret(&dir.server_key(), key.as_bytes()).context("writing server.key")?;
+    keyfile::write_atomic(&dir.server_cert(), chain.as_bytes(), 0o644).context("writing server.crt")?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The Agent service: one long-lived bidirectional stream per host. The agent says Hello with its
+//! facts; the server answers Welcome, then both send heartbeats. The server closes a session
+//! that goes quiet, whose host is revoked or replaced, or whose host no longer holds an
+//! unexpired certificate.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use noco_certs::Identity;
+use noco_proto::v1 as pb;
+use pb::agent_message::Msg as AgentMsg;
+use pb::server_message::Msg as ServerMsg;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Caller;
+use crate::registry::Registration;
+use crate::shared::{Shared, internal};
+
+/// The largest message accepted on a session.
+pub const MAX_SESSION_MESSAGE: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AgentSvc {
+    pub shared: Arc<Shared>,
+}
+
+type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentSvc {
+    type SessionStream = ReceiverStream<Result<pb::ServerMessage, Status>>;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let caller = Caller::of(&req)?;
+        let Identity::Agent { host_id } = &caller.peer.identity else {
+            return Err(Status::permission_denied("sessions are for agents"));
+        };
+        let shared = self.shared.clone();
+        let mut host = shared
+            .store
+            .host(host_id)
+            .map_err(|e| internal("reading host", e))?
+            .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
+        if host.revoked_ms.is_some() {
+            return Err(Status::permission_denied(format!("host {} has been revoked", host.name)));
+        }
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(shared.limits.hello_timeout, inbound.message()).await {
+            Ok(Ok(Some(pb::AgentMessage { msg: Some(AgentMsg::Hello(hello)) }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("a session must start with Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within the hello timeout")),
+        };
+        let now_ms = shared.now_ms();
+        host.facts = crate::wire::facts_from_wire(hello.facts.as_ref());
+        host.last_seen_ms = now_ms;
+        shared.store.put_host(&host).map_err(|e| internal("storing host", e))?;
+        let registration = shared.registry.register(&host.id, now_ms);
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = pb::Welcome {
+            host_id: host.id.clone(),
+            name: host.name.clone(),
+            heartbeat_interval_ms: shared.limits.heartbeat_interval.as_millis() as u32,
+        };
+        let _ = tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::Welcome(welcome)) })).await;
+        tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
+        let host_id = host.id.clone();
+        let name = host.name.clone();
+        tokio::spawn(async move {
+            let reason = run(&shared, &host_id, registration, inbound, &tx).await;
+            tracing::info!(host = %name, id = %host_id, "agent offline: {reason}");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Drive one session until it ends; returns why it ended.
+async fn run(
+    shared: &Shared,
+    host_id: &str,
+    mut reg: Registration,
+    mut inbound: Streaming<pb::AgentMessage>,
+    tx: &Outbound,
+) -> String {
+    let mut tick = tokio::time::interval(shared.limits.heartbeat_interval);
+    tick.tick().await;
+    let mut seq = 0u64;
+    let reason = loop {
+        tokio::select! {
+            cut = &mut reg.cut => {
+                match cut {
+                    Ok(status) => {
+                        let reason = status.message().to_string();
+                        let _ = tx.send(Err(status)).await;
+                        break reason;
+                    }
+                    Err(_) => break "session removed".to_string(),
+                }
+            }
+            msg = inbound.message() => match msg {
+                Ok(Some(m)) => {
+                    reg.last_seen_ms.store(shared.now_ms(), Ordering::Relaxed);
+                    match m.msg {
+                        Some(AgentMsg::Heartbeat(_)) => {}
+                        Some(AgentMsg::Hello(_)) => {
+                            let _ = tx.send(Err(Status::invalid_argument("Hello may only be sent once"))).await;
+                            break "protocol error: second Hello".to_string();
+                        }
+                        None => {}
+                    }
+                }
+                Ok(None) => break "agent closed the session".to_string(),
+                Err(status) => break format!("stream error: {}", status.message()),
+            },
+            _ = tick.tick() => {
+                let now_ms = shared.now_ms();
+                let quiet_ms = now_ms - reg.last_seen_ms.load(Ordering::Relaxed);
+                if quiet_ms > shared.limits.session_idle_timeout.as_millis() as i64 {
+                    let _ = tx.send(Err(Status::unavailable("no message from the agent within the idle timeout"))).await;
+                    break format!("silent for {quiet_ms} ms");
+                }
+                match shared.store.host(host_id) {
+                    Ok(Some(h)) if h.cert_not_after_ms <= now_ms => {
+                        let _ = tx.send(Err(Status::unauthenticated("the host's certificate expired and was not renewed"))).await;
+                        break "certificate expired".to_string();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("reading host {host_id}: {e}"),
+                }
+                seq += 1;
+                let hb = pb::Heartbeat { seq, sent_unix_ms: now_ms };
+                if tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::Heartbeat(hb)) })).await.is_err() {
+                    break "agent went away".to_string();
+                }
+            }
+        }
+    };
+    shared.registry.deregister(host_id, reg.session_id);
+    match shared.store.host(host_id) {
+        Ok(Some(mut h)) => {
+            h.last_seen_ms = reg.last_seen_ms.load(Ordering::Relaxed);
+            if let Err(e) = shared.store.put_host(&h) {
+                tracing::warn!("storing last-seen of {host_id}: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("reading host {host_id}: {e}"),
+    }
+    reason
+}

@@ -1,0 +1,55 @@
+//! What every service of the server shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bans::BanSet;
+use crate::clock::Clock;
+use crate::pki::Pki;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Tunables of a running server (flags of `noco-server run`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub agent_cert_ttl: Duration,
+    pub operator_cert_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    /// A session that sends nothing for this long is closed.
+    pub session_idle_timeout: Duration,
+    pub hello_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            agent_cert_ttl: Duration::from_secs(24 * 3600),
+            operator_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+            heartbeat_interval: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Store,
+    pub pki: Pki,
+    pub bans: Arc<BanSet>,
+    pub registry: Registry,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// Store errors become gRPC `internal` with the store's message.
+pub fn internal(context: &str, err: impl std::fmt::Display) -> tonic::Status {
+    tracing::error!("{context}: {err}");
+    tonic::Status::internal(format!("{context}: {err}"))
+}

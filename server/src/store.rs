@@ -1,0 +1,386 @@
+//! The server's persistent state in sled, behind typed methods: hosts, tokens, operators, the
+//! ban list and the audit log. Values are JSON; every method that changes something flushes
+//! before it returns, so what the caller was told is on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {err}")]
+    Corrupt { tree: &'static str, err: serde_json::Error },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Facts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub docker_version: String,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostRecord {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub facts: Facts,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: i64,
+    pub cert_not_after_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenKind {
+    Join { labels: BTreeMap<String, String> },
+    Login { operator_id: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_hash: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub created_by: String,
+    pub description: String,
+    pub used_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorStatus {
+    Pending,
+    Active,
+    Revoked,
+}
+
+impl OperatorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorStatus::Pending => "pending",
+            OperatorStatus::Active => "active",
+            OperatorStatus::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub id: String,
+    pub name: String,
+    pub role: noco_certs::Role,
+    pub status: OperatorStatus,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time_ms: i64,
+    pub caller: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BanRecord {
+    pub key: String,
+    pub time_ms: i64,
+    pub by: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    hosts: sled::Tree,
+    host_names: sled::Tree,
+    tokens: sled::Tree,
+    operators: sled::Tree,
+    bans: sled::Tree,
+    audit: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt { tree, err })
+}
+
+impl Store {
+    /// Open (or create) the database under `path`. sled allows one process at a time: a second
+    /// server on the same data directory fails here.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        Ok(Store {
+            hosts: db.open_tree("hosts")?,
+            host_names: db.open_tree("host_names")?,
+            tokens: db.open_tree("tokens")?,
+            operators: db.open_tree("operators")?,
+            bans: db.open_tree("bans")?,
+            audit: db.open_tree("audit")?,
+            db,
+        })
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ hosts
+
+    pub fn host(&self, id: &str) -> Result<Option<HostRecord>> {
+        self.hosts.get(id)?.map(|v| decode("hosts", &v)).transpose()
+    }
+
+    /// A host by id, or by the name of a host that is not revoked.
+    pub fn find_host(&self, name_or_id: &str) -> Result<Option<HostRecord>> {
+        if let Some(id) = self.host_names.get(name_or_id)? {
+            return self.host(&String::from_utf8_lossy(&id));
+        }
+        self.host(name_or_id)
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostRecord>> {
+        self.hosts.iter().values().map(|v| decode("hosts", &v?)).collect()
+    }
+
+    /// Add a newly enrolled host; its name must not belong to another host that is not revoked.
+    pub async fn insert_host(&self, host: &HostRecord) -> Result<()> {
+        let claimed = self.host_names.compare_and_swap(
+            host.name.as_bytes(),
+            None::<&[u8]>,
+            Some(host.id.as_bytes()),
+        )?;
+        if let Err(e) = claimed {
+            let owner = e.current.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+            return Err(StoreError::Conflict(format!(
+                "host name {:?} is taken by host {owner}: revoke that host first or pick another name with --name",
+                host.name
+            )));
+        }
+        self.hosts.insert(host.id.as_bytes(), encode(host))?;
+        self.flush().await
+    }
+
+    /// Replace a host's record (labels, facts, last seen). Does not flush: callers that must be
+    /// durable at once call [`Store::flush`]; sled flushes within 500 ms anyway.
+    pub fn put_host(&self, host: &HostRecord) -> Result<()> {
+        self.hosts.insert(host.id.as_bytes(), encode(host))?;
+        Ok(())
+    }
+
+    /// Mark a host revoked, ban its identity and free its name.
+    pub async fn revoke_host(&self, host: &mut HostRecord, now_ms: i64, by: &str) -> Result<()> {
+        host.revoked_ms = Some(now_ms);
+        self.hosts.insert(host.id.as_bytes(), encode(&*host))?;
+        let _ = self.host_names.compare_and_swap(host.name.as_bytes(), Some(host.id.as_bytes()), None::<&[u8]>)?;
+        self.ban(&format!("agent/{}", host.id), now_ms, by)?;
+        self.flush().await
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        self.tokens.get(id)?.map(|v| decode("tokens", &v)).transpose()
+    }
+
+    pub async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        self.tokens.insert(token.id.as_bytes(), encode(token))?;
+        self.flush().await
+    }
+
+    /// Mark a token used, atomically: of two concurrent uses exactly one succeeds.
+    pub async fn consume_token(&self, token: &TokenRecord, now_ms: i64) -> Result<()> {
+        let mut used = token.clone();
+        used.used_ms = Some(now_ms);
+        let swapped = self.tokens.compare_and_swap(
+            token.id.as_bytes(),
+            Some(encode(token)),
+            Some(encode(&used)),
+        )?;
+        if swapped.is_err() {
+            return Err(StoreError::Conflict("token already used".to_string()));
+        }
+        self.flush().await
+    }
+
+    /// Delete tokens that expired more than `grace_ms` ago.
+    pub fn prune_tokens(&self, now_ms: i64, grace_ms: i64) -> Result<usize> {
+        let mut pruned = 0;
+        for entry in self.tokens.iter() {
+            let (key, value) = entry?;
+            let token: TokenRecord = decode("tokens", &value)?;
+            if token.expires_ms + grace_ms < now_ms {
+                self.tokens.remove(key)?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
+    // ------------------------------------------------------------------ operators
+
+    pub fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.operators.iter().values().map(|v| decode("operators", &v?)).collect()
+    }
+
+    pub fn operator(&self, id: &str) -> Result<Option<OperatorRecord>> {
+        self.operators.get(id)?.map(|v| decode("operators", &v)).transpose()
+    }
+
+    /// The operator with this name that is not revoked.
+    pub fn operator_by_name(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        Ok(self.operators()?.into_iter().find(|o| o.name == name && o.status != OperatorStatus::Revoked))
+    }
+
+    pub async fn put_operator(&self, op: &OperatorRecord) -> Result<()> {
+        self.operators.insert(op.id.as_bytes(), encode(op))?;
+        self.flush().await
+    }
+
+    // ------------------------------------------------------------------ bans
+
+    fn ban(&self, key: &str, now_ms: i64, by: &str) -> Result<()> {
+        let record = BanRecord { key: key.to_string(), time_ms: now_ms, by: by.to_string() };
+        self.bans.insert(key.as_bytes(), encode(&record))?;
+        Ok(())
+    }
+
+    pub async fn ban_operator(&self, op: &mut OperatorRecord, now_ms: i64, by: &str) -> Result<()> {
+        op.status = OperatorStatus::Revoked;
+        self.operators.insert(op.id.as_bytes(), encode(&*op))?;
+        self.ban(&format!("operator/{}", op.id), now_ms, by)?;
+        self.flush().await
+    }
+
+    pub fn bans(&self) -> Result<Vec<BanRecord>> {
+        self.bans.iter().values().map(|v| decode("bans", &v?)).collect()
+    }
+
+    // ------------------------------------------------------------------ audit
+
+    /// Append an audit record. Keys are time-ordered (milliseconds, then a unique counter).
+    pub fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let seq = self.db.generate_id()?;
+        let mut key = Vec::with_capacity(16);
+        key.extend_from_slice(&(record.time_ms.max(0) as u64).to_be_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.audit.insert(key, encode(record))?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit records, oldest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        let mut records = self
+            .audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| decode("audit", &kv?.1))
+            .collect::<Result<Vec<AuditRecord>>>()?;
+        records.reverse();
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, name: &str) -> HostRecord {
+        HostRecord {
+            id: id.into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            facts: Facts::default(),
+            enrolled_ms: 1,
+            last_seen_ms: 1,
+            cert_not_after_ms: 2,
+            revoked_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_unique_until_its_host_is_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut h1 = host("h1", "web-1");
+        store.insert_host(&h1).await.unwrap();
+        let err = store.insert_host(&host("h2", "web-1")).await.unwrap_err();
+        assert!(err.to_string().contains("taken by host h1"), "{err}");
+        store.revoke_host(&mut h1, 5, "test").await.unwrap();
+        store.insert_host(&host("h2", "web-1")).await.unwrap();
+        assert_eq!(store.find_host("web-1").unwrap().unwrap().id, "h2");
+        assert_eq!(store.bans().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_consumed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let token = TokenRecord {
+            id: "t1".into(),
+            kind: TokenKind::Join { labels: BTreeMap::new() },
+            secret_hash: "x".into(),
+            created_ms: 0,
+            expires_ms: 10,
+            created_by: "test".into(),
+            description: String::new(),
+            used_ms: None,
+        };
+        store.insert_token(&token).await.unwrap();
+        store.consume_token(&token, 3).await.unwrap();
+        assert!(store.consume_token(&token, 4).await.is_err());
+        assert_eq!(store.token("t1").unwrap().unwrap().used_ms, Some(3));
+        assert_eq!(store.prune_tokens(100, 10).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn audit_returns_the_newest_records_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store
+                .append_audit(&AuditRecord {
+                    time_ms: i,
+                    caller: "c".into(),
+                    action: format!("a{i}"),
+                    target: String::new(),
+                    result: "ok".into(),
+                })
+                .unwrap();
+        }
+        let actions: Vec<_> = store.audit(3).unwrap().into_iter().map(|r| r.action).collect();
+        assert_eq!(actions, ["a2", "a3", "a4"]);
+    }
+}

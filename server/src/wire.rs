@@ -1,0 +1,73 @@
+//! Conversions between store records and wire messages.
+
+use noco_proto::v1 as pb;
+
+use crate::registry::Online;
+use crate::store::{AuditRecord, Facts, HostRecord, OperatorRecord};
+
+/// Longest fact string kept; agents are not trusted to send short ones.
+const MAX_FACT_LEN: usize = 256;
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_FACT_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+pub fn facts_from_wire(f: Option<&pb::HostFacts>) -> Facts {
+    let Some(f) = f else { return Facts::default() };
+    Facts {
+        hostname: clip(&f.hostname),
+        os: clip(&f.os),
+        kernel: clip(&f.kernel),
+        arch: clip(&f.arch),
+        docker_version: clip(&f.docker_version),
+        agent_version: clip(&f.agent_version),
+    }
+}
+
+pub fn facts_to_wire(f: &Facts) -> pb::HostFacts {
+    pb::HostFacts {
+        hostname: f.hostname.clone(),
+        os: f.os.clone(),
+        kernel: f.kernel.clone(),
+        arch: f.arch.clone(),
+        docker_version: f.docker_version.clone(),
+        agent_version: f.agent_version.clone(),
+    }
+}
+
+pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
+    let status = match (h.revoked_ms, online) {
+        (Some(_), _) => "revoked",
+        (None, Some(_)) => "online",
+        (None, None) => "offline",
+    };
+    pb::Host {
+        id: h.id.clone(),
+        name: h.name.clone(),
+        labels: h.labels.clone().into_iter().collect(),
+        facts: Some(facts_to_wire(&h.facts)),
+        status: status.to_string(),
+        last_seen_unix_ms: online.map(|o| o.last_seen_ms).unwrap_or(h.last_seen_ms),
+        enrolled_unix_ms: h.enrolled_ms,
+        cert_not_after_unix_ms: h.cert_not_after_ms,
+        connected_since_unix_ms: online.map(|o| o.connected_ms).unwrap_or(0),
+    }
+}
+
+pub fn operator_to_wire(o: &OperatorRecord) -> pb::Operator {
+    pb::Operator {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        role: o.role.to_string(),
+        status: o.status.as_str().to_string(),
+        created_unix_ms: o.created_ms,
+    }
+}
+
+pub fn audit_to_wire(a: AuditRecord) -> pb::AuditRecord {
+    pb::AuditRecord { time_unix_ms: a.time_ms, caller: a.caller, action: a.action, target: a.target, result: a.result }
+}
