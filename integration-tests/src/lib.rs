@@ -289,8 +289,10 @@ impl Fleet {
         }
     }
 
+    /// The newest host with this name (a revoked host keeps its record next to a re-enrolled
+    /// one of the same name).
     pub fn host(&self, name: &str) -> Option<Value> {
-        self.hosts().into_iter().find(|h| h["name"] == name)
+        self.hosts().into_iter().filter(|h| h["name"] == name).max_by_key(|h| h["enrolled_unix_ms"].as_i64())
     }
 
     pub fn status_of(&self, name: &str) -> String {
