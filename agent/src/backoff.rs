@@ -12,7 +12,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max: max.max(initial), current: initial }
+        Backoff {
+            initial,
+            max: max.max(initial),
+            current: initial,
+        }
     }
 
     /// The next delay; `random` is in `[0, 1)`.

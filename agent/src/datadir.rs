@@ -30,7 +30,9 @@ pub struct TrustRootFile {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        DataDir { root: root.to_path_buf() }
+        DataDir {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn credential(&self) -> PathBuf {
@@ -53,13 +55,15 @@ impl DataDir {
     }
 
     pub fn save_credential(&self, cred: &Credential) -> anyhow::Result<()> {
-        keyfile::create_private_dir(&self.root).with_context(|| format!("creating {}", self.root.display()))?;
+        keyfile::create_private_dir(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
         cred.save(&self.credential())?;
         Ok(())
     }
 
     pub fn save_trust_root(&self, root: &TrustRootFile) -> anyhow::Result<()> {
-        keyfile::create_private_dir(&self.root).with_context(|| format!("creating {}", self.root.display()))?;
+        keyfile::create_private_dir(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
         let json = serde_json::to_vec_pretty(root).context("encoding the trust root")?;
         keyfile::write_secret(&self.trust_root(), &json).context("writing trust-root.json")
     }

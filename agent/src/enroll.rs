@@ -35,7 +35,9 @@ pub async fn enroll(dir: &DataDir, opts: &EnrollOptions) -> anyhow::Result<Enrol
         bail!(
             "{} is already enrolled{}: pass --force to enroll again (the old host stays in `nococtl host ls` until revoked)",
             dir.root.display(),
-            existing.map(|c| format!(" as {} ({})", c.name, c.id)).unwrap_or_default()
+            existing
+                .map(|c| format!(" as {} ({})", c.name, c.id))
+                .unwrap_or_default()
         );
     }
     let addr = ServerAddr::parse(&opts.server).map_err(|e| anyhow::anyhow!(e))?;
@@ -62,9 +64,18 @@ pub async fn enroll(dir: &DataDir, opts: &EnrollOptions) -> anyhow::Result<Enrol
     if sha256_hex(&ca_der) != token.ca_fingerprint {
         bail!("the server sent a CA that does not match the token's pinned fingerprint");
     }
-    let peer = PeerCert::from_pem(&resp.cert_pem).context("the server sent an unreadable certificate")?;
-    if peer.identity != (Identity::Agent { host_id: resp.host_id.clone() }) {
-        bail!("the server issued a certificate for {} instead of host {}", peer.identity, resp.host_id);
+    let peer =
+        PeerCert::from_pem(&resp.cert_pem).context("the server sent an unreadable certificate")?;
+    if peer.identity
+        != (Identity::Agent {
+            host_id: resp.host_id.clone(),
+        })
+    {
+        bail!(
+            "the server issued a certificate for {} instead of host {}",
+            peer.identity,
+            resp.host_id
+        );
     }
     let credential = Credential {
         server: addr.url(),
@@ -79,15 +90,27 @@ pub async fn enroll(dir: &DataDir, opts: &EnrollOptions) -> anyhow::Result<Enrol
         keys: resp
             .trust_root
             .iter()
-            .map(|k| TrustKeyFile { key_id: k.key_id.clone(), public_key_hex: hex::encode(&k.public_key) })
+            .map(|k| TrustKeyFile {
+                key_id: k.key_id.clone(),
+                public_key_hex: hex::encode(&k.public_key),
+            })
             .collect(),
     };
-    noco_certs::signing::TrustRoot::new(&resp.trust_root.iter().map(|k| k.public_key.clone()).collect::<Vec<_>>())
-        .context("the server sent an invalid trust root")?;
+    noco_certs::signing::TrustRoot::new(
+        &resp
+            .trust_root
+            .iter()
+            .map(|k| k.public_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .context("the server sent an invalid trust root")?;
     dir.save_trust_root(&trust)?;
     dir.save_credential(&credential)?;
     let mut labels: Vec<_> = resp.labels.into_iter().collect();
     labels.sort();
-    Ok(Enrolled { host_id: resp.host_id, name: resp.name, labels })
+    Ok(Enrolled {
+        host_id: resp.host_id,
+        name: resp.name,
+        labels,
+    })
 }
-

@@ -8,7 +8,10 @@ use noco_proto::v1::HostFacts;
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 pub fn hostname() -> String {
@@ -27,7 +30,10 @@ fn os_pretty_name() -> String {
 pub async fn docker_version() -> String {
     let probe = async {
         let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
-        let docker = docker.negotiate_version().await.map_err(|e| e.to_string())?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| e.to_string())?;
         let v = docker.version().await.map_err(|e| e.to_string())?;
         Ok::<_, String>(v.version.unwrap_or_else(|| "unknown".to_string()))
     };

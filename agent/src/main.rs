@@ -10,7 +10,11 @@ use noco_agent::enroll::{EnrollOptions, enroll};
 use noco_agent::session::{Exit, RunOptions, run};
 
 #[derive(Debug, Parser)]
-#[command(name = "noco-agent", version, about = "noco's agent: runs on every host, keeps a mutual-TLS session with the server")]
+#[command(
+    name = "noco-agent",
+    version,
+    about = "noco's agent: runs on every host, keeps a mutual-TLS session with the server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,11 @@ struct EnrollArgs {
     #[arg(long, env = "NOCO_JOIN_TOKEN")]
     token: String,
     /// Where the agent keeps its key and certificate (created 0700).
-    #[arg(long, env = "NOCO_AGENT_DATA_DIR", default_value = "/var/lib/noco-agent")]
+    #[arg(
+        long,
+        env = "NOCO_AGENT_DATA_DIR",
+        default_value = "/var/lib/noco-agent"
+    )]
     data_dir: PathBuf,
     /// The host's name in noco (default: this machine's hostname).
     #[arg(long)]
@@ -45,7 +53,11 @@ struct EnrollArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    #[arg(long, env = "NOCO_AGENT_DATA_DIR", default_value = "/var/lib/noco-agent")]
+    #[arg(
+        long,
+        env = "NOCO_AGENT_DATA_DIR",
+        default_value = "/var/lib/noco-agent"
+    )]
     data_dir: PathBuf,
     /// Longest wait between reconnection attempts (the wait doubles from 0.5s, with jitter).
     #[arg(long, env = "NOCO_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -72,19 +84,36 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     noco_certs::install_crypto_provider();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Enroll(args) => {
             let dir = DataDir::new(&args.data_dir);
-            let opts = EnrollOptions { server: args.server, token: args.token, name: args.name, force: args.force };
+            let opts = EnrollOptions {
+                server: args.server,
+                token: args.token,
+                name: args.name,
+                force: args.force,
+            };
             match enroll(&dir, &opts).await {
                 Ok(e) => {
-                    let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("enrolled as {} (id {}), labels [{}]", e.name, e.host_id, labels.join(","));
-                    println!("start the agent: noco-agent run --data-dir {}", dir.root.display());
+                    let labels: Vec<String> =
+                        e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!(
+                        "enrolled as {} (id {}), labels [{}]",
+                        e.name,
+                        e.host_id,
+                        labels.join(",")
+                    );
+                    println!(
+                        "start the agent: noco-agent run --data-dir {}",
+                        dir.root.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -95,7 +124,10 @@ async fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let dir = DataDir::new(&args.data_dir);
-            let opts = RunOptions { max_backoff: args.max_backoff, ..RunOptions::default() };
+            let opts = RunOptions {
+                max_backoff: args.max_backoff,
+                ..RunOptions::default()
+            };
             match run(dir, opts, shutdown_signal()).await {
                 Ok(Exit::Shutdown) => {
                     tracing::info!("stopped");

@@ -25,7 +25,10 @@ pub struct LiveCredential {
 impl LiveCredential {
     pub fn new(cred: Credential) -> anyhow::Result<Self> {
         let tls = Arc::new(ArcSwap::from_pointee(cred.client_config()?));
-        Ok(LiveCredential { cred: Arc::new(ArcSwap::from_pointee(cred)), tls })
+        Ok(LiveCredential {
+            cred: Arc::new(ArcSwap::from_pointee(cred)),
+            tls,
+        })
     }
 }
 
@@ -47,7 +50,9 @@ pub async fn run(dir: DataDir, live: LiveCredential) -> String {
             match renew(&cred, Duration::from_secs(10)).await {
                 Ok(next) => {
                     if let Err(e) = dir.save_credential(&next) {
-                        tracing::error!("saving the renewed certificate: {e:#}; keeping the old one");
+                        tracing::error!(
+                            "saving the renewed certificate: {e:#}; keeping the old one"
+                        );
                         tokio::time::sleep(backoff.next_delay(random_unit())).await;
                         continue;
                     }
@@ -55,14 +60,22 @@ pub async fn run(dir: DataDir, live: LiveCredential) -> String {
                         Ok(config) => live.tls.store(Arc::new(config)),
                         Err(e) => return format!("the renewed certificate is unusable: {e}"),
                     }
-                    let until = next.peer().map(|p| humantime::format_rfc3339_seconds(p.not_after).to_string()).unwrap_or_default();
+                    let until = next
+                        .peer()
+                        .map(|p| humantime::format_rfc3339_seconds(p.not_after).to_string())
+                        .unwrap_or_default();
                     live.cred.store(Arc::new(next));
                     backoff.reset();
                     tracing::info!("renewed the host certificate; valid until {until}");
                     break;
                 }
-                Err(RenewError::Refused(status)) if status.code() == tonic::Code::PermissionDenied => {
-                    return format!("the server refused to renew this host's certificate: {}", status.message());
+                Err(RenewError::Refused(status))
+                    if status.code() == tonic::Code::PermissionDenied =>
+                {
+                    return format!(
+                        "the server refused to renew this host's certificate: {}",
+                        status.message()
+                    );
                 }
                 Err(e) => {
                     let now = SystemTime::now();
@@ -73,7 +86,10 @@ pub async fn run(dir: DataDir, live: LiveCredential) -> String {
                         );
                     }
                     let remaining = peer.not_after.duration_since(now).unwrap_or_default();
-                    let delay = backoff.next_delay(random_unit()).min(remaining / 4).max(Duration::from_millis(100));
+                    let delay = backoff
+                        .next_delay(random_unit())
+                        .min(remaining / 4)
+                        .max(Duration::from_millis(100));
                     tracing::warn!("renewing the host certificate: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                 }

@@ -28,7 +28,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { initial_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(30) }
+        RunOptions {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
     }
 }
 
@@ -49,7 +52,11 @@ enum End {
 }
 
 /// Run the agent until `shutdown` completes or the host is revoked.
-pub async fn run(dir: DataDir, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+pub async fn run(
+    dir: DataDir,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Exit> {
     let cred = dir.load_credential()?;
     let peer = cred.peer()?;
     if peer.expired_at(std::time::SystemTime::now()) {
@@ -77,7 +84,10 @@ pub async fn run(dir: DataDir, opts: RunOptions, shutdown: impl Future<Output = 
                     backoff.reset();
                 }
                 let delay = backoff.next_delay(random_unit());
-                tracing::warn!("session with {} ended: {reason}; reconnecting in {delay:.1?}", addr.url());
+                tracing::warn!(
+                    "session with {} ended: {reason}; reconnecting in {delay:.1?}",
+                    addr.url()
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     why = &mut renewal => return Ok(Exit::Revoked(why)),
@@ -108,9 +118,15 @@ fn classify(status: &tonic::Status, was_up: bool) -> End {
     let text = format!("{}: {}", status.message(), chain(status));
     let revoked = text.to_lowercase().contains("revoked");
     if revoked || (status.code() == tonic::Code::Unauthenticated && text.contains("expired")) {
-        End::Fatal(format!("the server refused this host: {}", status.message()))
+        End::Fatal(format!(
+            "the server refused this host: {}",
+            status.message()
+        ))
     } else {
-        End::Retry { reason: format!("{:?}: {}", status.code(), text), was_up }
+        End::Retry {
+            reason: format!("{:?}: {}", status.code(), text),
+            was_up,
+        }
     }
 }
 
@@ -121,14 +137,26 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
         Err(e) => {
             let text = chain(&e);
             if text.to_lowercase().contains("revoked") {
-                return End::Fatal(format!("the server refused this host's certificate: {text}"));
+                return End::Fatal(format!(
+                    "the server refused this host's certificate: {text}"
+                ));
             }
-            return End::Retry { reason: format!("connecting: {text}"), was_up: false };
+            return End::Retry {
+                reason: format!("connecting: {text}"),
+                was_up: false,
+            };
         }
     };
     let (tx, rx) = mpsc::channel(16);
-    let hello = pb::Hello { facts: Some(crate::facts::gather().await), last_generation: 0 };
-    let _ = tx.send(pb::AgentMessage { msg: Some(AgentMsg::Hello(hello)) }).await;
+    let hello = pb::Hello {
+        facts: Some(crate::facts::gather().await),
+        last_generation: 0,
+    };
+    let _ = tx
+        .send(pb::AgentMessage {
+            msg: Some(AgentMsg::Hello(hello)),
+        })
+        .await;
     let mut client = pb::agent_client::AgentClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -137,10 +165,22 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
         Err(status) => return classify(&status, false),
     };
     let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(pb::ServerMessage { msg: Some(ServerMsg::Welcome(w)) }))) => w,
-        Ok(Ok(_)) => return End::Retry { reason: "the server did not answer Hello with Welcome".into(), was_up: false },
+        Ok(Ok(Some(pb::ServerMessage {
+            msg: Some(ServerMsg::Welcome(w)),
+        }))) => w,
+        Ok(Ok(_)) => {
+            return End::Retry {
+                reason: "the server did not answer Hello with Welcome".into(),
+                was_up: false,
+            };
+        }
         Ok(Err(status)) => return classify(&status, false),
-        Err(_) => return End::Retry { reason: "no Welcome from the server".into(), was_up: false },
+        Err(_) => {
+            return End::Retry {
+                reason: "no Welcome from the server".into(),
+                was_up: false,
+            };
+        }
     };
     let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
     tracing::info!(host = %welcome.name, id = %welcome.host_id, "session established; heartbeat every {interval:?}");

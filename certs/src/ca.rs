@@ -37,7 +37,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,12 @@ impl Ca {
         let cert_der = crate::tls::first_cert_der(cert_pem)?;
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)?;
-        Ok(Ca { cert_pem: cert_pem.to_string(), cert_der, key_pem: key_pem.to_string(), issuer })
+        Ok(Ca {
+            cert_pem: cert_pem.to_string(),
+            cert_der,
+            key_pem: key_pem.to_string(),
+            issuer,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -170,7 +177,10 @@ mod tests {
         let now = SystemTime::now();
         let ca = Ca::create("test CA", Duration::from_secs(3600), now).unwrap();
         let req = csr::generate("evil").unwrap();
-        let identity = Identity::Operator { operator_id: "op1".into(), role: Role::Viewer };
+        let identity = Identity::Operator {
+            operator_id: "op1".into(),
+            role: Role::Viewer,
+        };
         let subject = Subject {
             identity: &identity,
             common_name: "alice",
@@ -189,7 +199,9 @@ mod tests {
     #[test]
     fn a_tampered_csr_is_refused() {
         let ca = Ca::create("test CA", Duration::from_secs(3600), SystemTime::now()).unwrap();
-        let identity = Identity::Agent { host_id: "h1".into() };
+        let identity = Identity::Agent {
+            host_id: "h1".into(),
+        };
         let subject = Subject {
             identity: &identity,
             common_name: "h1",
@@ -197,11 +209,17 @@ mod tests {
             ip_addrs: &[],
             lifetime: Duration::from_secs(60),
         };
-        let garbage = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
-        let err = ca.issue_for_csr(garbage, &subject, SystemTime::now()).unwrap_err();
+        let garbage =
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+        let err = ca
+            .issue_for_csr(garbage, &subject, SystemTime::now())
+            .unwrap_err();
         assert!(err.to_string().contains("CSR"), "{err}");
         let huge = "x".repeat(MAX_CSR_PEM_BYTES + 1);
-        assert!(ca.issue_for_csr(&huge, &subject, SystemTime::now()).is_err());
+        assert!(
+            ca.issue_for_csr(&huge, &subject, SystemTime::now())
+                .is_err()
+        );
     }
 
     #[test]

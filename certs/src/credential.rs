@@ -51,8 +51,14 @@ pub enum CredentialError {
 impl Credential {
     pub fn load(path: &Path) -> Result<Self, CredentialError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| CredentialError::Read { path: p.clone(), err })?;
-        toml::from_str(&text).map_err(|err| CredentialError::Parse { path: p, err: err.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|err| CredentialError::Read {
+            path: p.clone(),
+            err,
+        })?;
+        toml::from_str(&text).map_err(|err| CredentialError::Parse {
+            path: p,
+            err: err.to_string(),
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), CredentialError> {
@@ -60,8 +66,10 @@ impl Credential {
             path: path.display().to_string(),
             err: err.to_string(),
         })?;
-        keyfile::write_secret(path, text.as_bytes())
-            .map_err(|err| CredentialError::Write { path: path.display().to_string(), err })
+        keyfile::write_secret(path, text.as_bytes()).map_err(|err| CredentialError::Write {
+            path: path.display().to_string(),
+            err,
+        })
     }
 
     /// The identity and validity of the certificate in this credential.

@@ -26,7 +26,9 @@ impl ServerAddr {
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| format!("server address {url:?}: bad port {p:?}"))?;
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("server address {url:?}: bad port {p:?}"))?;
                 (h, port)
             }
             _ => (authority, 7443),
@@ -35,7 +37,10 @@ impl ServerAddr {
         if host.is_empty() {
             return Err(format!("server address {url:?} has no host"));
         }
-        Ok(ServerAddr { host: host.to_string(), port })
+        Ok(ServerAddr {
+            host: host.to_string(),
+            port,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -48,11 +53,17 @@ impl ServerAddr {
 }
 
 /// Open a channel to `addr`. `tls` is called for every new connection.
-pub async fn connect<F>(addr: &ServerAddr, tls: F, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error>
+pub async fn connect<F>(
+    addr: &ServerAddr,
+    tls: F,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error>
 where
     F: Fn() -> Arc<ClientConfig> + Send + Sync + 'static,
 {
-    endpoint(addr, connect_timeout).connect_with_connector(connector(addr, tls)).await
+    endpoint(addr, connect_timeout)
+        .connect_with_connector(connector(addr, tls))
+        .await
 }
 
 /// A channel that connects on first use and reconnects as needed.
@@ -115,10 +126,19 @@ mod tests {
 
     #[test]
     fn server_addresses_parse_with_and_without_port() {
-        assert_eq!(ServerAddr::parse("https://a.b:9").unwrap(), ServerAddr { host: "a.b".into(), port: 9 });
+        assert_eq!(
+            ServerAddr::parse("https://a.b:9").unwrap(),
+            ServerAddr {
+                host: "a.b".into(),
+                port: 9
+            }
+        );
         assert_eq!(ServerAddr::parse("https://a.b").unwrap().port, 7443);
         assert_eq!(ServerAddr::parse("https://[::1]:8443").unwrap().host, "::1");
-        assert_eq!(ServerAddr::parse("https://[::1]:8443").unwrap().url(), "https://[::1]:8443");
+        assert_eq!(
+            ServerAddr::parse("https://[::1]:8443").unwrap().url(),
+            "https://[::1]:8443"
+        );
         assert!(ServerAddr::parse("http://a.b").is_err());
         assert!(ServerAddr::parse("https://a.b:x").is_err());
     }

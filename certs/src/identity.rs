@@ -16,7 +16,9 @@ use crate::CertError;
 const SCHEME: &str = "noco://";
 
 /// What an operator may do. Ordered: each role may do everything the ones before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -78,7 +80,9 @@ impl Identity {
         let rest = uri.strip_prefix(SCHEME).ok_or_else(bad)?;
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
-            ["agent", id] if valid_id(id) => Ok(Identity::Agent { host_id: id.to_string() }),
+            ["agent", id] if valid_id(id) => Ok(Identity::Agent {
+                host_id: id.to_string(),
+            }),
             ["operator", role, id] if valid_id(id) => Ok(Identity::Operator {
                 operator_id: id.to_string(),
                 role: role.parse()?,
@@ -108,7 +112,9 @@ impl fmt::Display for Identity {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What the server knows about a verified peer certificate.
@@ -184,8 +190,13 @@ mod tests {
     #[test]
     fn identity_uris_round_trip() {
         for id in [
-            Identity::Agent { host_id: "h-1a2b".into() },
-            Identity::Operator { operator_id: "op_9".into(), role: Role::Deployer },
+            Identity::Agent {
+                host_id: "h-1a2b".into(),
+            },
+            Identity::Operator {
+                operator_id: "op_9".into(),
+                role: Role::Deployer,
+            },
             Identity::Server,
         ] {
             assert_eq!(Identity::parse_uri(&id.uri()).unwrap(), id);

@@ -40,7 +40,9 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     // SystemRandom only fails when the OS has no entropy source at all; there is nothing
     // sensible to do then but stop.
     #[allow(clippy::expect_used)]
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the OS random number generator failed");
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the OS random number generator failed");
     bytes
 }
 

@@ -16,7 +16,10 @@ pub enum RenewError {
     #[error("{0}")]
     Local(String),
     #[error("connecting to {server}: {source}")]
-    Connect { server: String, source: tonic::transport::Error },
+    Connect {
+        server: String,
+        source: tonic::transport::Error,
+    },
     #[error("the server refused the renewal: {0}")]
     Refused(tonic::Status),
 }
@@ -29,16 +32,24 @@ pub async fn renew(cred: &Credential, connect_timeout: Duration) -> Result<Crede
     let tls = Arc::new(cred.client_config().map_err(local)?);
     let channel = dial::connect(&addr, move || tls.clone(), connect_timeout)
         .await
-        .map_err(|source| RenewError::Connect { server: cred.server.clone(), source })?;
+        .map_err(|source| RenewError::Connect {
+            server: cred.server.clone(),
+            source,
+        })?;
     let fresh = csr::generate(&cred.name).map_err(local)?;
     let resp = pb::certs_client::CertsClient::new(channel)
-        .renew(pb::RenewRequest { csr_pem: fresh.csr_pem })
+        .renew(pb::RenewRequest {
+            csr_pem: fresh.csr_pem,
+        })
         .await
         .map_err(RenewError::Refused)?
         .into_inner();
     let renewed = PeerCert::from_pem(&resp.cert_pem).map_err(local)?;
     let same = match (&renewed.identity, &current.identity) {
-        (crate::Identity::Operator { operator_id: a, .. }, crate::Identity::Operator { operator_id: b, .. }) => a == b,
+        (
+            crate::Identity::Operator { operator_id: a, .. },
+            crate::Identity::Operator { operator_id: b, .. },
+        ) => a == b,
         (a, b) => a == b,
     };
     if !same {

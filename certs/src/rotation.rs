@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 /// `[0, 1)` (callers pass a random number; tests pass a fixed one); the result lies between half
 /// and two thirds of the lifetime.
 pub fn renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
-    let lifetime = not_after.duration_since(not_before).unwrap_or(Duration::ZERO);
+    let lifetime = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
     let jitter = jitter.clamp(0.0, 1.0);
     let fraction = 2.0 / 3.0 - jitter / 6.0;
     not_before + lifetime.mul_f64(fraction)

@@ -12,13 +12,17 @@ pub struct StateSigner {
 
 impl std::fmt::Debug for StateSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateSigner").field("key_id", &self.key_id()).finish_non_exhaustive()
+        f.debug_struct("StateSigner")
+            .field("key_id", &self.key_id())
+            .finish_non_exhaustive()
     }
 }
 
 impl StateSigner {
     pub fn generate() -> Self {
-        StateSigner { key: SigningKey::from_bytes(&random_bytes::<32>()) }
+        StateSigner {
+            key: SigningKey::from_bytes(&random_bytes::<32>()),
+        }
     }
 
     /// The 32-byte seed, for storing (0600).
@@ -27,10 +31,15 @@ impl StateSigner {
     }
 
     pub fn from_seed(seed: &[u8]) -> Result<Self, CertError> {
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| CertError::Signature(format!("a signing key seed is 32 bytes, not {}", seed.len())))?;
-        Ok(StateSigner { key: SigningKey::from_bytes(&seed) })
+        let seed: [u8; 32] = seed.try_into().map_err(|_| {
+            CertError::Signature(format!(
+                "a signing key seed is 32 bytes, not {}",
+                seed.len()
+            ))
+        })?;
+        Ok(StateSigner {
+            key: SigningKey::from_bytes(&seed),
+        })
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -81,7 +90,9 @@ impl TrustRoot {
             .keys
             .iter()
             .find(|(id, _)| id == key_id)
-            .ok_or_else(|| CertError::Signature(format!("key {key_id} is not in the trust root")))?;
+            .ok_or_else(|| {
+                CertError::Signature(format!("key {key_id} is not in the trust root"))
+            })?;
         let sig: [u8; 64] = signature.try_into().map_err(|_| {
             CertError::Signature(format!("a signature is 64 bytes, not {}", signature.len()))
         })?;

@@ -74,7 +74,9 @@ pub struct RotatingCert {
 
 impl RotatingCert {
     pub fn new(chain_pem: &str, key_pem: &str) -> Result<Arc<Self>, CertError> {
-        Ok(Arc::new(RotatingCert { current: RwLock::new(certified_key(chain_pem, key_pem)?) }))
+        Ok(Arc::new(RotatingCert {
+            current: RwLock::new(certified_key(chain_pem, key_pem)?),
+        }))
     }
 
     pub fn replace(&self, chain_pem: &str, key_pem: &str) -> Result<(), CertError> {
@@ -124,7 +126,11 @@ pub fn server_config(
 }
 
 /// A client configuration for an enrolled agent or a logged-in operator.
-pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, CertError> {
+pub fn client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<ClientConfig, CertError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(ca_pem)?)
@@ -136,7 +142,9 @@ pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Clie
 /// A client configuration that trusts a server only if its chain contains the CA whose
 /// fingerprint a token pins, and presents no certificate (enrollment and login).
 pub fn pinned_client_config(ca_fingerprint: &str) -> Result<ClientConfig, CertError> {
-    let verifier = Arc::new(PinnedCaVerifier { fingerprint: ca_fingerprint.to_lowercase() });
+    let verifier = Arc::new(PinnedCaVerifier {
+        fingerprint: ca_fingerprint.to_lowercase(),
+    });
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -148,8 +156,14 @@ pub fn pinned_client_config(ca_fingerprint: &str) -> Result<ClientConfig, CertEr
 
 /// Find the CA certificate in a PEM bundle with the given fingerprint (enrollment: the server's
 /// chain), as PEM. Used to store the CA after a pinned handshake.
-pub fn find_pinned(chain: &[CertificateDer<'_>], fingerprint: &str) -> Option<CertificateDer<'static>> {
-    chain.iter().find(|c| sha256_hex(c) == fingerprint).map(|c| c.clone().into_owned())
+pub fn find_pinned(
+    chain: &[CertificateDer<'_>],
+    fingerprint: &str,
+) -> Option<CertificateDer<'static>> {
+    chain
+        .iter()
+        .find(|c| sha256_hex(c) == fingerprint)
+        .map(|c| c.clone().into_owned())
 }
 
 #[derive(Debug)]
@@ -177,7 +191,9 @@ impl ClientCertVerifier for BanningVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let peer = PeerCert::from_der(end_entity)
             .map_err(|e| rustls::Error::General(format!("client certificate: {e}")))?;
         if self.bans.is_banned(&peer.identity) {
@@ -266,6 +282,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -20,7 +20,10 @@ pub struct Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token").field("id", &self.id).field("secret", &"<redacted>").finish()
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -42,18 +45,28 @@ impl Token {
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PREFIX}:{}:{}.{}", self.ca_fingerprint, self.id, self.secret)
+        write!(
+            f,
+            "{PREFIX}:{}:{}.{}",
+            self.ca_fingerprint, self.id, self.secret
+        )
     }
 }
 
 fn is_lower_hex(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    (min..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl FromStr for Token {
     type Err = CertError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| CertError::Token(format!("malformed token: {why} (expected noco1:<ca-sha256>:<id>.<secret>)"));
+        let bad = |why: &str| {
+            CertError::Token(format!(
+                "malformed token: {why} (expected noco1:<ca-sha256>:<id>.<secret>)"
+            ))
+        };
         let mut parts = s.trim().splitn(3, ':');
         if parts.next() != Some(PREFIX) {
             return Err(bad("it does not start with noco1:"));
@@ -67,7 +80,11 @@ impl FromStr for Token {
         if !is_lower_hex(id, 6, 32) || !is_lower_hex(secret, 16, 64) {
             return Err(bad("id or secret has the wrong form"));
         }
-        Ok(Token { ca_fingerprint: fp.to_string(), id: id.to_string(), secret: secret.to_string() })
+        Ok(Token {
+            ca_fingerprint: fp.to_string(),
+            id: id.to_string(),
+            secret: secret.to_string(),
+        })
     }
 }
 
@@ -89,7 +106,10 @@ mod tests {
             ("", "noco1"),
             ("noco1:xyz:abcdef.0123456789abcdef", "fingerprint"),
             (&format!("noco1:{}:abcdef", "a".repeat(64)), "id.secret"),
-            (&format!("noco1:{}:ABCDEF.0123456789abcdef", "a".repeat(64)), "wrong form"),
+            (
+                &format!("noco1:{}:ABCDEF.0123456789abcdef", "a".repeat(64)),
+                "wrong form",
+            ),
         ] {
             let err = s.parse::<Token>().unwrap_err().to_string();
             assert!(err.contains(why), "{s:?}: {err}");

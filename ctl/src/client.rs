@@ -20,7 +20,13 @@ pub async fn connect_as(cred: &Credential) -> Result<Channel, CtlError> {
     let tls = Arc::new(cred.client_config().map_err(CtlError::local)?);
     dial::connect(&addr, move || tls.clone(), CONNECT_TIMEOUT)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("cannot reach the noco server at {}: {}", addr.url(), chain(&e))))
+        .map_err(|e| {
+            CtlError::Unreachable(format!(
+                "cannot reach the noco server at {}: {}",
+                addr.url(),
+                chain(&e)
+            ))
+        })
 }
 
 /// Renew the credential in place if it is due. A failed renewal is a warning: the current
@@ -32,12 +38,16 @@ pub async fn renew_if_due(cred: &mut Credential, path: &Path) {
     match noco_certs::renew::renew(cred, CONNECT_TIMEOUT).await {
         Ok(next) => match next.save(path) {
             Ok(()) => *cred = next,
-            Err(e) => eprintln!("nococtl: warning: renewed the certificate but could not save it: {e}"),
+            Err(e) => {
+                eprintln!("nococtl: warning: renewed the certificate but could not save it: {e}")
+            }
         },
         Err(e) => eprintln!("nococtl: warning: could not renew the certificate: {e}"),
     }
 }
 
 pub fn control(channel: Channel) -> ControlClient<Channel> {
-    ControlClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+    ControlClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
 }

@@ -27,7 +27,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     match cli.command {
         Command::Login { .. } => unreachable!("handled above"),
         Command::Whoami => {
-            let r = ctl.who_am_i(pb::WhoAmIRequest {}).await.map_err(|s| refused("whoami", s))?.into_inner();
+            let r = ctl
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .map_err(|s| refused("whoami", s))?
+                .into_inner();
             match out {
                 Format::Json => output::json(&json!({
                     "name": r.name, "id": r.operator_id, "role": r.role, "server": cred.server,
@@ -43,15 +47,25 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 ),
             }
         }
-        Command::Token(TokenCmd::Create { labels, ttl, description }) => {
+        Command::Token(TokenCmd::Create {
+            labels,
+            ttl,
+            description,
+        }) => {
             let labels = parse_labels(&labels)?;
             let r = ctl
-                .create_token(pb::CreateTokenRequest { labels: labels.into_iter().collect(), ttl_seconds: ttl.as_secs().max(1), description })
+                .create_token(pb::CreateTokenRequest {
+                    labels: labels.into_iter().collect(),
+                    ttl_seconds: ttl.as_secs().max(1),
+                    description,
+                })
                 .await
                 .map_err(|s| refused("create token", s))?
                 .into_inner();
             match out {
-                Format::Json => output::json(&json!({"token": r.token, "id": r.token_id, "expires": rfc3339_ms(r.expires_unix_ms)})),
+                Format::Json => output::json(
+                    &json!({"token": r.token, "id": r.token_id, "expires": rfc3339_ms(r.expires_unix_ms)}),
+                ),
                 Format::Table => {
                     println!("{}", r.token);
                     eprintln!(
@@ -63,9 +77,16 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             }
         }
         Command::Host(HostCmd::Ls) => {
-            let hosts = ctl.list_hosts(pb::ListHostsRequest {}).await.map_err(|s| refused("list hosts", s))?.into_inner().hosts;
+            let hosts = ctl
+                .list_hosts(pb::ListHostsRequest {})
+                .await
+                .map_err(|s| refused("list hosts", s))?
+                .into_inner()
+                .hosts;
             match out {
-                Format::Json => output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>())),
+                Format::Json => {
+                    output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>()))
+                }
                 Format::Table => {
                     let rows: Vec<Vec<String>> = hosts
                         .iter()
@@ -76,20 +97,39 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                                 h.id.clone(),
                                 labels_text(&h.labels),
                                 h.status.clone(),
-                                if h.status == "online" { "now".into() } else { ago_ms(h.last_seen_unix_ms) },
+                                if h.status == "online" {
+                                    "now".into()
+                                } else {
+                                    ago_ms(h.last_seen_unix_ms)
+                                },
                                 f.agent_version,
                                 f.docker_version,
                             ]
                         })
                         .collect();
-                    output::table(&["NAME", "ID", "LABELS", "STATUS", "LAST-SEEN", "AGENT", "DOCKER"], &rows);
+                    output::table(
+                        &[
+                            "NAME",
+                            "ID",
+                            "LABELS",
+                            "STATUS",
+                            "LAST-SEEN",
+                            "AGENT",
+                            "DOCKER",
+                        ],
+                        &rows,
+                    );
                 }
             }
         }
         Command::Host(HostCmd::Label { host, changes }) => {
             let (set, remove) = parse_label_changes(&changes)?;
             let h = ctl
-                .label_host(pb::LabelHostRequest { host, set: set.into_iter().collect(), remove })
+                .label_host(pb::LabelHostRequest {
+                    host,
+                    set: set.into_iter().collect(),
+                    remove,
+                })
                 .await
                 .map_err(|s| refused("label host", s))?
                 .into_inner();
@@ -99,15 +139,27 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             }
         }
         Command::Host(HostCmd::Revoke { host }) => {
-            let h = ctl.revoke_host(pb::RevokeHostRequest { host }).await.map_err(|s| refused("revoke host", s))?.into_inner();
+            let h = ctl
+                .revoke_host(pb::RevokeHostRequest { host })
+                .await
+                .map_err(|s| refused("revoke host", s))?
+                .into_inner();
             match out {
                 Format::Json => output::json(&host_json(&h)),
-                Format::Table => println!("revoked host {} ({}): its session is cut and it can no longer connect", h.name, h.id),
+                Format::Table => println!(
+                    "revoked host {} ({}): its session is cut and it can no longer connect",
+                    h.name, h.id
+                ),
             }
         }
         Command::Operator(OperatorCmd::Add { name, role, ttl }) => {
             let r = ctl
-                .add_operator(pb::AddOperatorRequest { name, role, ttl_seconds: ttl.as_secs().max(1), reissue: false })
+                .add_operator(pb::AddOperatorRequest {
+                    name,
+                    role,
+                    ttl_seconds: ttl.as_secs().max(1),
+                    reissue: false,
+                })
                 .await
                 .map_err(|s| refused("add operator", s))?
                 .into_inner();
@@ -115,34 +167,63 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Operator(OperatorCmd::Token { name, ttl }) => {
             let r = ctl
-                .add_operator(pb::AddOperatorRequest { name, role: String::new(), ttl_seconds: ttl.as_secs().max(1), reissue: true })
+                .add_operator(pb::AddOperatorRequest {
+                    name,
+                    role: String::new(),
+                    ttl_seconds: ttl.as_secs().max(1),
+                    reissue: true,
+                })
                 .await
                 .map_err(|s| refused("new login token", s))?
                 .into_inner();
             print_login_token(&r, &cred, out);
         }
         Command::Operator(OperatorCmd::Ls) => {
-            let ops = ctl.list_operators(pb::ListOperatorsRequest {}).await.map_err(|s| refused("list operators", s))?.into_inner().operators;
+            let ops = ctl
+                .list_operators(pb::ListOperatorsRequest {})
+                .await
+                .map_err(|s| refused("list operators", s))?
+                .into_inner()
+                .operators;
             match out {
-                Format::Json => output::json(&json!(ops.iter().map(operator_json).collect::<Vec<_>>())),
+                Format::Json => {
+                    output::json(&json!(ops.iter().map(operator_json).collect::<Vec<_>>()))
+                }
                 Format::Table => {
                     let rows: Vec<Vec<String>> = ops
                         .iter()
-                        .map(|o| vec![o.name.clone(), o.id.clone(), o.role.clone(), o.status.clone(), rfc3339_ms(o.created_unix_ms)])
+                        .map(|o| {
+                            vec![
+                                o.name.clone(),
+                                o.id.clone(),
+                                o.role.clone(),
+                                o.status.clone(),
+                                rfc3339_ms(o.created_unix_ms),
+                            ]
+                        })
                         .collect();
                     output::table(&["NAME", "ID", "ROLE", "STATUS", "CREATED"], &rows);
                 }
             }
         }
         Command::Operator(OperatorCmd::Revoke { name }) => {
-            let o = ctl.revoke_operator(pb::RevokeOperatorRequest { name }).await.map_err(|s| refused("revoke operator", s))?.into_inner();
+            let o = ctl
+                .revoke_operator(pb::RevokeOperatorRequest { name })
+                .await
+                .map_err(|s| refused("revoke operator", s))?
+                .into_inner();
             match out {
                 Format::Json => output::json(&operator_json(&o)),
                 Format::Table => println!("revoked operator {} ({})", o.name, o.id),
             }
         }
         Command::Audit { limit } => {
-            let records = ctl.list_audit(pb::ListAuditRequest { limit }).await.map_err(|s| refused("read audit log", s))?.into_inner().records;
+            let records = ctl
+                .list_audit(pb::ListAuditRequest { limit })
+                .await
+                .map_err(|s| refused("read audit log", s))?
+                .into_inner()
+                .records;
             match out {
                 Format::Json => output::json(&json!(records
                     .iter()
@@ -161,26 +242,49 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     Ok(())
 }
 
-async fn login(path: &std::path::Path, server: Option<&str>, token_text: &str, force: bool, out: Format) -> Result<(), CtlError> {
-    let server = server.ok_or_else(|| CtlError::Local("login needs --server https://host:port (or NOCO_SERVER)".into()))?;
+async fn login(
+    path: &std::path::Path,
+    server: Option<&str>,
+    token_text: &str,
+    force: bool,
+    out: Format,
+) -> Result<(), CtlError> {
+    let server = server.ok_or_else(|| {
+        CtlError::Local("login needs --server https://host:port (or NOCO_SERVER)".into())
+    })?;
     if path.exists() && !force {
-        return Err(CtlError::Local(format!("{} already exists: pass --force to replace it, or --config for another file", path.display())));
+        return Err(CtlError::Local(format!(
+            "{} already exists: pass --force to replace it, or --config for another file",
+            path.display()
+        )));
     }
     let addr = ServerAddr::parse(server).map_err(CtlError::Local)?;
     let token: Token = token_text.parse().map_err(CtlError::local)?;
     let request = csr::generate("operator").map_err(CtlError::local)?;
-    let config = Arc::new(tls::pinned_client_config(&token.ca_fingerprint).map_err(CtlError::local)?);
+    let config =
+        Arc::new(tls::pinned_client_config(&token.ca_fingerprint).map_err(CtlError::local)?);
     let channel = dial::connect(&addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("cannot reach the noco server at {}: {}", addr.url(), chain(&e))))?;
+        .map_err(|e| {
+            CtlError::Unreachable(format!(
+                "cannot reach the noco server at {}: {}",
+                addr.url(),
+                chain(&e)
+            ))
+        })?;
     let r = pb::enrollment_client::EnrollmentClient::new(channel)
-        .login(pb::LoginRequest { token: token_text.trim().to_string(), csr_pem: request.csr_pem })
+        .login(pb::LoginRequest {
+            token: token_text.trim().to_string(),
+            csr_pem: request.csr_pem,
+        })
         .await
         .map_err(|s| refused("login", s))?
         .into_inner();
     let ca_der = tls::first_cert_der(&r.ca_pem).map_err(CtlError::local)?;
     if sha256_hex(&ca_der) != token.ca_fingerprint {
-        return Err(CtlError::Refused("login: the server sent a CA that does not match the token's pin".into()));
+        return Err(CtlError::Refused(
+            "login: the server sent a CA that does not match the token's pin".into(),
+        ));
     }
     PeerCert::from_pem(&r.cert_pem).map_err(CtlError::local)?;
     let cred = Credential {
@@ -194,8 +298,15 @@ async fn login(path: &std::path::Path, server: Option<&str>, token_text: &str, f
     };
     cred.save(path).map_err(CtlError::local)?;
     match out {
-        Format::Json => output::json(&json!({"name": r.name, "id": r.operator_id, "role": r.role, "config": path.display().to_string()})),
-        Format::Table => println!("logged in as {} ({}); credential written to {}", r.name, r.role, path.display()),
+        Format::Json => output::json(
+            &json!({"name": r.name, "id": r.operator_id, "role": r.role, "config": path.display().to_string()}),
+        ),
+        Format::Table => println!(
+            "logged in as {} ({}); credential written to {}",
+            r.name,
+            r.role,
+            path.display()
+        ),
     }
     Ok(())
 }
@@ -222,7 +333,11 @@ fn print_login_token(r: &pb::AddOperatorResponse, cred: &Credential, out: Format
 fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
     let sorted: BTreeMap<_, _> = labels.iter().collect();
     let text: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if text.is_empty() { "-".into() } else { text.join(",") }
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.join(",")
+    }
 }
 
 fn host_json(h: &pb::Host) -> serde_json::Value {
@@ -256,7 +371,9 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CtlError> {
 }
 
 /// `k=v` sets, `k-` removes.
-fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), CtlError> {
+fn parse_label_changes(
+    changes: &[String],
+) -> Result<(BTreeMap<String, String>, Vec<String>), CtlError> {
     let mut set = BTreeMap::new();
     let mut remove = Vec::new();
     for c in changes {
@@ -265,7 +382,9 @@ fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, 
         } else if let Some(k) = c.strip_suffix('-') {
             remove.push(k.to_string());
         } else {
-            return Err(CtlError::Local(format!("{c:?} is neither key=value (set) nor key- (remove)")));
+            return Err(CtlError::Local(format!(
+                "{c:?} is neither key=value (set) nor key- (remove)"
+            )));
         }
     }
     Ok((set, remove))

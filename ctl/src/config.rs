@@ -15,7 +15,9 @@ pub fn default_path() -> Result<PathBuf, CtlError> {
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".config/noco/config.toml")),
-        None => Err(CtlError::Local("neither XDG_CONFIG_HOME nor HOME is set: pass --config PATH".into())),
+        None => Err(CtlError::Local(
+            "neither XDG_CONFIG_HOME nor HOME is set: pass --config PATH".into(),
+        )),
     }
 }
 
@@ -38,7 +40,9 @@ pub fn load(path: &Path, server: Option<&str>) -> Result<Credential, CtlError> {
     if let Some(server) = server {
         cred.server = server.to_string();
     }
-    let peer = cred.peer().map_err(|e| CtlError::Local(format!("{}: {e}", path.display())))?;
+    let peer = cred
+        .peer()
+        .map_err(|e| CtlError::Local(format!("{}: {e}", path.display())))?;
     if peer.expired_at(SystemTime::now()) {
         return Err(CtlError::Local(format!(
             "the certificate of operator {} expired on {}: run `nococtl login --server {} --token TOKEN` again (an admin makes the token with `nococtl operator token {}`)",

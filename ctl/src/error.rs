@@ -56,10 +56,16 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub fn refused(action: &str, status: tonic::Status) -> CtlError {
     let text = format!("{}: {}", status.message(), chain(&status));
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if text.to_lowercase().contains("revoked") => {
-            CtlError::Refused(format!("{action}: the server refused this credential: it has been revoked"))
+        tonic::Code::Unavailable | tonic::Code::Unknown
+            if text.to_lowercase().contains("revoked") =>
+        {
+            CtlError::Refused(format!(
+                "{action}: the server refused this credential: it has been revoked"
+            ))
         }
-        tonic::Code::Unavailable => CtlError::Unreachable(format!("{action}: the server is unavailable: {text}")),
+        tonic::Code::Unavailable => {
+            CtlError::Unreachable(format!("{action}: the server is unavailable: {text}"))
+        }
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             CtlError::Refused(format!("{action}: refused: {}", status.message()))
         }

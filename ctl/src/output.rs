@@ -38,7 +38,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
+    );
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -54,7 +57,10 @@ pub fn ago_ms(ms: i64) -> String {
         return "never".to_string();
     }
     let then = UNIX_EPOCH + Duration::from_millis(ms as u64);
-    let secs = SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         0..=1 => "just now".to_string(),
         2..=119 => format!("{secs}s ago"),

@@ -83,14 +83,22 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { sessions: vec![1000, 10000], runs: 5 };
+    let mut args = Args {
+        sessions: vec![1000, 10000],
+        runs: 5,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) => (f.to_string(), Some(v.to_string())),
             None => (arg.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).with_context(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .with_context(|| format!("{name} needs a value"))
+        };
         match flag.as_str() {
             "--sessions" => {
                 let v = value("--sessions")?;
@@ -106,7 +114,9 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--runs" => {
                 let v = value("--runs")?;
-                args.runs = v.parse().with_context(|| format!("--runs {v:?} is not a number"))?;
+                args.runs = v
+                    .parse()
+                    .with_context(|| format!("--runs {v:?} is not a number"))?;
             }
             // cargo bench passes `--bench`; anything else is not ours either.
             _ => {}
@@ -121,11 +131,16 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("sessions benchmark: {e:#}");
-            eprintln!("usage: cargo bench -p noco-integration-tests --bench sessions -- [--sessions 1000,10000] [--runs 5]");
+            eprintln!(
+                "usage: cargo bench -p noco-integration-tests --bench sessions -- [--sessions 1000,10000] [--runs 5]"
+            );
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sessions benchmark: starting the tokio runtime: {e}");
@@ -135,17 +150,29 @@ fn main() -> ExitCode {
     let ok = runtime.block_on(bench(args));
     // Session tasks of a failed N may still be parked; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Run both parts, print the summary; whether everything that ran succeeded.
 async fn bench(args: Args) -> bool {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("noco sessions benchmark: --sessions {:?} --runs {}", args.sessions, args.runs);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "noco sessions benchmark: --sessions {:?} --runs {}",
+        args.sessions, args.runs
+    );
     println!("{}", raise_open_files_limit());
     let build = match harness("building the noco binaries", || bin_dir().to_path_buf()) {
         Ok(dir) => {
-            let profile = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let profile = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             println!("binaries: {}", dir.display());
             format!("{profile} build")
         }
@@ -156,7 +183,9 @@ async fn bench(args: Args) -> bool {
     };
 
     let mut ok = true;
-    let mut summary = vec![format!("== noco sessions benchmark ({cores} cores, {build}) ==")];
+    let mut summary = vec![format!(
+        "== noco sessions benchmark ({cores} cores, {build}) =="
+    )];
 
     if args.runs > 0 {
         println!();
@@ -190,7 +219,10 @@ async fn bench(args: Args) -> bool {
                         f.established,
                         MIN_ESTABLISHED * 100.0
                     );
-                    summary.push(format!("{line} — FAILED: fewer than {:.0}% established", MIN_ESTABLISHED * 100.0));
+                    summary.push(format!(
+                        "{line} — FAILED: fewer than {:.0}% established",
+                        MIN_ESTABLISHED * 100.0
+                    ));
                 } else {
                     summary.push(line);
                 }
@@ -222,9 +254,13 @@ async fn bench(args: Args) -> bool {
 
 /// Time `noco-agent run` → `online`, `runs` times; sorted ascending.
 async fn agent_start_to_online(runs: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut fleet = harness("starting the server", || Fleet::start(ServerOptions::default()))?;
+    let mut fleet = harness("starting the server", || {
+        Fleet::start(ServerOptions::default())
+    })?;
     let mut control = admin_client(&fleet).await?;
-    harness("enrolling bench-1", || fleet.enroll("bench-1", "role=bench"))?;
+    harness("enrolling bench-1", || {
+        fleet.enroll("bench-1", "role=bench")
+    })?;
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {
         let start = Instant::now();
@@ -234,11 +270,16 @@ async fn agent_start_to_online(runs: usize) -> anyhow::Result<Vec<Duration>> {
             Ok(at) => at.duration_since(start),
             Err(e) => {
                 agent.kill();
-                return Err(e.context(format!("run {run}; agent log:\n{}", tail(&agent.log_text(), 20))));
+                return Err(e.context(format!(
+                    "run {run}; agent log:\n{}",
+                    tail(&agent.log_text(), 20)
+                )));
             }
         };
         harness("stopping the agent", || agent.terminate())?;
-        wait_status(&mut control, "bench-1", "offline", None).await.with_context(|| format!("run {run}"))?;
+        wait_status(&mut control, "bench-1", "offline", None)
+            .await
+            .with_context(|| format!("run {run}"))?;
         println!("run {run}/{runs}: online after {}", fmt_ms(online));
         times.push(online);
     }
@@ -249,7 +290,12 @@ async fn agent_start_to_online(runs: usize) -> anyhow::Result<Vec<Duration>> {
 
 /// Poll ListHosts every [`STATUS_POLL`] until `name` has `status`; when it has, the instant it
 /// was seen. Fails early if `agent` exits.
-async fn wait_status(control: &mut Control, name: &str, status: &str, mut agent: Option<&mut Proc>) -> anyhow::Result<Instant> {
+async fn wait_status(
+    control: &mut Control,
+    name: &str,
+    status: &str,
+    mut agent: Option<&mut Proc>,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + STATUS_TIMEOUT;
     loop {
         let hosts = list_hosts(control).await?;
@@ -301,7 +347,10 @@ impl Figures {
         let online = if self.online_after_hold == self.n && self.lost == 0 {
             "all online".to_string()
         } else {
-            format!("{}/{} online after {HOLD:?}, {} lost", self.online_after_hold, self.n, self.lost)
+            format!(
+                "{}/{} online after {HOLD:?}, {} lost",
+                self.online_after_hold, self.n, self.lost
+            )
         };
         let established = if self.established == self.n {
             String::new()
@@ -317,7 +366,10 @@ impl Figures {
             ),
             _ => "server RSS unknown".to_string(),
         };
-        let bench = self.bench_rss_after.map(|b| format!("; bench process RSS {}", fmt_mib(b))).unwrap_or_default();
+        let bench = self
+            .bench_rss_after
+            .map(|b| format!("; bench process RSS {}", fmt_mib(b)))
+            .unwrap_or_default();
         format!(
             "{} sessions: {established}established in {} ({}/s), {online}; {memory}{bench}",
             self.n,
@@ -379,12 +431,20 @@ async fn sessions(n: usize) -> Outcome {
         return Outcome::Skipped(why);
     }
     let mut fleet = match harness("starting the server", || {
-        Fleet::start(ServerOptions { heartbeat: SESSION_HEARTBEAT.into(), ..ServerOptions::default() })
+        Fleet::start(ServerOptions {
+            heartbeat: SESSION_HEARTBEAT.into(),
+            ..ServerOptions::default()
+        })
     }) {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
-    let server_pid = fleet.server.as_ref().map(Proc::pid).unwrap_or(0).to_string();
+    let server_pid = fleet
+        .server
+        .as_ref()
+        .map(Proc::pid)
+        .unwrap_or(0)
+        .to_string();
     let outcome = match fits(n, "the server", &server_pid) {
         Err(why) => Outcome::Skipped(why),
         Ok(()) => match measure_sessions(&fleet, &server_pid, n).await {
@@ -402,27 +462,43 @@ async fn sessions(n: usize) -> Outcome {
 async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::Result<Figures> {
     let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
     let mut control = admin_client(fleet).await?;
-    let mut figures = Figures { n, ..Figures::default() };
+    let mut figures = Figures {
+        n,
+        ..Figures::default()
+    };
 
     // Join tokens, through the Control service as the admin.
     let start = Instant::now();
     let tokens = create_tokens(&control, n).await;
     figures.token_time = start.elapsed();
-    println!("created {} join tokens in {} ({}/s)", tokens.len(), fmt_s(figures.token_time), rate(tokens.len(), figures.token_time));
+    println!(
+        "created {} join tokens in {} ({}/s)",
+        tokens.len(),
+        fmt_s(figures.token_time),
+        rate(tokens.len(), figures.token_time)
+    );
 
     // Enrollment: key, CSR, pinned TLS connection and Enroll call per host.
     let start = Instant::now();
     let hosts = enroll_all(&addr, tokens).await;
     figures.enroll_time = start.elapsed();
     figures.enrolled = hosts.len();
-    println!("enrolled {} hosts in {} ({}/s)", hosts.len(), fmt_s(figures.enroll_time), rate(hosts.len(), figures.enroll_time));
+    println!(
+        "enrolled {} hosts in {} ({}/s)",
+        hosts.len(),
+        fmt_s(figures.enroll_time),
+        rate(hosts.len(), figures.enroll_time)
+    );
 
     // Sessions, each over its own mTLS connection.
     figures.server_rss_before = rss_kib(server_pid);
     let bench_rss_before = rss_kib("self");
     println!(
         "before sessions: server RSS {}, bench process RSS {}",
-        figures.server_rss_before.map(fmt_mib).unwrap_or_else(|| "?".into()),
+        figures
+            .server_rss_before
+            .map(fmt_mib)
+            .unwrap_or_else(|| "?".into()),
         bench_rss_before.map(fmt_mib).unwrap_or_else(|| "?".into())
     );
     let lost = Arc::new(Mutex::new(Failures::default()));
@@ -447,8 +523,14 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
         let _ = task.await;
     }
     match wait_online_count(&mut control, |c| c == 0).await {
-        Ok(0) => println!("dropped the sessions; the server saw all hosts offline after {}", fmt_s(start.elapsed())),
-        Ok(c) => println!("dropped the sessions; the server still shows {c} online after {}", fmt_s(start.elapsed())),
+        Ok(0) => println!(
+            "dropped the sessions; the server saw all hosts offline after {}",
+            fmt_s(start.elapsed())
+        ),
+        Ok(c) => println!(
+            "dropped the sessions; the server still shows {c} online after {}",
+            fmt_s(start.elapsed())
+        ),
         Err(e) => println!("dropped the sessions; counting online hosts failed: {e:#}"),
     }
     result?;
@@ -456,10 +538,18 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
 }
 
 /// Count online hosts, hold the sessions for [`HOLD`], read memory, count again.
-async fn hold_and_count(control: &mut Control, server_pid: &str, lost: &Mutex<Failures>, figures: &mut Figures) -> anyhow::Result<()> {
+async fn hold_and_count(
+    control: &mut Control,
+    server_pid: &str,
+    lost: &Mutex<Failures>,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     let established = figures.established;
     figures.online = wait_online_count(control, |c| c >= established).await?;
-    println!("ListHosts: {} of {} simulated hosts online", figures.online, figures.n);
+    println!(
+        "ListHosts: {} of {} simulated hosts online",
+        figures.online, figures.n
+    );
     tokio::time::sleep(HOLD).await;
     figures.server_rss_after = rss_kib(server_pid);
     figures.bench_rss_after = rss_kib("self");
@@ -469,8 +559,14 @@ async fn hold_and_count(control: &mut Control, server_pid: &str, lost: &Mutex<Fa
         "after {HOLD:?}: {} online, {} sessions lost; server RSS {}, bench process RSS {}",
         figures.online_after_hold,
         figures.lost,
-        figures.server_rss_after.map(fmt_mib).unwrap_or_else(|| "?".into()),
-        figures.bench_rss_after.map(fmt_mib).unwrap_or_else(|| "?".into())
+        figures
+            .server_rss_after
+            .map(fmt_mib)
+            .unwrap_or_else(|| "?".into()),
+        figures
+            .bench_rss_after
+            .map(fmt_mib)
+            .unwrap_or_else(|| "?".into())
     );
     lock(lost).report("held sessions");
     Ok(())
@@ -493,7 +589,9 @@ async fn create_tokens(control: &Control, n: usize) -> Vec<String> {
                 match tokio::time::timeout(CALL_TIMEOUT, control.create_token(request)).await {
                     Ok(Ok(resp)) => Ok(resp.into_inner().token),
                     Ok(Err(status)) => Err(format!("CreateToken: {}", status_text(&status))),
-                    Err(_) => Err(format!("CreateToken did not answer within {CALL_TIMEOUT:?}")),
+                    Err(_) => Err(format!(
+                        "CreateToken did not answer within {CALL_TIMEOUT:?}"
+                    )),
                 }
             })
         })
@@ -525,19 +623,40 @@ async fn enroll_all(addr: &ServerAddr, tokens: Vec<String>) -> Vec<SimHost> {
 }
 
 async fn enroll_one(addr: &ServerAddr, token: String, name: String) -> Result<SimHost, String> {
-    let parsed: Token = token.parse().map_err(|e| format!("reading the join token: {e}"))?;
-    let csr::KeyAndCsr { key_pem, csr_pem } = csr::generate(&name).map_err(|e| format!("making a key and CSR: {e}"))?;
-    let config = Arc::new(tls::pinned_client_config(&parsed.ca_fingerprint).map_err(|e| format!("pinned TLS configuration: {e}"))?);
+    let parsed: Token = token
+        .parse()
+        .map_err(|e| format!("reading the join token: {e}"))?;
+    let csr::KeyAndCsr { key_pem, csr_pem } =
+        csr::generate(&name).map_err(|e| format!("making a key and CSR: {e}"))?;
+    let config = Arc::new(
+        tls::pinned_client_config(&parsed.ca_fingerprint)
+            .map_err(|e| format!("pinned TLS configuration: {e}"))?,
+    );
     let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
         .map_err(|e| format!("connecting to enroll: {}", chain(&e)))?;
-    let request = pb::EnrollRequest { token, csr_pem, requested_name: name.clone(), facts: Some(facts(&name)) };
-    let resp = match tokio::time::timeout(CALL_TIMEOUT, pb::enrollment_client::EnrollmentClient::new(channel).enroll(request)).await {
+    let request = pb::EnrollRequest {
+        token,
+        csr_pem,
+        requested_name: name.clone(),
+        facts: Some(facts(&name)),
+    };
+    let resp = match tokio::time::timeout(
+        CALL_TIMEOUT,
+        pb::enrollment_client::EnrollmentClient::new(channel).enroll(request),
+    )
+    .await
+    {
         Ok(Ok(resp)) => resp.into_inner(),
         Ok(Err(status)) => return Err(format!("Enroll: {}", status_text(&status))),
         Err(_) => return Err(format!("Enroll did not answer within {CALL_TIMEOUT:?}")),
     };
-    Ok(SimHost { name: resp.name, ca_pem: resp.ca_pem, cert_pem: resp.cert_pem, key_pem })
+    Ok(SimHost {
+        name: resp.name,
+        ca_pem: resp.ca_pem,
+        cert_pem: resp.cert_pem,
+        key_pem,
+    })
 }
 
 /// What a simulated host says about itself.
@@ -565,7 +684,11 @@ async fn open_sessions(
     let mut results = Vec::with_capacity(total);
     for host in hosts {
         let (done_tx, done_rx) = oneshot::channel::<Result<(), String>>();
-        let done_rx = async move { done_rx.await.unwrap_or_else(|_| Err("the session task ended without a result".to_string())) };
+        let done_rx = async move {
+            done_rx
+                .await
+                .unwrap_or_else(|_| Err("the session task ended without a result".to_string()))
+        };
         let addr = addr.clone();
         let limit = limit.clone();
         let lost = lost.clone();
@@ -603,31 +726,45 @@ struct Live {
 /// Connect with the host's certificate, say Hello, wait for Welcome (as `noco-agent` does).
 async fn open_session(addr: &ServerAddr, host: &SimHost) -> Result<Live, String> {
     let config = Arc::new(
-        tls::client_config(&host.ca_pem, &host.cert_pem, &host.key_pem).map_err(|e| format!("TLS configuration: {e}"))?,
+        tls::client_config(&host.ca_pem, &host.cert_pem, &host.key_pem)
+            .map_err(|e| format!("TLS configuration: {e}"))?,
     );
     let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
         .map_err(|e| format!("connecting: {}", chain(&e)))?;
     let (tx, rx) = mpsc::channel(16);
-    let hello = pb::Hello { facts: Some(facts(&host.name)), last_generation: 0 };
-    tx.send(pb::AgentMessage { msg: Some(AgentMsg::Hello(hello)) })
-        .await
-        .map_err(|_| "queueing Hello: the stream is closed".to_string())?;
-    let mut client = pb::agent_client::AgentClient::new(channel);
-    let mut inbound = match tokio::time::timeout(CALL_TIMEOUT, client.session(ReceiverStream::new(rx))).await {
-        Ok(Ok(resp)) => resp.into_inner(),
-        Ok(Err(status)) => return Err(format!("Session: {}", status_text(&status))),
-        Err(_) => return Err(format!("Session did not answer within {CALL_TIMEOUT:?}")),
+    let hello = pb::Hello {
+        facts: Some(facts(&host.name)),
+        last_generation: 0,
     };
+    tx.send(pb::AgentMessage {
+        msg: Some(AgentMsg::Hello(hello)),
+    })
+    .await
+    .map_err(|_| "queueing Hello: the stream is closed".to_string())?;
+    let mut client = pb::agent_client::AgentClient::new(channel);
+    let mut inbound =
+        match tokio::time::timeout(CALL_TIMEOUT, client.session(ReceiverStream::new(rx))).await {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => return Err(format!("Session: {}", status_text(&status))),
+            Err(_) => return Err(format!("Session did not answer within {CALL_TIMEOUT:?}")),
+        };
     let welcome = match tokio::time::timeout(CALL_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(pb::ServerMessage { msg: Some(ServerMsg::Welcome(w)) }))) => w,
+        Ok(Ok(Some(pb::ServerMessage {
+            msg: Some(ServerMsg::Welcome(w)),
+        }))) => w,
         Ok(Ok(Some(other))) => return Err(format!("expected Welcome, got {other:?}")),
         Ok(Ok(None)) => return Err("the server closed the session before Welcome".to_string()),
         Ok(Err(status)) => return Err(format!("waiting for Welcome: {}", status_text(&status))),
         Err(_) => return Err(format!("no Welcome within {CALL_TIMEOUT:?}")),
     };
     let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
-    Ok(Live { _client: client, tx, inbound, heartbeat })
+    Ok(Live {
+        _client: client,
+        tx,
+        inbound,
+        heartbeat,
+    })
 }
 
 /// Read what the server sends and heartbeat every interval until the session ends (recorded in
@@ -657,7 +794,10 @@ async fn keep_alive(mut live: Live, lost: &Mutex<Failures>) {
 
 /// Poll the number of online simulated hosts (every 100 ms, at most [`STATUS_TIMEOUT`]) until
 /// `done` accepts it; returns the last count.
-async fn wait_online_count(control: &mut Control, done: impl Fn(usize) -> bool) -> anyhow::Result<usize> {
+async fn wait_online_count(
+    control: &mut Control,
+    done: impl Fn(usize) -> bool,
+) -> anyhow::Result<usize> {
     let deadline = Instant::now() + STATUS_TIMEOUT;
     loop {
         let count = count_online(control).await?;
@@ -670,7 +810,10 @@ async fn wait_online_count(control: &mut Control, done: impl Fn(usize) -> bool) 
 
 async fn count_online(control: &mut Control) -> anyhow::Result<usize> {
     let hosts = list_hosts(control).await?;
-    Ok(hosts.iter().filter(|h| h.name.starts_with(SIM_PREFIX) && h.status == "online").count())
+    Ok(hosts
+        .iter()
+        .filter(|h| h.name.starts_with(SIM_PREFIX) && h.status == "online")
+        .count())
 }
 
 // ------------------------------------------------------------------------------------ helpers
@@ -709,7 +852,10 @@ async fn collect_tasks<T: Send + 'static>(
     deadline: tokio::time::Instant,
 ) -> (Vec<T>, Failures) {
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let results = tasks.into_iter().map(|t| async move { t.await.map_err(|e| format!("task: {e}")).and_then(|r| r) }).collect();
+    let results = tasks
+        .into_iter()
+        .map(|t| async move { t.await.map_err(|e| format!("task: {e}")).and_then(|r| r) })
+        .collect();
     let collected = collect(what, results, deadline).await;
     for a in aborts {
         a.abort();
@@ -734,7 +880,10 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
 /// A Control client as the first admin.
 async fn admin_client(fleet: &Fleet) -> anyhow::Result<Control> {
     let cred = Credential::load(&fleet.admin_config()).context("loading the admin credential")?;
-    let config = Arc::new(cred.client_config().context("the admin credential's TLS configuration")?);
+    let config = Arc::new(
+        cred.client_config()
+            .context("the admin credential's TLS configuration")?,
+    );
     let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
     let channel = dial::connect(&addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
@@ -784,7 +933,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Prints `<what> k/n` every few seconds while a long phase runs.
@@ -796,7 +948,11 @@ struct Progress {
 
 impl Progress {
     fn new(what: &'static str, total: usize) -> Self {
-        Progress { what, total, last: Instant::now() }
+        Progress {
+            what,
+            total,
+            last: Instant::now(),
+        }
     }
 
     fn tick(&mut self, done: usize) {
@@ -812,9 +968,17 @@ impl Progress {
 /// Soft and hard "Max open files" of a process (`self` or a pid), from `/proc/<pid>/limits`.
 fn open_files_limit(pid: &str) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    let rest = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
     let mut fields = rest.split_whitespace();
-    let parse = |s: &str| if s == "unlimited" { Some(u64::MAX) } else { s.parse().ok() };
+    let parse = |s: &str| {
+        if s == "unlimited" {
+            Some(u64::MAX)
+        } else {
+            s.parse().ok()
+        }
+    };
     Some((parse(fields.next()?)?, parse(fields.next()?)?))
 }
 
@@ -822,7 +986,8 @@ fn open_files_limit(pid: &str) -> Option<(u64, u64)> {
 /// inherits it). Without a libc binding this uses util-linux `prlimit`; says what happened.
 fn raise_open_files_limit() -> String {
     let Some((soft, hard)) = open_files_limit("self") else {
-        return "warning: cannot read /proc/self/limits; open-files limits are not checked".to_string();
+        return "warning: cannot read /proc/self/limits; open-files limits are not checked"
+            .to_string();
     };
     if soft >= hard || hard == u64::MAX {
         return format!("open files limit (ulimit -n): {soft}");
@@ -834,8 +999,12 @@ fn raise_open_files_limit() -> String {
         .map(|o| o.status.success())
         .unwrap_or(false);
     match open_files_limit("self") {
-        Some((now, _)) if raised && now == hard => format!("open files limit (ulimit -n): raised from {soft} to {now}"),
-        _ => format!("warning: open files limit (ulimit -n) is {soft} (hard {hard}) and could not be raised with prlimit"),
+        Some((now, _)) if raised && now == hard => {
+            format!("open files limit (ulimit -n): raised from {soft} to {now}")
+        }
+        _ => format!(
+            "warning: open files limit (ulimit -n) is {soft} (hard {hard}) and could not be raised with prlimit"
+        ),
     }
 }
 
@@ -850,7 +1019,9 @@ fn fits(n: usize, who: &str, pid: &str) -> Result<(), String> {
             ));
         }
         Some(_) => {}
-        None => println!("warning: cannot read /proc/{pid}/limits; assuming {who} can open {need} files"),
+        None => println!(
+            "warning: cannot read /proc/{pid}/limits; assuming {who} can open {need} files"
+        ),
     }
     if let Some(ports) = local_port_count()
         && ports < need
@@ -881,7 +1052,11 @@ fn rss_kib(pid: &str) -> Option<u64> {
 /// The median of sorted durations.
 fn median(sorted: &[Duration]) -> Duration {
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2 }
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2
+    }
 }
 
 fn fmt_ms(d: Duration) -> String {
@@ -898,7 +1073,11 @@ fn fmt_mib(kib: u64) -> String {
 
 fn rate(count: usize, d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs > 0.0 { format!("{:.0}", count as f64 / secs) } else { "∞".to_string() }
+    if secs > 0.0 {
+        format!("{:.0}", count as f64 / secs)
+    } else {
+        "∞".to_string()
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -3,6 +3,9 @@
 //! [`eventually`], whose patience comes from `NOCO_TEST_PATIENCE` (seconds, default 30), never
 //! with fixed sleeps.
 
+// Synchronous test code: blocking sleeps are what we want here.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,10 @@ pub use serde_json::Value;
 
 /// How long [`eventually`] waits.
 pub fn patience() -> Duration {
-    let secs = std::env::var("NOCO_TEST_PATIENCE").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let secs = std::env::var("NOCO_TEST_PATIENCE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     Duration::from_secs(secs)
 }
 
@@ -25,7 +31,11 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "gave up after {:?} waiting for: {what}", patience());
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {:?} waiting for: {what}",
+            patience()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -41,15 +51,30 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> → target/<profile>
-        let dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "noco-server", "-p", "noco-agent", "-p", "nococtl"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "noco-server",
+            "-p",
+            "noco-agent",
+            "-p",
+            "nococtl",
+        ]);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("running cargo build for the noco binaries");
+        let status = cmd
+            .status()
+            .expect("running cargo build for the noco binaries");
         assert!(status.success(), "cargo build of the noco binaries failed");
         dir
     })
@@ -61,7 +86,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -79,13 +107,17 @@ impl Proc {
 
     /// The exit status, if the process has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Send SIGTERM and wait for the process to exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + patience();
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -94,7 +126,11 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{} did not exit within {:?} of SIGTERM", self.name, patience());
+        panic!(
+            "{} did not exit within {:?} of SIGTERM",
+            self.name,
+            patience()
+        );
     }
 
     pub fn kill(&mut self) {
@@ -120,12 +156,22 @@ fn spawn(name: &str, program: &Path, args: &[&str], dir: &Path, envs: &[(&str, &
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let mut cmd = Command::new(program);
-    cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null()).env("NOCO_LOG", "info,noco=debug");
+    cmd.args(args)
+        .stdout(out)
+        .stderr(err)
+        .stdin(Stdio::null())
+        .env("NOCO_LOG", "info,noco=debug");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-    Proc { name: name.to_string(), child: Some(child), log }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    Proc {
+        name: name.to_string(),
+        child: Some(child),
+        log,
+    }
 }
 
 /// Options for the server under test.
@@ -138,7 +184,11 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { agent_cert_ttl: "24h".into(), operator_cert_ttl: "30d".into(), heartbeat: "1s".into() }
+        ServerOptions {
+            agent_cert_ttl: "24h".into(),
+            operator_cert_ttl: "30d".into(),
+            heartbeat: "1s".into(),
+        }
     }
 }
 
@@ -160,11 +210,31 @@ impl Fleet {
         let url = format!("https://127.0.0.1:{port}");
         let data = dir.path().join("server");
         let out = Command::new(bin("noco-server"))
-            .args(["init", "--data-dir", path_str(&data), "--san", "127.0.0.1", "--san", "localhost", "--server-url", &url])
+            .args([
+                "init",
+                "--data-dir",
+                path_str(&data),
+                "--san",
+                "127.0.0.1",
+                "--san",
+                "localhost",
+                "--server-url",
+                &url,
+            ])
             .output()
             .expect("noco-server init");
-        assert!(out.status.success(), "noco-server init failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut fleet = Fleet { dir, port, url, opts, server: None };
+        assert!(
+            out.status.success(),
+            "noco-server init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut fleet = Fleet {
+            dir,
+            port,
+            url,
+            opts,
+            server: None,
+        };
         fleet.start_server();
         fleet
     }
@@ -223,14 +293,20 @@ impl Fleet {
     }
 
     pub fn server_log(&self) -> String {
-        self.server.as_ref().map(Proc::log_text).unwrap_or_else(|| {
-            std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
-        })
+        self.server
+            .as_ref()
+            .map(Proc::log_text)
+            .unwrap_or_else(|| std::fs::read_to_string(self.path("server.log")).unwrap_or_default())
     }
 
     /// Run nococtl with a credential file.
     pub fn ctl_as(&self, config: &Path, args: &[&str]) -> Output {
-        Command::new(bin("nococtl")).args(args).env("NOCO_CONFIG", config).env_remove("NOCO_SERVER").output().expect("running nococtl")
+        Command::new(bin("nococtl"))
+            .args(args)
+            .env("NOCO_CONFIG", config)
+            .env_remove("NOCO_SERVER")
+            .output()
+            .expect("running nococtl")
     }
 
     /// Run nococtl as the first admin.
@@ -241,7 +317,12 @@ impl Fleet {
     /// Run nococtl as the admin, require success, return stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
-        assert!(out.status.success(), "nococtl {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nococtl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -250,19 +331,26 @@ impl Fleet {
         let mut full = args.to_vec();
         full.extend(["-o", "json"]);
         let text = self.ctl_ok(&full);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("nococtl {args:?} printed invalid JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("nococtl {args:?} printed invalid JSON ({e}): {text}"))
     }
 
     /// A fresh join token.
     pub fn join_token(&self, labels: &str) -> String {
-        self.ctl_ok(&["token", "create", "--labels", labels, "--ttl", "10m"]).trim().to_string()
+        self.ctl_ok(&["token", "create", "--labels", labels, "--ttl", "10m"])
+            .trim()
+            .to_string()
     }
 
     /// Enroll a host named `name` with a new token; returns its data directory.
     pub fn enroll(&self, name: &str, labels: &str) -> PathBuf {
         let token = self.join_token(labels);
         let out = self.enroll_with(name, &token);
-        assert!(out.status.success(), "enrolling {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enrolling {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.path(&format!("agent-{name}"))
     }
 
@@ -270,7 +358,17 @@ impl Fleet {
     pub fn enroll_with(&self, name: &str, token: &str) -> Output {
         let data = self.path(&format!("agent-{name}"));
         Command::new(bin("noco-agent"))
-            .args(["enroll", "--server", &self.url, "--token", token, "--data-dir", path_str(&data), "--name", name])
+            .args([
+                "enroll",
+                "--server",
+                &self.url,
+                "--token",
+                token,
+                "--data-dir",
+                path_str(&data),
+                "--name",
+                name,
+            ])
             .output()
             .expect("running noco-agent enroll")
     }
@@ -278,7 +376,13 @@ impl Fleet {
     /// Start `noco-agent run` for an enrolled host.
     pub fn run_agent(&self, name: &str) -> Proc {
         let data = self.path(&format!("agent-{name}"));
-        spawn(&format!("agent-{name}"), &bin("noco-agent"), &["run", "--data-dir", path_str(&data), "--max-backoff", "1s"], self.dir.path(), &[])
+        spawn(
+            &format!("agent-{name}"),
+            &bin("noco-agent"),
+            &["run", "--data-dir", path_str(&data), "--max-backoff", "1s"],
+            self.dir.path(),
+            &[],
+        )
     }
 
     /// `nococtl host ls -o json`, as an array.
@@ -292,27 +396,41 @@ impl Fleet {
     /// The newest host with this name (a revoked host keeps its record next to a re-enrolled
     /// one of the same name).
     pub fn host(&self, name: &str) -> Option<Value> {
-        self.hosts().into_iter().filter(|h| h["name"] == name).max_by_key(|h| h["enrolled_unix_ms"].as_i64())
+        self.hosts()
+            .into_iter()
+            .filter(|h| h["name"] == name)
+            .max_by_key(|h| h["enrolled_unix_ms"].as_i64())
     }
 
     pub fn status_of(&self, name: &str) -> String {
-        self.host(name).map(|h| h["status"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+        self.host(name)
+            .map(|h| h["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
     }
 
     pub fn wait_status(&self, name: &str, status: &str) {
-        eventually(&format!("host {name} to be {status}"), || (self.status_of(name) == status).then_some(()));
+        eventually(&format!("host {name} to be {status}"), || {
+            (self.status_of(name) == status).then_some(())
+        });
     }
 
     /// An operator credential with `role`, logged in through the real flow.
     pub fn operator(&self, name: &str, role: &str) -> PathBuf {
-        let token = self.ctl_ok(&["operator", "add", name, "--role", role]).trim().to_string();
+        let token = self
+            .ctl_ok(&["operator", "add", name, "--role", role])
+            .trim()
+            .to_string();
         let config = self.path(&format!("{name}.nococtl.toml"));
         let out = Command::new(bin("nococtl"))
             .args(["login", "--server", &self.url, "--token", &token])
             .env("NOCO_CONFIG", &config)
             .output()
             .expect("running nococtl login");
-        assert!(out.status.success(), "login of {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "login of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         config
     }
 

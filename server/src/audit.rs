@@ -7,10 +7,21 @@ use crate::shared::Shared;
 use crate::store::AuditRecord;
 
 /// Record the outcome of a call. Failing to write the audit log is logged, never hidden.
-pub fn record<T>(shared: &Shared, caller: &str, action: &str, target: &str, outcome: &Result<T, Status>) {
+pub fn record<T>(
+    shared: &Shared,
+    caller: &str,
+    action: &str,
+    target: &str,
+    outcome: &Result<T, Status>,
+) {
     let result = match outcome {
         Ok(_) => "ok".to_string(),
-        Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ) =>
+        {
             format!("denied: {}", s.message())
         }
         Err(s) => format!("error: {}", s.message()),

@@ -36,19 +36,58 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
     ("/noco.v1.Enrollment/Login", Access::Public, None),
     ("/noco.v1.Certs/Renew", Access::AnyIdentity, None),
     ("/noco.v1.Agent/Session", Access::Agent, None),
-    ("/noco.v1.Control/WhoAmI", Access::Operator(Role::Viewer), None),
-    ("/noco.v1.Control/ListHosts", Access::Operator(Role::Viewer), None),
-    ("/noco.v1.Control/ListOperators", Access::Operator(Role::Viewer), None),
-    ("/noco.v1.Control/ListAudit", Access::Operator(Role::Viewer), None),
-    ("/noco.v1.Control/LabelHost", Access::Operator(Role::Deployer), Some("host.label")),
-    ("/noco.v1.Control/CreateToken", Access::Operator(Role::Admin), Some("token.create")),
-    ("/noco.v1.Control/RevokeHost", Access::Operator(Role::Admin), Some("host.revoke")),
-    ("/noco.v1.Control/AddOperator", Access::Operator(Role::Admin), Some("operator.add")),
-    ("/noco.v1.Control/RevokeOperator", Access::Operator(Role::Admin), Some("operator.revoke")),
+    (
+        "/noco.v1.Control/WhoAmI",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ListHosts",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ListOperators",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ListAudit",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/LabelHost",
+        Access::Operator(Role::Deployer),
+        Some("host.label"),
+    ),
+    (
+        "/noco.v1.Control/CreateToken",
+        Access::Operator(Role::Admin),
+        Some("token.create"),
+    ),
+    (
+        "/noco.v1.Control/RevokeHost",
+        Access::Operator(Role::Admin),
+        Some("host.revoke"),
+    ),
+    (
+        "/noco.v1.Control/AddOperator",
+        Access::Operator(Role::Admin),
+        Some("operator.add"),
+    ),
+    (
+        "/noco.v1.Control/RevokeOperator",
+        Access::Operator(Role::Admin),
+        Some("operator.revoke"),
+    ),
 ];
 
 pub fn policy(path: &str) -> Option<(Access, Option<&'static str>)> {
-    POLICY.iter().find(|(p, _, _)| *p == path).map(|(_, a, action)| (*a, *action))
+    POLICY
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, a, action)| (*a, *action))
 }
 
 /// The authenticated caller of a request.
@@ -62,7 +101,9 @@ impl Caller {
     /// `agent web-1 (3f2a…)`.
     pub fn describe(&self) -> String {
         match &self.peer.identity {
-            Identity::Operator { role, .. } => format!("operator {} ({role})", self.peer.common_name),
+            Identity::Operator { role, .. } => {
+                format!("operator {} ({role})", self.peer.common_name)
+            }
             Identity::Agent { host_id } => format!("agent {} ({host_id})", self.peer.common_name),
             Identity::Server => "server".to_string(),
         }
@@ -70,23 +111,28 @@ impl Caller {
 
     /// The caller of a request that passed the auth layer.
     pub fn of<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
-        req.extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by noco's CA"))
+        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            Status::unauthenticated("this call needs a client certificate issued by noco's CA")
+        })
     }
 }
 
 /// Decide on one request. `Ok(None)`: public, no caller. `Err`: refused, and the message says why.
-pub fn authorize(shared: &Shared, path: &str, certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Result<Option<Caller>, Status> {
-    let (access, _) = policy(path).ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+pub fn authorize(
+    shared: &Shared,
+    path: &str,
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<Option<Caller>, Status> {
+    let (access, _) =
+        policy(path).ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
     if access == Access::Public {
         return Ok(None);
     }
-    let leaf = certs
-        .and_then(|c| c.first())
-        .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by noco's CA"))?;
-    let peer = PeerCert::from_der(leaf).map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    let leaf = certs.and_then(|c| c.first()).ok_or_else(|| {
+        Status::unauthenticated("this call needs a client certificate issued by noco's CA")
+    })?;
+    let peer = PeerCert::from_der(leaf)
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
     if peer.expired_at(shared.clock.now()) {
         return Err(Status::unauthenticated(format!(
             "certificate of {} expired at {}: run `nococtl login` again (operators) or re-enroll the host (agents)",
@@ -95,7 +141,10 @@ pub fn authorize(shared: &Shared, path: &str, certs: Option<&[rustls::pki_types:
         )));
     }
     if shared.bans.is_banned(&peer.identity) {
-        return Err(Status::permission_denied(format!("{} has been revoked", peer.identity)));
+        return Err(Status::permission_denied(format!(
+            "{} has been revoked",
+            peer.identity
+        )));
     }
     let method = path.rsplit('/').next().unwrap_or(path);
     match (access, &peer.identity) {
@@ -121,7 +170,10 @@ pub fn authorize(shared: &Shared, path: &str, certs: Option<&[rustls::pki_types:
             )));
         }
         _ => {
-            return Err(Status::permission_denied(format!("{} may not call {method}", peer.identity)));
+            return Err(Status::permission_denied(format!(
+                "{} may not call {method}",
+                peer.identity
+            )));
         }
     }
     Ok(Some(Caller { peer }))
@@ -142,7 +194,10 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, shared: self.shared.clone() }
+        Auth {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -156,7 +211,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S> tower::Service<http::Request<Body>> for Auth<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -171,7 +229,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path().to_string();
-        let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs());
+        let certs = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.peer_certs());
         match authorize(&self.shared, &path, certs.as_deref().map(|v| v.as_slice())) {
             Ok(Some(caller)) => {
                 req.extensions_mut().insert(caller);
@@ -186,7 +247,13 @@ where
                         .and_then(|der| PeerCert::from_der(der).ok())
                         .map(|peer| Caller { peer }.describe())
                         .unwrap_or_else(|| "anonymous".to_string());
-                    crate::audit::record::<()>(&self.shared, &who, action, "", &Err(status.clone()));
+                    crate::audit::record::<()>(
+                        &self.shared,
+                        &who,
+                        action,
+                        "",
+                        &Err(status.clone()),
+                    );
                 } else {
                     tracing::debug!(path, "refused: {}", status.message());
                 }
@@ -219,7 +286,11 @@ mod tests {
     #[test]
     fn only_enrollment_is_public() {
         for (path, access, _) in POLICY {
-            assert_eq!(*access == Access::Public, path.starts_with("/noco.v1.Enrollment/"), "{path}");
+            assert_eq!(
+                *access == Access::Public,
+                path.starts_with("/noco.v1.Enrollment/"),
+                "{path}"
+            );
         }
     }
 }

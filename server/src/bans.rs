@@ -17,7 +17,9 @@ pub struct BanSet {
 impl BanSet {
     pub fn load(store: &Store) -> Result<Self, StoreError> {
         let keys = store.bans()?.into_iter().map(|b| b.key).collect();
-        Ok(BanSet { keys: RwLock::new(keys) })
+        Ok(BanSet {
+            keys: RwLock::new(keys),
+        })
     }
 
     pub fn add(&self, identity: &Identity) {

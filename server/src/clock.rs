@@ -21,7 +21,9 @@ impl Clock for SystemClock {
 
 /// Milliseconds since the Unix epoch (0 for times before it).
 pub fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A readable UTC timestamp for messages.

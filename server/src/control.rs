@@ -27,7 +27,11 @@ pub struct ControlSvc {
 }
 
 fn ttl(seconds: u64) -> Result<Duration, Status> {
-    let ttl = if seconds == 0 { DEFAULT_TOKEN_TTL } else { Duration::from_secs(seconds) };
+    let ttl = if seconds == 0 {
+        DEFAULT_TOKEN_TTL
+    } else {
+        Duration::from_secs(seconds)
+    };
     if ttl > MAX_TOKEN_TTL {
         return Err(Status::invalid_argument(format!(
             "a token may live at most {}, not {}",
@@ -39,7 +43,13 @@ fn ttl(seconds: u64) -> Result<Duration, Status> {
 }
 
 impl ControlSvc {
-    async fn new_token(&self, kind: TokenKind, ttl: Duration, caller: &Caller, description: String) -> Result<(Token, TokenRecord), Status> {
+    async fn new_token(
+        &self,
+        kind: TokenKind,
+        ttl: Duration,
+        caller: &Caller,
+        description: String,
+    ) -> Result<(Token, TokenRecord), Status> {
         let token = Token::generate(&self.shared.pki.ca.fingerprint());
         let now = self.shared.now_ms();
         let record = TokenRecord {
@@ -52,7 +62,11 @@ impl ControlSvc {
             description,
             used_ms: None,
         };
-        self.shared.store.insert_token(&record).await.map_err(|e| internal("storing token", e))?;
+        self.shared
+            .store
+            .insert_token(&record)
+            .await
+            .map_err(|e| internal("storing token", e))?;
         Ok((token, record))
     }
 
@@ -61,23 +75,45 @@ impl ControlSvc {
             .store
             .find_host(name_or_id)
             .map_err(|e| internal("reading hosts", e))?
-            .ok_or_else(|| Status::not_found(format!("no host named {name_or_id:?} (nor with that id)")))
+            .ok_or_else(|| {
+                Status::not_found(format!("no host named {name_or_id:?} (nor with that id)"))
+            })
     }
 
-    async fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse, Status> {
+    async fn create_token(
+        &self,
+        caller: &Caller,
+        req: pb::CreateTokenRequest,
+    ) -> Result<pb::CreateTokenResponse, Status> {
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
         names::check_labels(&labels)?;
         if req.description.len() > 256 {
-            return Err(Status::invalid_argument("a token description is at most 256 bytes"));
+            return Err(Status::invalid_argument(
+                "a token description is at most 256 bytes",
+            ));
         }
-        let (token, record) = self.new_token(TokenKind::Join { labels }, ttl(req.ttl_seconds)?, caller, req.description).await?;
-        Ok(pb::CreateTokenResponse { token: token.to_string(), token_id: token.id, expires_unix_ms: record.expires_ms })
+        let (token, record) = self
+            .new_token(
+                TokenKind::Join { labels },
+                ttl(req.ttl_seconds)?,
+                caller,
+                req.description,
+            )
+            .await?;
+        Ok(pb::CreateTokenResponse {
+            token: token.to_string(),
+            token_id: token.id,
+            expires_unix_ms: record.expires_ms,
+        })
     }
 
     async fn label_host(&self, req: pb::LabelHostRequest) -> Result<pb::Host, Status> {
         let mut host = self.host(&req.host)?;
         if host.revoked_ms.is_some() {
-            return Err(Status::failed_precondition(format!("host {} has been revoked", host.name)));
+            return Err(Status::failed_precondition(format!(
+                "host {} has been revoked",
+                host.name
+            )));
         }
         for key in &req.remove {
             names::check_label_key(key)?;
@@ -87,20 +123,42 @@ impl ControlSvc {
         names::check_labels(&set)?;
         host.labels.extend(set);
         names::check_labels(&host.labels)?;
-        self.shared.store.put_host(&host).map_err(|e| internal("storing host", e))?;
-        self.shared.store.flush().await.map_err(|e| internal("storing host", e))?;
-        Ok(wire::host_to_wire(&host, self.shared.registry.online(&host.id)))
+        self.shared
+            .store
+            .put_host(&host)
+            .map_err(|e| internal("storing host", e))?;
+        self.shared
+            .store
+            .flush()
+            .await
+            .map_err(|e| internal("storing host", e))?;
+        Ok(wire::host_to_wire(
+            &host,
+            self.shared.registry.online(&host.id),
+        ))
     }
 
-    async fn revoke_host(&self, caller: &Caller, req: pb::RevokeHostRequest) -> Result<pb::Host, Status> {
+    async fn revoke_host(
+        &self,
+        caller: &Caller,
+        req: pb::RevokeHostRequest,
+    ) -> Result<pb::Host, Status> {
         let mut host = self.host(&req.host)?;
         if host.revoked_ms.is_some() {
-            return Err(Status::failed_precondition(format!("host {} is already revoked", host.name)));
+            return Err(Status::failed_precondition(format!(
+                "host {} is already revoked",
+                host.name
+            )));
         }
-        let identity = Identity::Agent { host_id: host.id.clone() };
+        let identity = Identity::Agent {
+            host_id: host.id.clone(),
+        };
         // Ban in memory first: from here on, no new handshake or call of this host succeeds.
         self.shared.bans.add(&identity);
-        self.shared.registry.cut(&host.id, Status::permission_denied(format!("host {} has been revoked", host.name)));
+        self.shared.registry.cut(
+            &host.id,
+            Status::permission_denied(format!("host {} has been revoked", host.name)),
+        );
         self.shared
             .store
             .revoke_host(&mut host, self.shared.now_ms(), &caller.describe())
@@ -109,12 +167,25 @@ impl ControlSvc {
         Ok(wire::host_to_wire(&host, None))
     }
 
-    async fn add_operator(&self, caller: &Caller, req: pb::AddOperatorRequest) -> Result<pb::AddOperatorResponse, Status> {
+    async fn add_operator(
+        &self,
+        caller: &Caller,
+        req: pb::AddOperatorRequest,
+    ) -> Result<pb::AddOperatorResponse, Status> {
         names::check_name("operator", &req.name)?;
-        let existing = self.shared.store.operator_by_name(&req.name).map_err(|e| internal("reading operators", e))?;
+        let existing = self
+            .shared
+            .store
+            .operator_by_name(&req.name)
+            .map_err(|e| internal("reading operators", e))?;
         let op = match (existing, req.reissue) {
             (Some(op), true) => op,
-            (None, true) => return Err(Status::not_found(format!("no operator named {:?}", req.name))),
+            (None, true) => {
+                return Err(Status::not_found(format!(
+                    "no operator named {:?}",
+                    req.name
+                )));
+            }
             (Some(op), false) => {
                 return Err(Status::already_exists(format!(
                     "operator {:?} exists ({}, {}): use `nococtl operator token {}` for a new login token",
@@ -125,7 +196,10 @@ impl ControlSvc {
                 )));
             }
             (None, false) => {
-                let role: Role = req.role.parse().map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
+                let role: Role = req
+                    .role
+                    .parse()
+                    .map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
                 let op = OperatorRecord {
                     id: random_hex::<8>(),
                     name: req.name.clone(),
@@ -133,12 +207,23 @@ impl ControlSvc {
                     status: OperatorStatus::Pending,
                     created_ms: self.shared.now_ms(),
                 };
-                self.shared.store.put_operator(&op).await.map_err(|e| internal("storing operator", e))?;
+                self.shared
+                    .store
+                    .put_operator(&op)
+                    .await
+                    .map_err(|e| internal("storing operator", e))?;
                 op
             }
         };
         let (token, record) = self
-            .new_token(TokenKind::Login { operator_id: op.id.clone() }, ttl(req.ttl_seconds)?, caller, format!("login for {}", op.name))
+            .new_token(
+                TokenKind::Login {
+                    operator_id: op.id.clone(),
+                },
+                ttl(req.ttl_seconds)?,
+                caller,
+                format!("login for {}", op.name),
+            )
             .await?;
         Ok(pb::AddOperatorResponse {
             operator: Some(wire::operator_to_wire(&op)),
@@ -147,7 +232,11 @@ impl ControlSvc {
         })
     }
 
-    async fn revoke_operator(&self, caller: &Caller, req: pb::RevokeOperatorRequest) -> Result<pb::Operator, Status> {
+    async fn revoke_operator(
+        &self,
+        caller: &Caller,
+        req: pb::RevokeOperatorRequest,
+    ) -> Result<pb::Operator, Status> {
         let store = &self.shared.store;
         let mut op = store
             .operator_by_name(&req.name)
@@ -167,13 +256,25 @@ impl ControlSvc {
                 )));
             }
         }
-        self.shared.bans.add(&Identity::Operator { operator_id: op.id.clone(), role: op.role });
-        store.ban_operator(&mut op, self.shared.now_ms(), &caller.describe()).await.map_err(|e| internal("storing revocation", e))?;
+        self.shared.bans.add(&Identity::Operator {
+            operator_id: op.id.clone(),
+            role: op.role,
+        });
+        store
+            .ban_operator(&mut op, self.shared.now_ms(), &caller.describe())
+            .await
+            .map_err(|e| internal("storing revocation", e))?;
         Ok(wire::operator_to_wire(&op))
     }
 
     /// Run a mutating call and write its outcome to the audit log.
-    async fn audited<T>(&self, caller: &Caller, action: &str, target: &str, outcome: Result<T, Status>) -> Result<Response<T>, Status> {
+    async fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        outcome: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         crate::audit::record(&self.shared, &caller.describe(), action, target, &outcome);
         outcome.map(Response::new)
     }
@@ -181,7 +282,10 @@ impl ControlSvc {
 
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlSvc {
-    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let caller = Caller::of(&req)?;
         let Identity::Operator { operator_id, role } = &caller.peer.identity else {
             return Err(Status::permission_denied("not an operator"));
@@ -195,7 +299,10 @@ impl pb::control_server::Control for ControlSvc {
         }))
     }
 
-    async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreateTokenResponse>, Status> {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = format!("labels {:?}", req.labels.iter().collect::<BTreeMap<_, _>>());
@@ -204,10 +311,14 @@ impl pb::control_server::Control for ControlSvc {
             Ok(r) => format!("join token {} {target}", r.token_id),
             Err(_) => target,
         };
-        self.audited(&caller, "token.create", &target, outcome).await
+        self.audited(&caller, "token.create", &target, outcome)
+            .await
     }
 
-    async fn list_hosts(&self, _req: Request<pb::ListHostsRequest>) -> Result<Response<pb::ListHostsResponse>, Status> {
+    async fn list_hosts(
+        &self,
+        _req: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
         let mut hosts: Vec<pb::Host> = self
             .shared
             .store
@@ -216,19 +327,34 @@ impl pb::control_server::Control for ControlSvc {
             .iter()
             .map(|h| wire::host_to_wire(h, self.shared.registry.online(&h.id)))
             .collect();
-        hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.enrolled_unix_ms.cmp(&b.enrolled_unix_ms)));
+        hosts.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.enrolled_unix_ms.cmp(&b.enrolled_unix_ms))
+        });
         Ok(Response::new(pb::ListHostsResponse { hosts }))
     }
 
-    async fn label_host(&self, req: Request<pb::LabelHostRequest>) -> Result<Response<pb::Host>, Status> {
+    async fn label_host(
+        &self,
+        req: Request<pb::LabelHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
-        let target = format!("{} set {:?} remove {:?}", req.host, req.set.iter().collect::<BTreeMap<_, _>>(), req.remove);
+        let target = format!(
+            "{} set {:?} remove {:?}",
+            req.host,
+            req.set.iter().collect::<BTreeMap<_, _>>(),
+            req.remove
+        );
         let outcome = self.label_host(req).await;
         self.audited(&caller, "host.label", &target, outcome).await
     }
 
-    async fn revoke_host(&self, req: Request<pb::RevokeHostRequest>) -> Result<Response<pb::Host>, Status> {
+    async fn revoke_host(
+        &self,
+        req: Request<pb::RevokeHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = req.host.clone();
@@ -236,15 +362,26 @@ impl pb::control_server::Control for ControlSvc {
         self.audited(&caller, "host.revoke", &target, outcome).await
     }
 
-    async fn add_operator(&self, req: Request<pb::AddOperatorRequest>) -> Result<Response<pb::AddOperatorResponse>, Status> {
+    async fn add_operator(
+        &self,
+        req: Request<pb::AddOperatorRequest>,
+    ) -> Result<Response<pb::AddOperatorResponse>, Status> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
-        let target = if req.reissue { format!("{} (new login token)", req.name) } else { format!("{} as {}", req.name, req.role) };
+        let target = if req.reissue {
+            format!("{} (new login token)", req.name)
+        } else {
+            format!("{} as {}", req.name, req.role)
+        };
         let outcome = self.add_operator(&caller, req).await;
-        self.audited(&caller, "operator.add", &target, outcome).await
+        self.audited(&caller, "operator.add", &target, outcome)
+            .await
     }
 
-    async fn list_operators(&self, _req: Request<pb::ListOperatorsRequest>) -> Result<Response<pb::ListOperatorsResponse>, Status> {
+    async fn list_operators(
+        &self,
+        _req: Request<pb::ListOperatorsRequest>,
+    ) -> Result<Response<pb::ListOperatorsResponse>, Status> {
         let mut operators: Vec<pb::Operator> = self
             .shared
             .store
@@ -253,19 +390,30 @@ impl pb::control_server::Control for ControlSvc {
             .iter()
             .map(wire::operator_to_wire)
             .collect();
-        operators.sort_by(|a, b| a.name.cmp(&b.name).then(a.created_unix_ms.cmp(&b.created_unix_ms)));
+        operators.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.created_unix_ms.cmp(&b.created_unix_ms))
+        });
         Ok(Response::new(pb::ListOperatorsResponse { operators }))
     }
 
-    async fn revoke_operator(&self, req: Request<pb::RevokeOperatorRequest>) -> Result<Response<pb::Operator>, Status> {
+    async fn revoke_operator(
+        &self,
+        req: Request<pb::RevokeOperatorRequest>,
+    ) -> Result<Response<pb::Operator>, Status> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = req.name.clone();
         let outcome = self.revoke_operator(&caller, req).await;
-        self.audited(&caller, "operator.revoke", &target, outcome).await
+        self.audited(&caller, "operator.revoke", &target, outcome)
+            .await
     }
 
-    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let limit = match req.into_inner().limit {
             0 => 100,
             n => n.min(MAX_AUDIT),

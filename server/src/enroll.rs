@@ -23,7 +23,9 @@ impl EnrollmentSvc {
     /// Parse and check a token against its record: known, right CA, right secret, unused,
     /// unexpired.
     fn check_token(&self, text: &str, what: &str) -> Result<TokenRecord, Status> {
-        let token: Token = text.parse().map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
+        let token: Token = text
+            .parse()
+            .map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
         if token.ca_fingerprint != self.shared.pki.ca.fingerprint() {
             return Err(Status::unauthenticated(format!(
                 "{what} token {} was made for another noco server (CA fingerprint differs)",
@@ -55,13 +57,17 @@ impl EnrollmentSvc {
     }
 
     async fn consume(&self, record: &TokenRecord, what: &str) -> Result<(), Status> {
-        self.shared.store.consume_token(record, self.shared.now_ms()).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => Status::unauthenticated(format!(
-                "{what} token {} was already used; tokens are single-use: create a new one",
-                record.id
-            )),
-            other => internal("consuming token", other),
-        })
+        self.shared
+            .store
+            .consume_token(record, self.shared.now_ms())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(_) => Status::unauthenticated(format!(
+                    "{what} token {} was already used; tokens are single-use: create a new one",
+                    record.id
+                )),
+                other => internal("consuming token", other),
+            })
     }
 
     async fn enroll_inner(&self, req: pb::EnrollRequest) -> Result<pb::EnrollResponse, Status> {
@@ -73,18 +79,35 @@ impl EnrollmentSvc {
             )));
         };
         let facts = crate::wire::facts_from_wire(req.facts.as_ref());
-        let name = if req.requested_name.is_empty() { facts.hostname.to_lowercase() } else { req.requested_name.clone() };
+        let name = if req.requested_name.is_empty() {
+            facts.hostname.to_lowercase()
+        } else {
+            req.requested_name.clone()
+        };
         names::check_name("host", &name)?;
         let host_id = noco_certs::random_hex::<8>();
-        let identity = Identity::Agent { host_id: host_id.clone() };
+        let identity = Identity::Agent {
+            host_id: host_id.clone(),
+        };
         let now = self.shared.clock.now();
         let cert_pem = self
             .shared
             .pki
-            .issue(&req.csr_pem, &identity, &name, self.shared.limits.agent_cert_ttl, now)
+            .issue(
+                &req.csr_pem,
+                &identity,
+                &name,
+                self.shared.limits.agent_cert_ttl,
+                now,
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let cert = PeerCert::from_pem(&cert_pem).map_err(|e| internal("reading issued certificate", e))?;
-        if let Some(existing) = self.shared.store.find_host(&name).map_err(|e| internal("reading hosts", e))?
+        let cert =
+            PeerCert::from_pem(&cert_pem).map_err(|e| internal("reading issued certificate", e))?;
+        if let Some(existing) = self
+            .shared
+            .store
+            .find_host(&name)
+            .map_err(|e| internal("reading hosts", e))?
             && existing.revoked_ms.is_none()
             && existing.name == name
         {
@@ -104,10 +127,14 @@ impl EnrollmentSvc {
             cert_not_after_ms: to_ms(cert.not_after),
             revoked_ms: None,
         };
-        self.shared.store.insert_host(&host).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(msg) => Status::already_exists(msg),
-            other => internal("storing host", other),
-        })?;
+        self.shared
+            .store
+            .insert_host(&host)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(msg) => Status::already_exists(msg),
+                other => internal("storing host", other),
+            })?;
         Ok(pb::EnrollResponse {
             host_id,
             name,
@@ -134,19 +161,37 @@ impl EnrollmentSvc {
             .store
             .operator(operator_id)
             .map_err(|e| internal("reading operator", e))?
-            .ok_or_else(|| Status::unauthenticated(format!("login token {} names no operator", record.id)))?;
+            .ok_or_else(|| {
+                Status::unauthenticated(format!("login token {} names no operator", record.id))
+            })?;
         if op.status == OperatorStatus::Revoked {
-            return Err(Status::permission_denied(format!("operator {} has been revoked", op.name)));
+            return Err(Status::permission_denied(format!(
+                "operator {} has been revoked",
+                op.name
+            )));
         }
-        let identity = Identity::Operator { operator_id: op.id.clone(), role: op.role };
+        let identity = Identity::Operator {
+            operator_id: op.id.clone(),
+            role: op.role,
+        };
         let cert_pem = self
             .shared
             .pki
-            .issue(&req.csr_pem, &identity, &op.name, self.shared.limits.operator_cert_ttl, self.shared.clock.now())
+            .issue(
+                &req.csr_pem,
+                &identity,
+                &op.name,
+                self.shared.limits.operator_cert_ttl,
+                self.shared.clock.now(),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.consume(&record, "login").await?;
         op.status = OperatorStatus::Active;
-        self.shared.store.put_operator(&op).await.map_err(|e| internal("storing operator", e))?;
+        self.shared
+            .store
+            .put_operator(&op)
+            .await
+            .map_err(|e| internal("storing operator", e))?;
         Ok(pb::LoginResponse {
             operator_id: op.id,
             name: op.name,
@@ -158,16 +203,24 @@ impl EnrollmentSvc {
 }
 
 fn token_id(text: &str) -> String {
-    text.parse::<Token>().map(|t| t.id).unwrap_or_else(|_| "malformed".to_string())
+    text.parse::<Token>()
+        .map(|t| t.id)
+        .unwrap_or_else(|_| "malformed".to_string())
 }
 
 #[tonic::async_trait]
 impl pb::enrollment_server::Enrollment for EnrollmentSvc {
-    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
         let req = req.into_inner();
         let caller = format!("join token {}", token_id(&req.token));
         let target = if req.requested_name.is_empty() {
-            req.facts.as_ref().map(|f| f.hostname.clone()).unwrap_or_default()
+            req.facts
+                .as_ref()
+                .map(|f| f.hostname.clone())
+                .unwrap_or_default()
         } else {
             req.requested_name.clone()
         };
@@ -180,7 +233,10 @@ impl pb::enrollment_server::Enrollment for EnrollmentSvc {
         outcome.map(Response::new)
     }
 
-    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         let req = req.into_inner();
         let caller = format!("login token {}", token_id(&req.token));
         let outcome = self.login_inner(req).await;

@@ -35,7 +35,8 @@ pub struct InitReport {
 }
 
 pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitReport> {
-    crate::names::check_name("operator", &opts.admin_name).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    crate::names::check_name("operator", &opts.admin_name)
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     let mut dns_names = Vec::new();
     let mut ip_addrs = Vec::new();
     for san in &opts.sans {
@@ -44,7 +45,11 @@ pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitRep
             Err(_) => dns_names.push(san.clone()),
         }
     }
-    let first = opts.sans.first().cloned().unwrap_or_else(|| "localhost".to_string());
+    let first = opts
+        .sans
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".to_string());
     let server_url = match &opts.server_url {
         Some(url) => url.clone(),
         None if first.contains(':') => format!("https://[{first}]:7443"),
@@ -68,7 +73,10 @@ pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitRep
         status: OperatorStatus::Active,
         created_ms: to_ms(now),
     };
-    let identity = Identity::Operator { operator_id: operator.id.clone(), role: Role::Admin };
+    let identity = Identity::Operator {
+        operator_id: operator.id.clone(),
+        role: Role::Admin,
+    };
     let subject = Subject {
         identity: &identity,
         common_name: &operator.name,
@@ -77,7 +85,10 @@ pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitRep
         lifetime: opts.admin_cert_ttl,
     };
     let (cert_pem, key_pem) = pki.ca.issue_with_new_key(&subject, now)?;
-    store.put_operator(&operator).await.context("storing the admin operator")?;
+    store
+        .put_operator(&operator)
+        .await
+        .context("storing the admin operator")?;
     let credential = Credential {
         server: server_url.clone(),
         name: operator.name.clone(),

@@ -11,7 +11,11 @@ use noco_server::server::{RunOptions, run};
 use noco_server::shared::Limits;
 
 #[derive(Debug, Parser)]
-#[command(name = "noco-server", version, about = "noco's server: holds what every host should run and talks to agents and operators over mutual TLS")]
+#[command(
+    name = "noco-server",
+    version,
+    about = "noco's server: holds what every host should run and talks to agents and operators over mutual TLS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +107,8 @@ async fn main() -> std::process::ExitCode {
     noco_certs::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -123,7 +128,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn cmd_init(args: InitArgs) -> anyhow::Result<()> {
-    let sans = if args.sans.is_empty() { default_sans() } else { args.sans };
+    let sans = if args.sans.is_empty() {
+        default_sans()
+    } else {
+        args.sans
+    };
     let opts = InitOptions {
         data_dir: args.data_dir,
         sans,
@@ -137,21 +146,36 @@ async fn cmd_init(args: InitArgs) -> anyhow::Result<()> {
     println!("initialized {}", report.dir.root.display());
     println!("  CA certificate      {}", report.dir.ca_cert().display());
     println!("  CA fingerprint      sha256:{}", report.ca_fingerprint);
-    println!("  server certificate  {}", report.dir.server_cert().display());
-    println!("  state-signing key   {}", report.dir.signing_key().display());
+    println!(
+        "  server certificate  {}",
+        report.dir.server_cert().display()
+    );
+    println!(
+        "  state-signing key   {}",
+        report.dir.signing_key().display()
+    );
     println!("  database            {}", report.dir.db().display());
-    println!("  admin credential    {} (0600)", report.admin_credential.display());
+    println!(
+        "  admin credential    {} (0600)",
+        report.admin_credential.display()
+    );
     println!("  server URL          {}", report.server_url);
     println!();
     println!("next:");
     println!("  noco-server run --data-dir {}", report.dir.root.display());
-    println!("  nococtl --config {} host ls", report.admin_credential.display());
+    println!(
+        "  nococtl --config {} host ls",
+        report.admin_credential.display()
+    );
     Ok(())
 }
 
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
-    if args.heartbeat.is_zero() || args.agent_cert_ttl.is_zero() || args.operator_cert_ttl.is_zero() {
-        anyhow::bail!("--heartbeat, --agent-cert-ttl and --operator-cert-ttl must be greater than zero");
+    if args.heartbeat.is_zero() || args.agent_cert_ttl.is_zero() || args.operator_cert_ttl.is_zero()
+    {
+        anyhow::bail!(
+            "--heartbeat, --agent-cert-ttl and --operator-cert-ttl must be greater than zero"
+        );
     }
     let limits = Limits {
         agent_cert_ttl: args.agent_cert_ttl,
@@ -160,5 +184,13 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         session_idle_timeout: args.heartbeat * 3,
         ..Limits::default()
     };
-    run(RunOptions { data_dir: args.data_dir, listen: args.listen, limits }, shutdown_signal()).await
+    run(
+        RunOptions {
+            data_dir: args.data_dir,
+            listen: args.listen,
+            limits,
+        },
+        shutdown_signal(),
+    )
+    .await
 }

@@ -11,7 +11,9 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
     if ok {
         Ok(())
     } else {
@@ -25,11 +27,16 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
 /// Values: up to 63 of `A-Z a-z 0-9 - _ .`.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
     if labels.len() > MAX_LABELS {
-        return Err(Status::invalid_argument(format!("{} labels is more than the limit of {MAX_LABELS}", labels.len())));
+        return Err(Status::invalid_argument(format!(
+            "{} labels is more than the limit of {MAX_LABELS}",
+            labels.len()
+        )));
     }
     for (k, v) in labels {
         check_label_key(k)?;
-        let value_ok = v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let value_ok = v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !value_ok {
             return Err(Status::invalid_argument(format!(
                 "label {k}={v:?}: a value is up to 63 letters, digits, '-', '_' or '.'"
@@ -45,7 +52,9 @@ pub fn check_label_key(k: &str) -> Result<(), Status> {
         && k.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
     if ok {
         Ok(())
     } else {

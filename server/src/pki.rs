@@ -27,7 +27,9 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        DataDir { root: root.to_path_buf() }
+        DataDir {
+            root: root.to_path_buf(),
+        }
     }
     pub fn ca_cert(&self) -> PathBuf {
         self.root.join("ca.crt")
@@ -75,7 +77,10 @@ pub struct Pki {
 
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("dir", &self.dir).field("ca", &self.ca).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,27 +91,45 @@ fn read(path: &Path) -> anyhow::Result<String> {
 impl Pki {
     /// Create the CA, the state-signing key and the server certificate in an empty data
     /// directory.
-    pub fn create(dir: &DataDir, settings: Settings, ca_ttl: Duration, now: SystemTime) -> anyhow::Result<Pki> {
+    pub fn create(
+        dir: &DataDir,
+        settings: Settings,
+        ca_ttl: Duration,
+        now: SystemTime,
+    ) -> anyhow::Result<Pki> {
         if dir.ca_cert().exists() || dir.db().exists() {
             bail!(
                 "{} already holds a noco server (found {}); refusing to overwrite it",
                 dir.root.display(),
-                if dir.ca_cert().exists() { "ca.crt" } else { "db/" }
+                if dir.ca_cert().exists() {
+                    "ca.crt"
+                } else {
+                    "db/"
+                }
             );
         }
-        keyfile::create_private_dir(&dir.root).with_context(|| format!("creating {}", dir.root.display()))?;
+        keyfile::create_private_dir(&dir.root)
+            .with_context(|| format!("creating {}", dir.root.display()))?;
         let ca = Ca::create("noco CA", ca_ttl, now)?;
         let signer = StateSigner::generate();
         keyfile::write_secret(&dir.ca_key(), ca.key_pem().as_bytes()).context("writing ca.key")?;
-        keyfile::write_atomic(&dir.ca_cert(), ca.cert_pem().as_bytes(), 0o644).context("writing ca.crt")?;
+        keyfile::write_atomic(&dir.ca_cert(), ca.cert_pem().as_bytes(), 0o644)
+            .context("writing ca.crt")?;
         keyfile::write_secret(&dir.signing_key(), hex::encode(signer.to_seed()).as_bytes())
             .context("writing state-signing.key")?;
         let text = toml::to_string(&settings).context("encoding server.toml")?;
-        keyfile::write_atomic(&dir.settings(), text.as_bytes(), 0o644).context("writing server.toml")?;
+        keyfile::write_atomic(&dir.settings(), text.as_bytes(), 0o644)
+            .context("writing server.toml")?;
         let (chain, key) = issue_server_cert(&ca, &settings, now)?;
         write_server_cert(dir, &chain, &key)?;
         let server_cert = RotatingCert::new(&chain, &key)?;
-        Ok(Pki { dir: dir.clone(), ca, signer, server_cert, settings })
+        Ok(Pki {
+            dir: dir.clone(),
+            ca,
+            signer,
+            server_cert,
+            settings,
+        })
     }
 
     /// Load the key material of an initialized data directory.
@@ -118,13 +141,22 @@ impl Pki {
                 dir.root.display()
             );
         }
-        let ca = Ca::load(&read(&dir.ca_cert())?, &read(&dir.ca_key())?).context("loading the CA")?;
-        let seed = hex::decode(read(&dir.signing_key())?.trim()).context("state-signing.key is not hex")?;
+        let ca =
+            Ca::load(&read(&dir.ca_cert())?, &read(&dir.ca_key())?).context("loading the CA")?;
+        let seed = hex::decode(read(&dir.signing_key())?.trim())
+            .context("state-signing.key is not hex")?;
         let signer = StateSigner::from_seed(&seed).context("loading state-signing.key")?;
-        let settings: Settings = toml::from_str(&read(&dir.settings())?).context("parsing server.toml")?;
+        let settings: Settings =
+            toml::from_str(&read(&dir.settings())?).context("parsing server.toml")?;
         let server_cert = RotatingCert::new(&read(&dir.server_cert())?, &read(&dir.server_key())?)
             .context("loading the server certificate")?;
-        Ok(Pki { dir: dir.clone(), ca, signer, server_cert, settings })
+        Ok(Pki {
+            dir: dir.clone(),
+            ca,
+            signer,
+            server_cert,
+            settings,
+        })
     }
 
     /// Renew the server's certificate when it is due; the new one serves the next handshake.
@@ -140,13 +172,30 @@ impl Pki {
         Ok(true)
     }
 
-    pub fn issue(&self, csr_pem: &str, identity: &Identity, name: &str, ttl: Duration, now: SystemTime) -> Result<String, noco_certs::CertError> {
-        let subject = Subject { identity, common_name: name, dns_names: &[], ip_addrs: &[], lifetime: ttl };
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        name: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, noco_certs::CertError> {
+        let subject = Subject {
+            identity,
+            common_name: name,
+            dns_names: &[],
+            ip_addrs: &[],
+            lifetime: ttl,
+        };
         self.ca.issue_for_csr(csr_pem, &subject, now)
     }
 }
 
-fn issue_server_cert(ca: &Ca, settings: &Settings, now: SystemTime) -> anyhow::Result<(String, String)> {
+fn issue_server_cert(
+    ca: &Ca,
+    settings: &Settings,
+    now: SystemTime,
+) -> anyhow::Result<(String, String)> {
     let subject = Subject {
         identity: &Identity::Server,
         common_name: "noco-server",
@@ -161,6 +210,7 @@ fn issue_server_cert(ca: &Ca, settings: &Settings, now: SystemTime) -> anyhow::R
 
 fn write_server_cert(dir: &DataDir, chain: &str, key: &str) -> anyhow::Result<()> {
     keyfile::write_secret(&dir.server_key(), key.as_bytes()).context("writing server.key")?;
-    keyfile::write_atomic(&dir.server_cert(), chain.as_bytes(), 0o644).context("writing server.crt")?;
+    keyfile::write_atomic(&dir.server_cert(), chain.as_bytes(), 0o644)
+        .context("writing server.crt")?;
     Ok(())
 }

@@ -47,17 +47,31 @@ impl Registry {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         let last_seen_ms = Arc::new(AtomicI64::new(now_ms));
-        let entry = Entry { session_id, connected_ms: now_ms, last_seen_ms: last_seen_ms.clone(), cut: tx };
+        let entry = Entry {
+            session_id,
+            connected_ms: now_ms,
+            last_seen_ms: last_seen_ms.clone(),
+            cut: tx,
+        };
         if let Some(old) = self.lock().insert(host_id.to_string(), entry) {
-            let _ = old.cut.send(Status::aborted("replaced by a newer session from the same host"));
+            let _ = old.cut.send(Status::aborted(
+                "replaced by a newer session from the same host",
+            ));
         }
-        Registration { session_id, cut: rx, last_seen_ms }
+        Registration {
+            session_id,
+            cut: rx,
+            last_seen_ms,
+        }
     }
 
     /// Remove a session that ended, unless a newer one has replaced it already.
     pub fn deregister(&self, host_id: &str, session_id: u64) {
         let mut sessions = self.lock();
-        if sessions.get(host_id).is_some_and(|e| e.session_id == session_id) {
+        if sessions
+            .get(host_id)
+            .is_some_and(|e| e.session_id == session_id)
+        {
             sessions.remove(host_id);
         }
     }

@@ -19,7 +19,10 @@ pub struct CertsSvc {
 
 #[tonic::async_trait]
 impl pb::certs_server::Certs for CertsSvc {
-    async fn renew(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::RenewResponse>, Status> {
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
         let caller = Caller::of(&req)?;
         let csr = req.into_inner().csr_pem;
         let shared = &self.shared;
@@ -31,18 +34,37 @@ impl pb::certs_server::Certs for CertsSvc {
                     .store
                     .host(host_id)
                     .map_err(|e| internal("reading host", e))?
-                    .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
+                    .ok_or_else(|| {
+                        Status::permission_denied(format!("host {host_id} is not enrolled"))
+                    })?;
                 if host.revoked_ms.is_some() {
-                    return Err(Status::permission_denied(format!("host {} has been revoked", host.name)));
+                    return Err(Status::permission_denied(format!(
+                        "host {} has been revoked",
+                        host.name
+                    )));
                 }
                 let pem = shared
                     .pki
-                    .issue(&csr, &identity, &host.name, shared.limits.agent_cert_ttl, now)
+                    .issue(
+                        &csr,
+                        &identity,
+                        &host.name,
+                        shared.limits.agent_cert_ttl,
+                        now,
+                    )
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let cert = PeerCert::from_pem(&pem).map_err(|e| internal("reading issued certificate", e))?;
+                let cert = PeerCert::from_pem(&pem)
+                    .map_err(|e| internal("reading issued certificate", e))?;
                 host.cert_not_after_ms = to_ms(cert.not_after);
-                shared.store.put_host(&host).map_err(|e| internal("storing host", e))?;
-                shared.store.flush().await.map_err(|e| internal("storing host", e))?;
+                shared
+                    .store
+                    .put_host(&host)
+                    .map_err(|e| internal("storing host", e))?;
+                shared
+                    .store
+                    .flush()
+                    .await
+                    .map_err(|e| internal("storing host", e))?;
                 tracing::debug!(host = %host.name, "renewed agent certificate");
                 pem
             }
@@ -52,17 +74,35 @@ impl pb::certs_server::Certs for CertsSvc {
                     .operator(operator_id)
                     .map_err(|e| internal("reading operator", e))?
                     .filter(|o| o.status == OperatorStatus::Active)
-                    .ok_or_else(|| Status::permission_denied(format!("operator {operator_id} is not active")))?;
+                    .ok_or_else(|| {
+                        Status::permission_denied(format!("operator {operator_id} is not active"))
+                    })?;
                 // The role comes from the operator's record: a role changed on the server takes
                 // effect at the next renewal.
-                let identity = Identity::Operator { operator_id: op.id.clone(), role: op.role };
+                let identity = Identity::Operator {
+                    operator_id: op.id.clone(),
+                    role: op.role,
+                };
                 shared
                     .pki
-                    .issue(&csr, &identity, &op.name, shared.limits.operator_cert_ttl, now)
+                    .issue(
+                        &csr,
+                        &identity,
+                        &op.name,
+                        shared.limits.operator_cert_ttl,
+                        now,
+                    )
                     .map_err(|e| Status::invalid_argument(e.to_string()))?
             }
-            Identity::Server => return Err(Status::permission_denied("the server does not renew over the API")),
+            Identity::Server => {
+                return Err(Status::permission_denied(
+                    "the server does not renew over the API",
+                ));
+            }
         };
-        Ok(Response::new(pb::RenewResponse { cert_pem, ca_pem: shared.pki.ca.cert_pem().to_string() }))
+        Ok(Response::new(pb::RenewResponse {
+            cert_pem,
+            ca_pem: shared.pki.ca.cert_pem().to_string(),
+        }))
     }
 }

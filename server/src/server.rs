@@ -33,19 +33,35 @@ pub struct RunOptions {
 }
 
 /// Serve until `shutdown` completes.
-pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let dir = DataDir::new(&opts.data_dir);
     let pki = Pki::load(&dir)?;
     let store = Store::open(&dir.db()).with_context(|| {
-        format!("opening the database {} (is another noco-server running on this data directory?)", dir.db().display())
+        format!(
+            "opening the database {} (is another noco-server running on this data directory?)",
+            dir.db().display()
+        )
     })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     pki.renew_server_cert_if_due(clock.now())?;
     let bans = Arc::new(BanSet::load(&store)?);
-    let tls = noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
-    let shared = Arc::new(Shared { store, pki, bans, registry: Registry::default(), clock, limits: opts.limits });
+    let tls =
+        noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
+    let shared = Arc::new(Shared {
+        store,
+        pki,
+        bans,
+        registry: Registry::default(),
+        clock,
+        limits: opts.limits,
+    });
 
-    let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
     let local = listener.local_addr()?;
     // Tests and scripts read this line to learn the port (with --listen 127.0.0.1:0).
     println!("noco-server listening on {local}");
@@ -59,22 +75,30 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(AuthLayer::new(shared.clone()))
         .add_service(
-            pb::enrollment_server::EnrollmentServer::new(enroll::EnrollmentSvc { shared: shared.clone() })
-                .max_decoding_message_size(MAX_ENROLL_MESSAGE),
+            pb::enrollment_server::EnrollmentServer::new(enroll::EnrollmentSvc {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(MAX_ENROLL_MESSAGE),
         )
         .add_service(
-            pb::certs_server::CertsServer::new(renew::CertsSvc { shared: shared.clone() })
-                .max_decoding_message_size(MAX_ENROLL_MESSAGE),
+            pb::certs_server::CertsServer::new(renew::CertsSvc {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(MAX_ENROLL_MESSAGE),
         )
         .add_service(
-            pb::agent_server::AgentServer::new(session::AgentSvc { shared: shared.clone() })
-                .max_decoding_message_size(session::MAX_SESSION_MESSAGE)
-                .max_encoding_message_size(session::MAX_SESSION_MESSAGE),
+            pb::agent_server::AgentServer::new(session::AgentSvc {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(session::MAX_SESSION_MESSAGE)
+            .max_encoding_message_size(session::MAX_SESSION_MESSAGE),
         )
         .add_service(
-            pb::control_server::ControlServer::new(control::ControlSvc { shared: shared.clone() })
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
-                .max_encoding_message_size(64 * 1024 * 1024),
+            pb::control_server::ControlServer::new(control::ControlSvc {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(MAX_CONTROL_MESSAGE)
+            .max_encoding_message_size(64 * 1024 * 1024),
         );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -99,7 +123,11 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
             }
         }
     }
-    shared.store.flush().await.context("flushing the database")?;
+    shared
+        .store
+        .flush()
+        .await
+        .context("flushing the database")?;
     Ok(())
 }
 
@@ -111,7 +139,10 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             if let Err(e) = shared.pki.renew_server_cert_if_due(shared.clock.now()) {
                 tracing::error!("renewing the server certificate: {e:#}");
             }
-            match shared.store.prune_tokens(shared.now_ms(), 7 * 24 * 3600 * 1000) {
+            match shared
+                .store
+                .prune_tokens(shared.now_ms(), 7 * 24 * 3600 * 1000)
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("pruned {n} tokens that expired over a week ago"),
                 Err(e) => tracing::warn!("pruning tokens: {e}"),

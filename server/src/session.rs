@@ -32,7 +32,10 @@ type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
 impl pb::agent_server::Agent for AgentSvc {
     type SessionStream = ReceiverStream<Result<pb::ServerMessage, Status>>;
 
-    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let caller = Caller::of(&req)?;
         let Identity::Agent { host_id } = &caller.peer.identity else {
             return Err(Status::permission_denied("sessions are for agents"));
@@ -44,19 +47,32 @@ impl pb::agent_server::Agent for AgentSvc {
             .map_err(|e| internal("reading host", e))?
             .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
         if host.revoked_ms.is_some() {
-            return Err(Status::permission_denied(format!("host {} has been revoked", host.name)));
+            return Err(Status::permission_denied(format!(
+                "host {} has been revoked",
+                host.name
+            )));
         }
         let mut inbound = req.into_inner();
-        let hello = match tokio::time::timeout(shared.limits.hello_timeout, inbound.message()).await {
-            Ok(Ok(Some(pb::AgentMessage { msg: Some(AgentMsg::Hello(hello)) }))) => hello,
+        let hello = match tokio::time::timeout(shared.limits.hello_timeout, inbound.message()).await
+        {
+            Ok(Ok(Some(pb::AgentMessage {
+                msg: Some(AgentMsg::Hello(hello)),
+            }))) => hello,
             Ok(Ok(_)) => return Err(Status::invalid_argument("a session must start with Hello")),
             Ok(Err(status)) => return Err(status),
-            Err(_) => return Err(Status::deadline_exceeded("no Hello within the hello timeout")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "no Hello within the hello timeout",
+                ));
+            }
         };
         let now_ms = shared.now_ms();
         host.facts = crate::wire::facts_from_wire(hello.facts.as_ref());
         host.last_seen_ms = now_ms;
-        shared.store.put_host(&host).map_err(|e| internal("storing host", e))?;
+        shared
+            .store
+            .put_host(&host)
+            .map_err(|e| internal("storing host", e))?;
         let registration = shared.registry.register(&host.id, now_ms);
         let (tx, rx) = mpsc::channel(64);
         let welcome = pb::Welcome {
@@ -64,7 +80,11 @@ impl pb::agent_server::Agent for AgentSvc {
             name: host.name.clone(),
             heartbeat_interval_ms: shared.limits.heartbeat_interval.as_millis() as u32,
         };
-        let _ = tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::Welcome(welcome)) })).await;
+        let _ = tx
+            .send(Ok(pb::ServerMessage {
+                msg: Some(ServerMsg::Welcome(welcome)),
+            }))
+            .await;
         tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
         let host_id = host.id.clone();
         let name = host.name.clone();

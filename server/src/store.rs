@@ -5,15 +5,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sled::Error),
     #[error("corrupt record in {tree}: {err}")]
-    Corrupt { tree: &'static str, err: serde_json::Error },
+    Corrupt {
+        tree: &'static str,
+        err: serde_json::Error,
+    },
     #[error("{0}")]
     Conflict(String),
 }
@@ -171,7 +174,11 @@ impl Store {
     }
 
     pub fn hosts(&self) -> Result<Vec<HostRecord>> {
-        self.hosts.iter().values().map(|v| decode("hosts", &v?)).collect()
+        self.hosts
+            .iter()
+            .values()
+            .map(|v| decode("hosts", &v?))
+            .collect()
     }
 
     /// Add a newly enrolled host; its name must not belong to another host that is not revoked.
@@ -182,7 +189,10 @@ impl Store {
             Some(host.id.as_bytes()),
         )?;
         if let Err(e) = claimed {
-            let owner = e.current.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+            let owner = e
+                .current
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
             return Err(StoreError::Conflict(format!(
                 "host name {:?} is taken by host {owner}: revoke that host first or pick another name with --name",
                 host.name
@@ -203,7 +213,11 @@ impl Store {
     pub async fn revoke_host(&self, host: &mut HostRecord, now_ms: i64, by: &str) -> Result<()> {
         host.revoked_ms = Some(now_ms);
         self.hosts.insert(host.id.as_bytes(), encode(&*host))?;
-        let _ = self.host_names.compare_and_swap(host.name.as_bytes(), Some(host.id.as_bytes()), None::<&[u8]>)?;
+        let _ = self.host_names.compare_and_swap(
+            host.name.as_bytes(),
+            Some(host.id.as_bytes()),
+            None::<&[u8]>,
+        )?;
         self.ban(&format!("agent/{}", host.id), now_ms, by)?;
         self.flush().await
     }
@@ -211,7 +225,10 @@ impl Store {
     // ------------------------------------------------------------------ tokens
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        self.tokens.get(id)?.map(|v| decode("tokens", &v)).transpose()
+        self.tokens
+            .get(id)?
+            .map(|v| decode("tokens", &v))
+            .transpose()
     }
 
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
@@ -251,16 +268,26 @@ impl Store {
     // ------------------------------------------------------------------ operators
 
     pub fn operators(&self) -> Result<Vec<OperatorRecord>> {
-        self.operators.iter().values().map(|v| decode("operators", &v?)).collect()
+        self.operators
+            .iter()
+            .values()
+            .map(|v| decode("operators", &v?))
+            .collect()
     }
 
     pub fn operator(&self, id: &str) -> Result<Option<OperatorRecord>> {
-        self.operators.get(id)?.map(|v| decode("operators", &v)).transpose()
+        self.operators
+            .get(id)?
+            .map(|v| decode("operators", &v))
+            .transpose()
     }
 
     /// The operator with this name that is not revoked.
     pub fn operator_by_name(&self, name: &str) -> Result<Option<OperatorRecord>> {
-        Ok(self.operators()?.into_iter().find(|o| o.name == name && o.status != OperatorStatus::Revoked))
+        Ok(self
+            .operators()?
+            .into_iter()
+            .find(|o| o.name == name && o.status != OperatorStatus::Revoked))
     }
 
     pub async fn put_operator(&self, op: &OperatorRecord) -> Result<()> {
@@ -271,7 +298,11 @@ impl Store {
     // ------------------------------------------------------------------ bans
 
     fn ban(&self, key: &str, now_ms: i64, by: &str) -> Result<()> {
-        let record = BanRecord { key: key.to_string(), time_ms: now_ms, by: by.to_string() };
+        let record = BanRecord {
+            key: key.to_string(),
+            time_ms: now_ms,
+            by: by.to_string(),
+        };
         self.bans.insert(key.as_bytes(), encode(&record))?;
         Ok(())
     }
@@ -284,7 +315,11 @@ impl Store {
     }
 
     pub fn bans(&self) -> Result<Vec<BanRecord>> {
-        self.bans.iter().values().map(|v| decode("bans", &v?)).collect()
+        self.bans
+            .iter()
+            .values()
+            .map(|v| decode("bans", &v?))
+            .collect()
     }
 
     // ------------------------------------------------------------------ audit
@@ -350,7 +385,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let token = TokenRecord {
             id: "t1".into(),
-            kind: TokenKind::Join { labels: BTreeMap::new() },
+            kind: TokenKind::Join {
+                labels: BTreeMap::new(),
+            },
             secret_hash: "x".into(),
             created_ms: 0,
             expires_ms: 10,
@@ -380,7 +417,12 @@ mod tests {
                 })
                 .unwrap();
         }
-        let actions: Vec<_> = store.audit(3).unwrap().into_iter().map(|r| r.action).collect();
+        let actions: Vec<_> = store
+            .audit(3)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
         assert_eq!(actions, ["a2", "a3", "a4"]);
     }
 }

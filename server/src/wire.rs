@@ -69,5 +69,11 @@ pub fn operator_to_wire(o: &OperatorRecord) -> pb::Operator {
 }
 
 pub fn audit_to_wire(a: AuditRecord) -> pb::AuditRecord {
-    pb::AuditRecord { time_unix_ms: a.time_ms, caller: a.caller, action: a.action, target: a.target, result: a.result }
+    pb::AuditRecord {
+        time_unix_ms: a.time_ms,
+        caller: a.caller,
+        action: a.action,
+        target: a.target,
+        result: a.result,
+    }
 }

@@ -3,12 +3,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use noco_certs::ca::Ca;
 use noco_certs::Identity;
+use noco_certs::ca::Ca;
 use noco_integration_tests::{Fleet, ServerOptions};
 use tonic::Code;
 
-use crate::grpc::{self, anonymous_config, client_config, fleet_ca, issue, list_hosts, load_credential, open_session};
+use crate::grpc::{
+    self, anonymous_config, client_config, fleet_ca, issue, list_hosts, load_credential,
+    open_session,
+};
 
 fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, what: &str) -> tonic::Status {
     match result {
@@ -25,26 +28,55 @@ fn certificates_from_another_ca_expired_or_absent_are_refused() {
     let rt = grpc::rt();
     rt.block_on(async {
         // Another CA issuing the very identity of an enrolled host.
-        let foreign = Ca::create("impostor CA", Duration::from_secs(3600), SystemTime::now()).unwrap();
-        let (cert, key) = issue(&foreign, &Identity::Agent { host_id: host_id.clone() }, Duration::from_secs(600), SystemTime::now());
-        let s = refused(open_session(&fleet, client_config(&fleet, &cert, &key)).await, "a foreign-CA agent cert");
+        let foreign =
+            Ca::create("impostor CA", Duration::from_secs(3600), SystemTime::now()).unwrap();
+        let (cert, key) = issue(
+            &foreign,
+            &Identity::Agent {
+                host_id: host_id.clone(),
+            },
+            Duration::from_secs(600),
+            SystemTime::now(),
+        );
+        let s = refused(
+            open_session(&fleet, client_config(&fleet, &cert, &key)).await,
+            "a foreign-CA agent cert",
+        );
         assert_ne!(s.code(), Code::Ok);
 
         // Our CA, but expired an hour ago.
         let ca = fleet_ca(&fleet);
-        let (cert, key) = issue(&ca, &Identity::Agent { host_id: host_id.clone() }, Duration::from_secs(60), SystemTime::now() - Duration::from_secs(3600));
-        refused(open_session(&fleet, client_config(&fleet, &cert, &key)).await, "an expired agent cert");
+        let (cert, key) = issue(
+            &ca,
+            &Identity::Agent {
+                host_id: host_id.clone(),
+            },
+            Duration::from_secs(60),
+            SystemTime::now() - Duration::from_secs(3600),
+        );
+        refused(
+            open_session(&fleet, client_config(&fleet, &cert, &key)).await,
+            "an expired agent cert",
+        );
 
         // No certificate at all: sessions and control calls are refused, with a clear status.
-        let s = refused(open_session(&fleet, anonymous_config(&fleet)).await, "an anonymous session");
+        let s = refused(
+            open_session(&fleet, anonymous_config(&fleet)).await,
+            "an anonymous session",
+        );
         assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
         assert!(s.message().contains("client certificate"), "{s:?}");
-        let s = refused(list_hosts(&fleet, anonymous_config(&fleet)).await, "an anonymous ListHosts");
+        let s = refused(
+            list_hosts(&fleet, anonymous_config(&fleet)).await,
+            "an anonymous ListHosts",
+        );
         assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
 
         // A valid certificate of ours still works, so the refusals above were about the certs.
         let cred = load_credential(&agent_dir.join("credential.toml"));
-        open_session(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem)).await.expect("the host's own certificate");
+        open_session(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem))
+            .await
+            .expect("the host's own certificate");
     });
 }
 
@@ -56,14 +88,27 @@ fn operator_and_agent_certificates_cannot_stand_in_for_each_other() {
     let admin = load_credential(&fleet.admin_config());
     let rt = grpc::rt();
     rt.block_on(async {
-        let s = refused(open_session(&fleet, client_config(&fleet, &admin.cert_pem, &admin.key_pem)).await, "an operator cert as agent");
+        let s = refused(
+            open_session(
+                &fleet,
+                client_config(&fleet, &admin.cert_pem, &admin.key_pem),
+            )
+            .await,
+            "an operator cert as agent",
+        );
         assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
         assert!(s.message().contains("not an agent certificate"), "{s:?}");
 
-        let s = refused(list_hosts(&fleet, client_config(&fleet, &agent.cert_pem, &agent.key_pem)).await, "an agent cert as operator");
+        let s = refused(
+            list_hosts(
+                &fleet,
+                client_config(&fleet, &agent.cert_pem, &agent.key_pem),
+            )
+            .await,
+            "an agent cert as operator",
+        );
         assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
         assert!(s.message().contains("not an operator certificate"), "{s:?}");
-
     });
 }
 
@@ -76,7 +121,9 @@ fn a_second_session_from_the_same_host_replaces_the_first() {
     rt.block_on(async {
         let config = || client_config(&fleet, &cred.cert_pem, &cred.key_pem);
         let (mut first, _keep1) = open_session(&fleet, config()).await.expect("first session");
-        let (_second, _keep2) = open_session(&fleet, config()).await.expect("second session");
+        let (_second, _keep2) = open_session(&fleet, config())
+            .await
+            .expect("second session");
         let ended = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match first.message().await {
@@ -101,30 +148,57 @@ fn malformed_and_oversized_input_gets_a_clear_status_and_the_server_stays_up() {
     let fleet = Fleet::start(ServerOptions::default());
     let rt = grpc::rt();
     rt.block_on(async {
-        let ch = grpc::channel(&fleet, noco_certs::tls::pinned_client_config(&fleet_ca(&fleet).fingerprint()).unwrap()).await.unwrap();
+        let ch = grpc::channel(
+            &fleet,
+            noco_certs::tls::pinned_client_config(&fleet_ca(&fleet).fingerprint()).unwrap(),
+        )
+        .await
+        .unwrap();
         let mut enroll = pb::enrollment_client::EnrollmentClient::new(ch);
         let s = enroll
-            .enroll(pb::EnrollRequest { token: "garbage".into(), ..Default::default() })
+            .enroll(pb::EnrollRequest {
+                token: "garbage".into(),
+                ..Default::default()
+            })
             .await
             .expect_err("a garbage token");
         assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
         assert!(s.message().contains("malformed token"), "{s:?}");
         let s = enroll
-            .enroll(pb::EnrollRequest { token: "x".into(), csr_pem: "A".repeat(200 * 1024), ..Default::default() })
+            .enroll(pb::EnrollRequest {
+                token: "x".into(),
+                csr_pem: "A".repeat(200 * 1024),
+                ..Default::default()
+            })
             .await
             .expect_err("an oversized request");
         assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
     });
     let token = fleet.join_token("");
     let out = std::process::Command::new(noco_integration_tests::bin("noco-agent"))
-        .args(["enroll", "--server", &fleet.url, "--token", &token, "--data-dir"])
+        .args([
+            "enroll",
+            "--server",
+            &fleet.url,
+            "--token",
+            &token,
+            "--data-dir",
+        ])
         .arg(fleet.path("agent-x"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "the server still serves after bad input: {}", noco_integration_tests::stderr(&out));
+    assert!(
+        out.status.success(),
+        "the server still serves after bad input: {}",
+        noco_integration_tests::stderr(&out)
+    );
     let bad_label = fleet.ctl(&["host", "label", "nope", "a b=c"]);
     assert_eq!(bad_label.status.code(), Some(1));
     let bad_labels = fleet.ctl(&["token", "create", "--labels", "role=a=b"]);
     assert_eq!(bad_labels.status.code(), Some(1));
-    assert!(noco_integration_tests::stderr(&bad_labels).contains("label role"), "{}", noco_integration_tests::stderr(&bad_labels));
+    assert!(
+        noco_integration_tests::stderr(&bad_labels).contains("label role"),
+        "{}",
+        noco_integration_tests::stderr(&bad_labels)
+    );
 }

@@ -22,11 +22,23 @@ fn revoking_a_host_cuts_its_session_within_a_second_and_keeps_it_out() {
     let revoked_at = Instant::now();
     let status = eventually("the revoked agent to stop", || web1.try_exit());
     let cut_after = revoked_at.elapsed();
-    assert!(cut_after < Duration::from_secs(1), "the session ended {cut_after:?} after the revocation");
-    assert_eq!(status.code(), Some(3), "a revoked agent exits 3:\n{}", web1.log_text());
+    assert!(
+        cut_after < Duration::from_secs(1),
+        "the session ended {cut_after:?} after the revocation"
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a revoked agent exits 3:\n{}",
+        web1.log_text()
+    );
     assert!(web1.log_text().contains("revoked"), "{}", web1.log_text());
     assert_eq!(fleet.status_of("web-1"), "revoked");
-    assert_eq!(fleet.status_of("web-2"), "online", "other hosts are unaffected");
+    assert_eq!(
+        fleet.status_of("web-2"),
+        "online",
+        "other hosts are unaffected"
+    );
 
     // Started again, it is refused and stops at once rather than retrying forever.
     let mut again = fleet.run_agent("web-1");
@@ -35,23 +47,44 @@ fn revoking_a_host_cuts_its_session_within_a_second_and_keeps_it_out() {
     // Its certificate is refused for any call, at the handshake.
     let cred = load_credential(&web1_dir.join("credential.toml"));
     grpc::rt().block_on(async {
-        let err = open_session(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem)).await.expect_err("revoked cert");
+        let err = open_session(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem))
+            .await
+            .expect_err("revoked cert");
         assert_ne!(err.code(), Code::Ok);
     });
     // Revoking twice says so; the name is free for a new enrollment.
     let twice = fleet.ctl(&["host", "revoke", "web-1"]);
     assert_eq!(twice.status.code(), Some(1));
-    assert!(stderr(&twice).contains("no host named") || stderr(&twice).contains("already revoked"), "{}", stderr(&twice));
+    assert!(
+        stderr(&twice).contains("no host named") || stderr(&twice).contains("already revoked"),
+        "{}",
+        stderr(&twice)
+    );
     let token = fleet.join_token("");
     let out = std::process::Command::new(noco_integration_tests::bin("noco-agent"))
-        .args(["enroll", "--force", "--server", &fleet.url, "--token", &token, "--name", "web-1", "--data-dir"])
+        .args([
+            "enroll",
+            "--force",
+            "--server",
+            &fleet.url,
+            "--token",
+            &token,
+            "--name",
+            "web-1",
+            "--data-dir",
+        ])
         .arg(&web1_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let _web1_new = fleet.run_agent("web-1");
     fleet.wait_status("web-1", "online");
-    assert!(fleet.audit().iter().any(|r| r["action"] == "host.revoke" && r["target"] == "web-1" && r["result"] == "ok"));
+    assert!(
+        fleet
+            .audit()
+            .iter()
+            .any(|r| r["action"] == "host.revoke" && r["target"] == "web-1" && r["result"] == "ok")
+    );
 }
 
 #[test]
@@ -74,7 +107,11 @@ fn every_agent_comes_back_after_a_server_restart_and_the_data_survives() {
     let status = fleet.stop_server().expect("server exit status");
     assert!(status.success(), "noco-server exits 0 on SIGTERM: {status}");
     let down = fleet.ctl(&["host", "ls"]);
-    assert_eq!(down.status.code(), Some(3), "nococtl exits 3 when the server is unreachable");
+    assert_eq!(
+        down.status.code(),
+        Some(3),
+        "nococtl exits 3 when the server is unreachable"
+    );
 
     fleet.start_server();
     for n in names {
@@ -91,11 +128,24 @@ fn every_agent_comes_back_after_a_server_restart_and_the_data_survives() {
     assert_eq!(a2["labels"]["tier"], "edge");
     assert!(a2["labels"].get("role").is_none());
     let audit = fleet.audit();
-    assert_eq!(audit.len(), audit_before, "the audit log survived the restart");
-    assert!(audit.iter().any(|r| r["action"] == "host.label" && r["target"].as_str().unwrap_or_default().starts_with("a-2")));
+    assert_eq!(
+        audit.len(),
+        audit_before,
+        "the audit log survived the restart"
+    );
+    assert!(audit.iter().any(|r| r["action"] == "host.label"
+        && r["target"].as_str().unwrap_or_default().starts_with("a-2")));
     let reuse = fleet.enroll_with("a-5", &used_token);
-    assert!(stderr(&reuse).contains("already used"), "a used token stays used: {}", stderr(&reuse));
-    assert_eq!(fleet.audit().len(), audit_before + 1, "and the refusal is audited after the restart");
+    assert!(
+        stderr(&reuse).contains("already used"),
+        "a used token stays used: {}",
+        stderr(&reuse)
+    );
+    assert_eq!(
+        fleet.audit().len(),
+        audit_before + 1,
+        "and the refusal is audited after the restart"
+    );
 }
 
 #[test]
@@ -105,12 +155,21 @@ fn sigterm_stops_agent_and_server_cleanly() {
     let mut agent = fleet.run_agent("web-1");
     fleet.wait_status("web-1", "online");
     let status = agent.terminate().expect("agent exit status");
-    assert!(status.success(), "agent exits 0 on SIGTERM: {status}\n{}", agent.log_text());
+    assert!(
+        status.success(),
+        "agent exits 0 on SIGTERM: {status}\n{}",
+        agent.log_text()
+    );
     fleet.wait_status("web-1", "offline");
     let status = fleet.stop_server().expect("server exit status");
     assert!(status.success(), "server exits 0 on SIGTERM: {status}");
     let cred = load_credential(&fleet.admin_config());
     grpc::rt().block_on(async {
-        assert!(list_hosts(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem)).await.is_err(), "nothing listens any more");
+        assert!(
+            list_hosts(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem))
+                .await
+                .is_err(),
+            "nothing listens any more"
+        );
     });
 }

@@ -1,8 +1,11 @@
 //! End-to-end tests of the spine: a real noco-server, real agents and nococtl as processes on
 //! loopback, talking real mutual TLS. Each test reads as an operator's session.
 
-mod grpc;
+// Synchronous test code: blocking sleeps are what we want here.
+#![allow(clippy::disallowed_methods)]
+
 mod enrollment;
+mod grpc;
 mod identities;
 mod lifecycle;
 mod renewal;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# noco on one machine: a server and a local agent on the embedded default (sled under
+# .noco-dev/), enrolled through the real join-token flow, ending with `nococtl host ls`.
+#
+#   deploy/quickstart.sh          build, start (or restart) both, show the fleet
+#   deploy/quickstart.sh stop     stop both (data stays in .noco-dev/)
+#   deploy/quickstart.sh clean    stop both and delete .noco-dev/
+#
+# Environment: NOCO_DEV_DIR (default .noco-dev), NOCO_DEV_PORT (default 7443),
+# NOCO_DEV_PROFILE (debug or release, default debug).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DIR=${NOCO_DEV_DIR:-$PWD/.noco-dev}
+PORT=${NOCO_DEV_PORT:-7443}
+PROFILE=${NOCO_DEV_PROFILE:-debug}
+URL="https://127.0.0.1:$PORT"
+BIN=target/$PROFILE
+
+stop() {
+  for name in agent server; do
+    if [[ -f $DIR/$name.pid ]]; then
+      pid=$(cat "$DIR/$name.pid")
+      if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+      rm -f "$DIR/$name.pid"
+    fi
+  done
+}
+
+case "${1:-up}" in
+  stop) stop; echo "stopped (data kept in $DIR)"; exit 0 ;;
+  clean) stop; rm -rf "$DIR"; echo "removed $DIR"; exit 0 ;;
+  up) ;;
+  *) echo "usage: $0 [up|stop|clean]" >&2; exit 2 ;;
+esac
+
+if [[ $PROFILE == release ]]; then
+  cargo build --release -p noco-server -p noco-agent -p nococtl
+else
+  cargo build -p noco-server -p noco-agent -p nococtl
+fi
+stop
+mkdir -p "$DIR"
+
+if [[ ! -f $DIR/server/ca.crt ]]; then
+  "$BIN/noco-server" init --data-dir "$DIR/server" --san 127.0.0.1 --san localhost --server-url "$URL"
+fi
+export NOCO_CONFIG=$DIR/server/admin.nococtl.toml
+
+"$BIN/noco-server" run --data-dir "$DIR/server" --listen "127.0.0.1:$PORT" >"$DIR/server.log" 2>&1 &
+echo $! >"$DIR/server.pid"
+for _ in $(seq 1 100); do
+  grep -q "noco-server listening" "$DIR/server.log" && break
+  kill -0 "$(cat "$DIR/server.pid")" 2>/dev/null || { cat "$DIR/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+if [[ ! -f $DIR/agent/credential.toml ]]; then
+  token=$("$BIN/nococtl" token create --labels role=dev --ttl 10m 2>/dev/null)
+  "$BIN/noco-agent" enroll --server "$URL" --token "$token" --data-dir "$DIR/agent" --name local-1
+fi
+"$BIN/noco-agent" run --data-dir "$DIR/agent" >"$DIR/agent.log" 2>&1 &
+echo $! >"$DIR/agent.pid"
+
+online=""
+for _ in $(seq 1 100); do
+  if "$BIN/nococtl" host ls -o json 2>/dev/null | grep -q '"status": "online"'; then online=yes; break; fi
+  sleep 0.1
+done
+"$BIN/nococtl" host ls
+if [[ -z $online ]]; then
+  echo "the agent did not come online; see $DIR/agent.log and $DIR/server.log" >&2
+  exit 1
+fi
+cat <<MSG
+
+noco is up: server on $URL, agent local-1 online. Logs: $DIR/server.log, $DIR/agent.log
+  export NOCO_CONFIG=$DIR/server/admin.nococtl.toml
+  $BIN/nococtl host ls         # the fleet
+  $BIN/nococtl audit           # who did what
+  deploy/quickstart.sh stop    # stop both
+MSG
