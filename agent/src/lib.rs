@@ -5,11 +5,30 @@
 
 pub mod backoff;
 pub mod datadir;
+pub mod engine;
 pub mod enroll;
 pub mod facts;
+pub mod local;
 pub mod renewal;
 pub mod session;
 
 /// Exit status when the server has revoked this host or its certificate can no longer be
 /// renewed: restarting will not help (the systemd unit does not restart on it).
 pub const EXIT_REVOKED: u8 = 3;
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

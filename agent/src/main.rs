@@ -26,6 +26,9 @@ enum Command {
     Enroll(EnrollArgs),
     /// Keep the session with the server (run under systemd). Exits 3 if the host is revoked.
     Run(RunArgs),
+    /// Apply compose stacks on this host without a server: validate, plan, up, ps, down.
+    #[command(subcommand)]
+    Compose(noco_agent::local::ComposeCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,22 +67,6 @@ struct RunArgs {
     max_backoff: Duration,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     noco_certs::install_crypto_provider();
@@ -92,6 +79,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
+        Command::Compose(cmd) => noco_agent::local::run(cmd).await,
         Command::Enroll(args) => {
             let dir = DataDir::new(&args.data_dir);
             let opts = EnrollOptions {
@@ -128,7 +116,7 @@ async fn main() -> ExitCode {
                 max_backoff: args.max_backoff,
                 ..RunOptions::default()
             };
-            match run(dir, opts, shutdown_signal()).await {
+            match run(dir, opts, noco_agent::shutdown_signal()).await {
                 Ok(Exit::Shutdown) => {
                     tracing::info!("stopped");
                     ExitCode::SUCCESS

@@ -31,6 +31,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const STATUS_POLL: Duration = Duration::from_millis(5);
 /// How long to wait for a host to reach a status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent `CreateToken` calls and enrollments.
+/// Enrollments in flight (key, CSR, connection, call).
 const ENROLL_CONCURRENCY: usize = 64;
+/// Calls in flight that make the server write and flush its database (CreateToken, Enroll).
+/// Must stay 1 while the server flushes with sled 0.34's `flush_async`, which deadlocks when two
+/// flushes overlap (spacejam/sled#1308): every later write of that server then hangs, and so
+/// does its shutdown.
+const WRITE_CONCURRENCY: usize = 1;
 /// Concurrent session handshakes (connect, TLS, Hello, Welcome).
 const HANDSHAKE_CONCURRENCY: usize = 128;
 /// How long the established sessions are held before the second memory reading.
@@ -469,10 +475,11 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
 
     // Join tokens, through the Control service as the admin.
     let start = Instant::now();
-    let tokens = create_tokens(&control, n).await;
+    let gate = WriteGate::new();
+    let tokens = create_tokens(&control, &gate, n).await;
     figures.token_time = start.elapsed();
     println!(
-        "created {} join tokens in {} ({}/s)",
+        "created {} join tokens in {} ({}/s, {WRITE_CONCURRENCY} call in flight)",
         tokens.len(),
         fmt_s(figures.token_time),
         rate(tokens.len(), figures.token_time)
@@ -480,15 +487,21 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
 
     // Enrollment: key, CSR, pinned TLS connection and Enroll call per host.
     let start = Instant::now();
-    let hosts = enroll_all(&addr, tokens).await;
+    let hosts = enroll_all(&addr, &gate, tokens).await;
     figures.enroll_time = start.elapsed();
     figures.enrolled = hosts.len();
     println!(
-        "enrolled {} hosts in {} ({}/s)",
+        "enrolled {} hosts in {} ({}/s; {ENROLL_CONCURRENCY} hosts preparing, {WRITE_CONCURRENCY} Enroll call in flight)",
         hosts.len(),
         fmt_s(figures.enroll_time),
         rate(hosts.len(), figures.enroll_time)
     );
+    if (hosts.len() as f64) < n as f64 * MIN_ESTABLISHED {
+        bail!(
+            "only {} of {n} hosts enrolled; sessions not attempted",
+            hosts.len()
+        );
+    }
 
     // Sessions, each over its own mTLS connection.
     figures.server_rss_before = rss_kib(server_pid);
@@ -572,27 +585,59 @@ async fn hold_and_count(
     Ok(())
 }
 
-/// `n` join tokens, made with bounded concurrency; failures are reported and left out.
-async fn create_tokens(control: &Control, n: usize) -> Vec<String> {
-    let limit = Arc::new(Semaphore::new(ENROLL_CONCURRENCY));
+/// Admits [`WRITE_CONCURRENCY`] write calls at a time. Once one times out (the server's writes
+/// are stuck) the rest fail at once instead of each waiting out its timeout.
+struct WriteGate {
+    permits: Semaphore,
+    stuck: AtomicBool,
+}
+
+impl WriteGate {
+    fn new() -> Arc<Self> {
+        Arc::new(WriteGate {
+            permits: Semaphore::new(WRITE_CONCURRENCY),
+            stuck: AtomicBool::new(false),
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        if self.stuck.load(Ordering::Relaxed) {
+            return Err(format!("{what} not sent: an earlier write call timed out"));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
+            Err(_) => {
+                self.stuck.store(true, Ordering::Relaxed);
+                Err(format!(
+                    "{what} did not answer within {CALL_TIMEOUT:?}: the server's writes seem stuck"
+                ))
+            }
+        }
+    }
+}
+
+/// `n` join tokens, made through `gate`; failures are reported and left out.
+async fn create_tokens(control: &Control, gate: &Arc<WriteGate>, n: usize) -> Vec<String> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let mut control = control.clone();
-            let limit = limit.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
                 let request = pb::CreateTokenRequest {
                     labels: HashMap::from([("role".to_string(), "sim".to_string())]),
                     ttl_seconds: 3600,
                     description: "sessions benchmark".to_string(),
                 };
-                match tokio::time::timeout(CALL_TIMEOUT, control.create_token(request)).await {
-                    Ok(Ok(resp)) => Ok(resp.into_inner().token),
-                    Ok(Err(status)) => Err(format!("CreateToken: {}", status_text(&status))),
-                    Err(_) => Err(format!(
-                        "CreateToken did not answer within {CALL_TIMEOUT:?}"
-                    )),
-                }
+                let resp = gate
+                    .call("CreateToken", control.create_token(request))
+                    .await?;
+                Ok(resp.token)
             })
         })
         .collect();
@@ -602,7 +647,7 @@ async fn create_tokens(control: &Control, n: usize) -> Vec<String> {
 }
 
 /// Enroll one simulated host per token, with bounded concurrency; failures are reported.
-async fn enroll_all(addr: &ServerAddr, tokens: Vec<String>) -> Vec<SimHost> {
+async fn enroll_all(addr: &ServerAddr, gate: &Arc<WriteGate>, tokens: Vec<String>) -> Vec<SimHost> {
     let n = tokens.len();
     let limit = Arc::new(Semaphore::new(ENROLL_CONCURRENCY));
     let tasks: Vec<_> = tokens
@@ -610,10 +655,11 @@ async fn enroll_all(addr: &ServerAddr, tokens: Vec<String>) -> Vec<SimHost> {
         .enumerate()
         .map(|(i, token)| {
             let addr = addr.clone();
+            let gate = gate.clone();
             let limit = limit.clone();
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-                enroll_one(&addr, token, format!("{SIM_PREFIX}{i:05}")).await
+                enroll_one(&addr, &gate, token, format!("{SIM_PREFIX}{i:05}")).await
             })
         })
         .collect();
@@ -622,7 +668,12 @@ async fn enroll_all(addr: &ServerAddr, tokens: Vec<String>) -> Vec<SimHost> {
     hosts
 }
 
-async fn enroll_one(addr: &ServerAddr, token: String, name: String) -> Result<SimHost, String> {
+async fn enroll_one(
+    addr: &ServerAddr,
+    gate: &WriteGate,
+    token: String,
+    name: String,
+) -> Result<SimHost, String> {
     let parsed: Token = token
         .parse()
         .map_err(|e| format!("reading the join token: {e}"))?;
@@ -641,16 +692,8 @@ async fn enroll_one(addr: &ServerAddr, token: String, name: String) -> Result<Si
         requested_name: name.clone(),
         facts: Some(facts(&name)),
     };
-    let resp = match tokio::time::timeout(
-        CALL_TIMEOUT,
-        pb::enrollment_client::EnrollmentClient::new(channel).enroll(request),
-    )
-    .await
-    {
-        Ok(Ok(resp)) => resp.into_inner(),
-        Ok(Err(status)) => return Err(format!("Enroll: {}", status_text(&status))),
-        Err(_) => return Err(format!("Enroll did not answer within {CALL_TIMEOUT:?}")),
-    };
+    let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
+    let resp = gate.call("Enroll", client.enroll(request)).await?;
     Ok(SimHost {
         name: resp.name,
         ca_pem: resp.ca_pem,

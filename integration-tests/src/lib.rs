@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod docker;
+pub mod stack;
+
 /// How long [`eventually`] waits.
 pub fn patience() -> Duration {
     let secs = std::env::var("NOCO_TEST_PATIENCE")
@@ -57,8 +60,7 @@ pub fn bin_dir() -> &'static Path {
             .expect("target profile dir")
             .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo_command();
         cmd.args([
             "build",
             "--quiet",
@@ -78,6 +80,24 @@ pub fn bin_dir() -> &'static Path {
         assert!(status.success(), "cargo build of the noco binaries failed");
         dir
     })
+}
+
+/// A `cargo` command for building from inside a test. Cargo gives the test process the
+/// variables of *its* package (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …); some build scripts track
+/// them (ring tracks `CARGO_MANIFEST_DIR`), so passing them on would rebuild half the dependency
+/// tree on every test run. They are removed; `CARGO_HOME` and `CARGO_TARGET_DIR` are kept.
+pub fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let keep = matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+            || key.starts_with("CARGO_TERM_");
+        if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
 }
 
 pub fn bin(name: &str) -> PathBuf {

@@ -1,0 +1,581 @@
+//! Applying a plan: images first (nothing changes if one is missing), then networks and volumes,
+//! orphans, and the services — concurrently, each waiting for its dependencies' conditions
+//! (started, healthy, completed successfully). Replacements are stop-first, or start-first with
+//! zero downtime: the new container starts under the canonical name, joins the same networks and
+//! aliases, becomes healthy, and only then the old one leaves the network and stops. If the new
+//! one never becomes ready, it is removed and the old one keeps serving.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use noco_compose::model::{DependencyCondition, Project, Service};
+use noco_compose::plan::{Plan, ServicePlan, Step, Strategy};
+use tokio::sync::watch;
+
+use super::docker as d;
+use super::spec::{self, ContainerIdentity};
+use super::{EngineError, docker_message};
+
+/// How long a removed container's clients get between losing its network and its stop.
+const DRAIN: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(100);
+const LOG_LINES: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Relative bind sources resolve against this directory.
+    pub stack_dir: PathBuf,
+    /// The compose file, for the compose label.
+    pub config_file: String,
+    /// How long one service may take to become ready (started, healthy, or completed).
+    pub wait_timeout: Duration,
+}
+
+/// What an apply did, one line per action, in the order they finished.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    pub actions: Vec<String>,
+}
+
+/// How far a service has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ready {
+    Pending,
+    Started,
+    Healthy,
+    Completed,
+    Failed(String),
+}
+
+struct Ctx {
+    docker: Docker,
+    project: Project,
+    opts: ApplyOptions,
+    ready: BTreeMap<String, watch::Receiver<Ready>>,
+    /// Services some other service waits on for `service_completed_successfully`.
+    awaited_completion: std::collections::BTreeSet<String>,
+}
+
+/// Converge the project to the plan made for it.
+pub async fn apply(
+    docker: &Docker,
+    project: &Project,
+    plan: &Plan,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, EngineError> {
+    if let Some(key) = plan.missing_external_networks.first() {
+        return Err(EngineError::Precondition(format!(
+            "external network {key:?} does not exist: create it first"
+        )));
+    }
+    if let Some(key) = plan.missing_external_volumes.first() {
+        return Err(EngineError::Precondition(format!(
+            "external volume {key:?} does not exist: create it first"
+        )));
+    }
+    for s in &plan.services {
+        let svc = project.services.get(&s.service);
+        for (dep, cond) in svc.map(|s| &s.depends_on).into_iter().flatten() {
+            let dep_svc = project.services.get(dep);
+            if cond.condition == DependencyCondition::ServiceHealthy
+                && dep_svc.is_some_and(|d| d.healthcheck.as_ref().is_none_or(|h| h.disabled()))
+            {
+                return Err(EngineError::service(
+                    &s.service,
+                    format!("depends on {dep:?} being healthy, but {dep:?} has no healthcheck"),
+                ));
+            }
+        }
+    }
+    let needs_image: Vec<&Service> = plan
+        .services
+        .iter()
+        .filter(|s| {
+            s.steps
+                .iter()
+                .any(|st| matches!(st, Step::Create { .. } | Step::Recreate { .. }))
+        })
+        .filter_map(|s| project.services.get(&s.service))
+        .collect();
+    d::ensure_images(docker, &needs_image).await?;
+
+    let mut report = ApplyReport::default();
+    for key in &plan.create_networks {
+        if let Some(net) = project.networks.get(key) {
+            d::create_network(docker, project, key, net).await?;
+            report
+                .actions
+                .push(format!("network {}: created", net.name));
+        }
+    }
+    for key in &plan.create_volumes {
+        if let Some(vol) = project.volumes.get(key) {
+            d::create_volume(docker, project, key, vol).await?;
+            report.actions.push(format!("volume {}: created", vol.name));
+        }
+    }
+    for orphan in &plan.orphans {
+        if let Step::Remove {
+            id, name, reason, ..
+        } = orphan
+        {
+            d::stop_and_remove(docker, id, Duration::from_secs(10))
+                .await
+                .map_err(|e| EngineError::docker(format!("removing orphan {name}"), e))?;
+            report
+                .actions
+                .push(format!("container {name}: removed ({reason})"));
+        }
+    }
+
+    let mut senders = BTreeMap::new();
+    let mut receivers = BTreeMap::new();
+    for s in &plan.services {
+        let (tx, rx) = watch::channel(Ready::Pending);
+        senders.insert(s.service.clone(), tx);
+        receivers.insert(s.service.clone(), rx);
+    }
+    let awaited_completion = project
+        .services
+        .values()
+        .flat_map(|s| s.depends_on.iter())
+        .filter(|(_, d)| d.condition == DependencyCondition::ServiceCompletedSuccessfully)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let ctx = Arc::new(Ctx {
+        docker: docker.clone(),
+        project: project.clone(),
+        opts: opts.clone(),
+        ready: receivers,
+        awaited_completion,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in plan.services.clone() {
+        let ctx = ctx.clone();
+        let Some(tx) = senders.remove(&s.service) else {
+            continue;
+        };
+        tasks.spawn(async move {
+            let mut actions = Vec::new();
+            let result = run_service(&ctx, &s, &tx, &mut actions).await;
+            if let Err(e) = &result {
+                let _ = tx.send(Ready::Failed(e.to_string()));
+            }
+            (actions, result)
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((actions, result)) => {
+                report.actions.extend(actions);
+                if let Err(e) = result {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(EngineError::Precondition(format!(
+                "a service task failed: {e}"
+            ))),
+        }
+    }
+    // Failures caused by a failed dependency are noise next to the root cause (but if there is
+    // no other failure, they are the failure).
+    let mut errors = if errors.iter().all(is_dependency_failure) {
+        errors
+    } else {
+        errors
+            .into_iter()
+            .filter(|e| !is_dependency_failure(e))
+            .collect()
+    };
+    match errors.len() {
+        0 => Ok(report),
+        1 => Err(errors.remove(0)),
+        _ => Err(EngineError::Many(errors)),
+    }
+}
+
+fn is_dependency_failure(e: &EngineError) -> bool {
+    matches!(e, EngineError::Service { reason, .. } if reason.starts_with("dependency "))
+}
+
+async fn run_service(
+    ctx: &Ctx,
+    plan: &ServicePlan,
+    tx: &watch::Sender<Ready>,
+    actions: &mut Vec<String>,
+) -> Result<(), EngineError> {
+    let name = plan.service.as_str();
+    let Some(svc) = ctx.project.services.get(name) else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + ctx.opts.wait_timeout;
+    wait_for_dependencies(ctx, svc, deadline).await?;
+
+    let mut containers: Vec<String> = Vec::new();
+    for step in &plan.steps {
+        match step {
+            Step::Keep { id, .. } => containers.push(id.clone()),
+            Step::Start {
+                id,
+                name: cname,
+                reason,
+                ..
+            } => {
+                d::start(&ctx.docker, id)
+                    .await
+                    .map_err(|e| fail(name, format!("starting {cname}: {}", docker_message(&e))))?;
+                actions.push(format!("container {cname}: started ({reason})"));
+                containers.push(id.clone());
+            }
+            Step::Restart {
+                id,
+                name: cname,
+                reason,
+                ..
+            } => {
+                ctx.docker.restart_container(id, None).await.map_err(|e| {
+                    fail(name, format!("restarting {cname}: {}", docker_message(&e)))
+                })?;
+                actions.push(format!("container {cname}: restarted ({reason})"));
+                containers.push(id.clone());
+            }
+            Step::Create { number, reason } => {
+                let id = create_and_start(ctx, svc, &plan.hash, *number, None).await?;
+                actions.push(format!(
+                    "container {}: created ({reason})",
+                    spec::container_name(&ctx.project, svc, *number)
+                ));
+                containers.push(id);
+            }
+            Step::Recreate {
+                id,
+                name: old_name,
+                number,
+                reason,
+            } => {
+                let new_id = match plan.strategy {
+                    Strategy::StopFirst => {
+                        d::stop_and_remove(&ctx.docker, id, grace(svc))
+                            .await
+                            .map_err(|e| {
+                                fail(name, format!("removing {old_name}: {}", docker_message(&e)))
+                            })?;
+                        create_and_start(ctx, svc, &plan.hash, *number, None).await?
+                    }
+                    Strategy::StartFirst => {
+                        start_first(ctx, svc, &plan.hash, *number, id, old_name, deadline).await?
+                    }
+                };
+                let how = if plan.strategy == Strategy::StartFirst {
+                    "start-first"
+                } else {
+                    "stop-first"
+                };
+                actions.push(format!(
+                    "container {}: recreated {how} ({reason})",
+                    spec::container_name(&ctx.project, svc, *number)
+                ));
+                containers.push(new_id);
+            }
+            Step::Remove {
+                id,
+                name: cname,
+                reason,
+                ..
+            } => {
+                d::stop_and_remove(&ctx.docker, id, grace(svc))
+                    .await
+                    .map_err(|e| fail(name, format!("removing {cname}: {}", docker_message(&e))))?;
+                actions.push(format!("container {cname}: removed ({reason})"));
+            }
+        }
+    }
+    let _ = tx.send(Ready::Started);
+    let state = wait_ready(
+        ctx,
+        svc,
+        &containers,
+        deadline,
+        ctx.awaited_completion.contains(name),
+    )
+    .await?;
+    let _ = tx.send(state);
+    Ok(())
+}
+
+fn fail(service: &str, reason: String) -> EngineError {
+    EngineError::service(service, reason)
+}
+
+fn grace(svc: &Service) -> Duration {
+    svc.stop_grace_period.unwrap_or(Duration::from_secs(10))
+}
+
+async fn wait_for_dependencies(
+    ctx: &Ctx,
+    svc: &Service,
+    deadline: Instant,
+) -> Result<(), EngineError> {
+    for (dep, cond) in &svc.depends_on {
+        let Some(rx) = ctx.ready.get(dep) else {
+            continue;
+        };
+        let mut rx = rx.clone();
+        let satisfied = |r: &Ready| match cond.condition {
+            DependencyCondition::ServiceStarted => {
+                matches!(r, Ready::Started | Ready::Healthy | Ready::Completed)
+            }
+            DependencyCondition::ServiceHealthy => matches!(r, Ready::Healthy),
+            DependencyCondition::ServiceCompletedSuccessfully => matches!(r, Ready::Completed),
+        };
+        let waited = tokio::time::timeout_at(
+            deadline.into(),
+            rx.wait_for(|r| satisfied(r) || matches!(r, Ready::Failed(_))),
+        )
+        .await;
+        let outcome = match waited {
+            Ok(Ok(r)) => r.clone(),
+            Ok(Err(_)) => Ready::Failed("its apply task ended".into()),
+            Err(_) => Ready::Failed(format!(
+                "it was not {:?} within {:?}",
+                cond.condition, ctx.opts.wait_timeout
+            )),
+        };
+        if let Ready::Failed(why) = outcome {
+            if cond.required {
+                return Err(fail(
+                    &svc.name,
+                    format!(
+                        "dependency {dep:?} failed: {}",
+                        why.lines().next().unwrap_or_default()
+                    ),
+                ));
+            }
+            tracing::warn!(service = %svc.name, dependency = %dep, "optional dependency failed: {why}");
+        }
+    }
+    Ok(())
+}
+
+async fn create_and_start(
+    ctx: &Ctx,
+    svc: &Service,
+    hash: &str,
+    number: u32,
+    name_override: Option<&str>,
+) -> Result<String, EngineError> {
+    let identity = ContainerIdentity {
+        project: &ctx.project,
+        service: svc,
+        number,
+        config_hash: hash,
+        stack_dir: &ctx.opts.stack_dir,
+        config_file: &ctx.opts.config_file,
+    };
+    let cname = name_override
+        .map(str::to_string)
+        .unwrap_or_else(|| spec::container_name(&ctx.project, svc, number));
+    let body = spec::create_body(&identity);
+    let mut opts = CreateContainerOptionsBuilder::default().name(&cname);
+    if let Some(p) = &svc.platform {
+        opts = opts.platform(p);
+    }
+    let created = ctx
+        .docker
+        .create_container(Some(opts.build()), body)
+        .await
+        .map_err(|e| {
+            fail(
+                &svc.name,
+                format!("creating container {cname}: {}", docker_message(&e)),
+            )
+        })?;
+    let id = created.id;
+    if svc.network_mode.is_none() {
+        for key in svc.networks.keys().skip(1) {
+            let net = spec::network_name(&ctx.project, key);
+            d::connect_network(&ctx.docker, &net, &id, spec::endpoint(&identity, key))
+                .await
+                .map_err(|e| {
+                    fail(
+                        &svc.name,
+                        format!(
+                            "connecting {cname} to network {net}: {}",
+                            docker_message(&e)
+                        ),
+                    )
+                })?;
+        }
+    }
+    if let Err(e) = d::start(&ctx.docker, &id).await {
+        // Leave nothing half-made: the next apply would otherwise keep a container that never ran.
+        let _ = d::remove(&ctx.docker, &id).await;
+        return Err(fail(
+            &svc.name,
+            format!("starting container {cname}: {}", docker_message(&e)),
+        ));
+    }
+    Ok(id)
+}
+
+/// Replace `old_id` without downtime: the new container takes the canonical name and the
+/// network aliases, and the old one leaves only once the new one is ready.
+async fn start_first(
+    ctx: &Ctx,
+    svc: &Service,
+    hash: &str,
+    number: u32,
+    old_id: &str,
+    old_name: &str,
+    deadline: Instant,
+) -> Result<String, EngineError> {
+    let canonical = spec::container_name(&ctx.project, svc, number);
+    let parked = format!("{canonical}-old-{}", &old_id[..old_id.len().min(12)]);
+    d::rename(&ctx.docker, old_id, &parked).await.map_err(|e| {
+        fail(
+            &svc.name,
+            format!("renaming {old_name} aside: {}", docker_message(&e)),
+        )
+    })?;
+    let new_id = match create_and_start(ctx, svc, hash, number, Some(&canonical)).await {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = d::rename(&ctx.docker, old_id, old_name).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = wait_ready(ctx, svc, std::slice::from_ref(&new_id), deadline, false).await {
+        // Roll back: the old container never stopped serving.
+        let _ = d::stop_and_remove(&ctx.docker, &new_id, grace(svc)).await;
+        let _ = d::rename(&ctx.docker, old_id, old_name).await;
+        return Err(e);
+    }
+    // Leave the networks first, so no new request is routed to the old container, then stop it.
+    if let Ok(info) = d::inspect(&ctx.docker, old_id).await {
+        let nets: Vec<String> = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default();
+        for net in nets {
+            let _ = d::disconnect_network(&ctx.docker, &net, old_id).await;
+        }
+        tokio::time::sleep(DRAIN).await;
+    }
+    d::stop_and_remove(&ctx.docker, old_id, grace(svc))
+        .await
+        .map_err(|e| {
+            fail(
+                &svc.name,
+                format!(
+                    "removing the old container {old_name}: {}",
+                    docker_message(&e)
+                ),
+            )
+        })?;
+    Ok(new_id)
+}
+
+/// Wait until every container is ready: healthy if the service has a healthcheck, running if
+/// not, exited 0 if someone waits for its completion. A container that exits (other than
+/// successfully) or turns unhealthy fails the service, with its last log lines.
+async fn wait_ready(
+    ctx: &Ctx,
+    svc: &Service,
+    containers: &[String],
+    deadline: Instant,
+    completion: bool,
+) -> Result<Ready, EngineError> {
+    let has_health = svc.healthcheck.as_ref().is_some_and(|h| !h.disabled());
+    let mut result = if has_health {
+        Ready::Healthy
+    } else {
+        Ready::Started
+    };
+    for id in containers {
+        loop {
+            let info = d::inspect(&ctx.docker, id).await.map_err(|e| {
+                fail(
+                    &svc.name,
+                    format!("inspecting container {id}: {}", docker_message(&e)),
+                )
+            })?;
+            let cname = info
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            let state = info.state.unwrap_or_default();
+            let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
+            let health = state
+                .health
+                .as_ref()
+                .and_then(|h| h.status)
+                .unwrap_or(HealthStatusEnum::EMPTY);
+            match status {
+                ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => {
+                    let code = state.exit_code.unwrap_or(-1);
+                    if code == 0 && !has_health {
+                        result = Ready::Completed;
+                        break;
+                    }
+                    let logs = d::last_log_lines(&ctx.docker, id, LOG_LINES).await;
+                    return Err(EngineError::Service {
+                        service: svc.name.clone(),
+                        reason: format!("container {cname} exited with code {code}"),
+                        logs,
+                    });
+                }
+                _ if completion && !has_health => {}
+                ContainerStateStatusEnum::RUNNING if !has_health => break,
+                ContainerStateStatusEnum::RUNNING if health == HealthStatusEnum::HEALTHY => break,
+                ContainerStateStatusEnum::RUNNING if health == HealthStatusEnum::UNHEALTHY => {
+                    let probe = state
+                        .health
+                        .and_then(|h| h.log)
+                        .and_then(|l| l.last().cloned())
+                        .and_then(|r| r.output)
+                        .unwrap_or_default();
+                    let mut logs = d::last_log_lines(&ctx.docker, id, LOG_LINES).await;
+                    if !probe.trim().is_empty() {
+                        logs.push(format!("(last healthcheck output) {}", probe.trim()));
+                    }
+                    return Err(EngineError::Service {
+                        service: svc.name.clone(),
+                        reason: format!("container {cname} is unhealthy"),
+                        logs,
+                    });
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                let logs = d::last_log_lines(&ctx.docker, id, LOG_LINES).await;
+                let what = if has_health {
+                    "healthy"
+                } else if completion {
+                    "completed"
+                } else {
+                    "running"
+                };
+                return Err(EngineError::Service {
+                    service: svc.name.clone(),
+                    reason: format!(
+                        "container {cname} was not {what} within {:?} (state {status}, health {health})",
+                        ctx.opts.wait_timeout
+                    ),
+                    logs,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(result)
+}

@@ -1,0 +1,314 @@
+//! Connecting to the local Docker engine, and the small Docker operations the applier composes:
+//! images, networks, volumes, container lifecycle, logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use noco_compose::model::{Network, Project, PullPolicy, Service, Volume};
+
+use super::{EngineError, labels, not_found};
+
+/// Connect to the engine named by DOCKER_HOST or the default socket, at an API version both
+/// sides speak.
+pub async fn connect() -> Result<Docker, EngineError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| EngineError::docker("connecting to Docker", e))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| EngineError::docker("connecting to Docker", e))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| EngineError::docker("connecting to Docker", e))?;
+    Ok(docker)
+}
+
+/// Make sure every service's image is present, pulling as its pull policy says. Runs before
+/// anything is changed, so a missing image leaves the stack as it was.
+pub async fn ensure_images(docker: &Docker, services: &[&Service]) -> Result<(), EngineError> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for svc in services {
+        if !seen.insert((svc.image.clone(), format!("{:?}", svc.pull_policy))) {
+            continue;
+        }
+        let present = match docker.inspect_image(&svc.image).await {
+            Ok(_) => true,
+            Err(e) if not_found(&e) => false,
+            Err(e) => {
+                return Err(EngineError::docker(
+                    format!("inspecting image {}", svc.image),
+                    e,
+                ));
+            }
+        };
+        let pull = match svc.pull_policy {
+            PullPolicy::Always => true,
+            PullPolicy::Missing => !present,
+            PullPolicy::Never => {
+                if !present {
+                    errors.push(EngineError::service(
+                        &svc.name,
+                        format!(
+                            "image {} is not present and pull_policy is never",
+                            svc.image
+                        ),
+                    ));
+                }
+                false
+            }
+        };
+        if pull && let Err(e) = pull_image(docker, &svc.image).await {
+            errors.push(EngineError::service(
+                &svc.name,
+                format!(
+                    "image {} is {}and cannot be pulled: {e}",
+                    svc.image,
+                    if present { "" } else { "not present " }
+                ),
+            ));
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(EngineError::Many(errors)),
+    }
+}
+
+async fn pull_image(docker: &Docker, image: &str) -> Result<(), String> {
+    let (name, tag) = split_image(image);
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(name)
+        .tag(tag)
+        .build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                    return Err(err);
+                }
+            }
+            Err(e) => return Err(super::docker_message(&e)),
+        }
+    }
+    Ok(())
+}
+
+/// `name[:tag][@digest]` → (name, tag or digest).
+pub fn split_image(image: &str) -> (&str, &str) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, digest);
+    }
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+pub async fn create_network(
+    docker: &Docker,
+    project: &Project,
+    key: &str,
+    net: &Network,
+) -> Result<(), EngineError> {
+    let mut net_labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
+    net_labels.insert(labels::PROJECT.into(), project.name.clone());
+    net_labels.insert(labels::NETWORK.into(), key.to_string());
+    net_labels.insert(labels::MANAGED.into(), "true".into());
+    let ipam = net.ipam.as_ref().map(|i| bollard::models::Ipam {
+        driver: i.driver.clone(),
+        config: Some(
+            i.config
+                .iter()
+                .map(|c| bollard::models::IpamConfig {
+                    subnet: c.subnet.clone(),
+                    ip_range: c.ip_range.clone(),
+                    gateway: c.gateway.clone(),
+                    auxiliary_addresses: (!c.aux_addresses.is_empty())
+                        .then(|| c.aux_addresses.clone().into_iter().collect()),
+                })
+                .collect(),
+        ),
+        options: (!i.options.is_empty()).then(|| i.options.clone().into_iter().collect()),
+    });
+    let req = NetworkCreateRequest {
+        name: net.name.clone(),
+        driver: net.driver.clone(),
+        internal: Some(net.internal),
+        attachable: Some(net.attachable),
+        enable_ipv6: net.enable_ipv6.then_some(true),
+        ipam,
+        options: (!net.driver_opts.is_empty())
+            .then(|| net.driver_opts.clone().into_iter().collect()),
+        labels: Some(net_labels),
+        ..Default::default()
+    };
+    docker
+        .create_network(req)
+        .await
+        .map_err(|e| EngineError::docker(format!("creating network {}", net.name), e))?;
+    Ok(())
+}
+
+pub async fn create_volume(
+    docker: &Docker,
+    project: &Project,
+    key: &str,
+    vol: &Volume,
+) -> Result<(), EngineError> {
+    let mut vol_labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
+    vol_labels.insert(labels::PROJECT.into(), project.name.clone());
+    vol_labels.insert(labels::VOLUME.into(), key.to_string());
+    vol_labels.insert(labels::MANAGED.into(), "true".into());
+    let req = VolumeCreateRequest {
+        name: Some(vol.name.clone()),
+        driver: vol.driver.clone(),
+        driver_opts: (!vol.driver_opts.is_empty())
+            .then(|| vol.driver_opts.clone().into_iter().collect()),
+        labels: Some(vol_labels),
+        ..Default::default()
+    };
+    docker
+        .create_volume(req)
+        .await
+        .map_err(|e| EngineError::docker(format!("creating volume {}", vol.name), e))?;
+    Ok(())
+}
+
+pub async fn inspect(
+    docker: &Docker,
+    id: &str,
+) -> Result<ContainerInspectResponse, bollard::errors::Error> {
+    docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+}
+
+pub async fn start(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    docker.start_container(id, None).await
+}
+
+/// Stop (SIGTERM, then SIGKILL after `grace`) and remove, ignoring "already gone".
+pub async fn stop_and_remove(
+    docker: &Docker,
+    id: &str,
+    grace: Duration,
+) -> Result<(), bollard::errors::Error> {
+    let stop = StopContainerOptionsBuilder::default()
+        .t(grace.as_secs().min(i32::MAX as u64) as i32)
+        .build();
+    match docker.stop_container(id, Some(stop)).await {
+        Ok(()) => {}
+        Err(e) if not_found(&e) => return Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => {}
+        Err(e) => return Err(e),
+    }
+    remove(docker, id).await
+}
+
+pub async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(false)
+        .build();
+    match docker.remove_container(id, Some(opts)).await {
+        Err(e) if !not_found(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub async fn rename(docker: &Docker, id: &str, name: &str) -> Result<(), bollard::errors::Error> {
+    docker
+        .rename_container(
+            id,
+            RenameContainerOptionsBuilder::default().name(name).build(),
+        )
+        .await
+}
+
+pub async fn connect_network(
+    docker: &Docker,
+    network: &str,
+    container: &str,
+    endpoint: bollard::models::EndpointSettings,
+) -> Result<(), bollard::errors::Error> {
+    docker
+        .connect_network(
+            network,
+            NetworkConnectRequest {
+                container: container.to_string(),
+                endpoint_config: Some(endpoint),
+            },
+        )
+        .await
+}
+
+pub async fn disconnect_network(
+    docker: &Docker,
+    network: &str,
+    container: &str,
+) -> Result<(), bollard::errors::Error> {
+    docker
+        .disconnect_network(
+            network,
+            NetworkDisconnectRequest {
+                container: container.to_string(),
+                force: Some(true),
+            },
+        )
+        .await
+}
+
+/// The last `n` lines the container wrote, for error messages.
+pub async fn last_log_lines(docker: &Docker, id: &str, n: usize) -> Vec<String> {
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&n.to_string())
+        .build();
+    let mut stream = docker.logs(id, Some(opts));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        if text.len() > 64 * 1024 {
+            break;
+        }
+    }
+    let lines: Vec<String> = text.lines().map(|l| l.to_string()).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        assert_eq!(split_image("nginx"), ("nginx", "latest"));
+        assert_eq!(split_image("nginx:1.25"), ("nginx", "1.25"));
+        assert_eq!(
+            split_image("localhost:5000/app"),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/app:v2"),
+            ("localhost:5000/app", "v2")
+        );
+        assert_eq!(split_image("app@sha256:abc"), ("app", "sha256:abc"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The typed, normalized compose model. A compose file becomes a [`Project`] once (parse,
+//! interpolate, validate, normalize); everything after — hashing, planning, applying — works on
+//! this model only. Every field is in its canonical form: durations as [`Duration`], sizes in
+//! bytes, short syntaxes expanded to long ones, maps sorted, so two files that mean the same
+//! thing produce equal models (and equal config hashes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A whole stack.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    /// The compose project name (`-p`, else top-level `name:`); lowercase `[a-z0-9_-]`.
+    pub name: String,
+    pub services: BTreeMap<String, Service>,
+    /// Declared networks by their key in the file. When no service declares networks and none
+    /// is declared, the normalizer adds `default` (compose's `<project>_default`).
+    pub networks: BTreeMap<String, Network>,
+    pub volumes: BTreeMap<String, Volume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub pull_policy: PullPolicy,
+    pub container_name: Option<String>,
+    /// `None`: the image's default. String forms are split into words as a POSIX shell would.
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// Resolved environment (env_file first, then `environment`, later wins). A variable listed
+    /// without a value and not found in the provided variables is left out (with a warning).
+    pub environment: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Container ports exposed without publishing, as `port[/proto]`.
+    pub expose: Vec<String>,
+    /// One entry per container port (ranges expanded).
+    pub ports: Vec<Port>,
+    pub volumes: Vec<Mount>,
+    pub network_mode: Option<NetworkMode>,
+    /// Networks by their key in the project's `networks`; empty when `network_mode` is set.
+    pub networks: BTreeMap<String, ServiceNetwork>,
+    pub depends_on: BTreeMap<String, Dependency>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: RestartPolicy,
+    pub deploy: Deploy,
+    pub stop_grace_period: Option<Duration>,
+    pub stop_signal: Option<String>,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub init: Option<bool>,
+    /// `host:container[:perms]`.
+    pub devices: Vec<String>,
+    /// `host:ip` entries.
+    pub extra_hosts: Vec<String>,
+    pub shm_size: Option<u64>,
+    /// `path[:options]` entries from the service-level `tmpfs` key.
+    pub tmpfs: Vec<String>,
+    pub ulimits: BTreeMap<String, Ulimit>,
+    pub sysctls: BTreeMap<String, String>,
+    pub logging: Option<Logging>,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub read_only: bool,
+    pub dns: Vec<String>,
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    pub platform: Option<String>,
+    /// `service[:alias]`.
+    pub links: Vec<String>,
+    pub cpu_shares: Option<i64>,
+    pub group_add: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally (compose's default, `missing`/`if_not_present`).
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One published or unpublished container port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Port {
+    pub target: u16,
+    /// `None`: an ephemeral host port chosen by Docker.
+    pub published: Option<u16>,
+    pub host_ip: Option<String>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Absolute path in the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// `source` is as written: absolute, or relative to the stack directory (`./x`, `../x`);
+    /// resolving it is the applier's job (the model is pure).
+    Bind {
+        source: String,
+        selinux: Option<SeLinux>,
+        propagation: Option<String>,
+        create_host_path: bool,
+    },
+    /// `source`: the key of a project volume, or `None` for an anonymous volume.
+    Volume {
+        source: Option<String>,
+        nocopy: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SeLinux {
+    /// `z`: shared label.
+    Shared,
+    /// `Z`: private label.
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", content = "target", rename_all = "snake_case")]
+pub enum NetworkMode {
+    Bridge,
+    Host,
+    None,
+    /// `service:<name>`: share another service's network namespace.
+    Service(String),
+    /// `container:<name or id>`.
+    Container(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceNetwork {
+    pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub condition: DependencyCondition,
+    /// `false`: a missing or failing dependency only warns.
+    pub required: bool,
+    /// Restart this service when the dependency is recreated.
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// `["CMD", …]`, `["CMD-SHELL", "…"]`, or `["NONE"]` (disabled). A string `test` becomes
+    /// `["CMD-SHELL", string]`.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+    pub start_interval: Option<Duration>,
+}
+
+impl Healthcheck {
+    pub fn disabled(&self) -> bool {
+        self.test.first().is_some_and(|t| t == "NONE")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "policy", content = "max_retries", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    OnFailure(Option<u32>),
+    UnlessStopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deploy {
+    /// Containers of this service (`deploy.replicas`, default 1). Not part of the config hash.
+    pub replicas: u32,
+    pub update_order: UpdateOrder,
+    pub update_parallelism: u32,
+    pub update_delay: Option<Duration>,
+    pub resources: Resources,
+}
+
+/// Resource limits, merged from `deploy.resources` and the legacy service keys (`cpus`,
+/// `mem_limit`, `memswap_limit`, `pids_limit`); `deploy.resources` wins where both are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub memswap: Option<i64>,
+    pub pids: Option<i64>,
+    pub reservation_cpus: Option<f64>,
+    pub reservation_memory: Option<u64>,
+    pub devices: Vec<DeviceRequest>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceRequest {
+    pub driver: Option<String>,
+    /// `None` with no ids: all devices (`count: all`).
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Logging {
+    pub driver: Option<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// The Docker network's name: `name:` if given, else `<project>_<key>`; for external
+    /// networks, `name:` or the key.
+    pub name: String,
+    pub external: bool,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub enable_ipv6: bool,
+    pub ipam: Option<Ipam>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ipam {
+    pub driver: Option<String>,
+    pub config: Vec<IpamPool>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IpamPool {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+    pub aux_addresses: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// The Docker volume's name: `name:` if given, else `<project>_<key>`; for external
+    /// volumes, `name:` or the key.
+    pub name: String,
+    pub external: bool,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}

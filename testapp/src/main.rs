@@ -1,0 +1,697 @@
+//! `noco-testapp`: the workload of noco's Docker tests.
+//!
+//! The test machines have a Docker engine but no image registry, so the tests build their own
+//! image: this program, linked statically (`RUSTFLAGS="-C target-feature=+crt-static"`), alone
+//! in a `FROM scratch` image (see `integration-tests/src/docker.rs`). It is std only, has no
+//! dependencies and never panics on bad input.
+//!
+//! # Configuration (environment variables)
+//!
+//! | variable        | default | meaning                                                       |
+//! |-----------------|---------|---------------------------------------------------------------|
+//! | `PORT`          | `8080`  | TCP port to serve on, on `0.0.0.0` (`0`: any free port)        |
+//! | `VERSION`       | `dev`   | what `GET /version` reports                                   |
+//! | `DATA_DIR`      | `/data` | directory of `/file/<name>` and `WRITE_FILE`                  |
+//! | `FAIL_HEALTH`   | unset   | `1` (or `true`): `/health` answers 500 from the start         |
+//! | `HEALTHY_AFTER` | `0`     | milliseconds after start during which `/health` answers 500   |
+//! | `START_DELAY`   | `0`     | milliseconds to sleep before listening                        |
+//! | `EXIT_AFTER`    | unset   | exit this many milliseconds after start (`0`: at once, before listening) |
+//! | `EXIT_CODE`     | `0`     | the exit code for `EXIT_AFTER`                                |
+//! | `WRITE_FILE`    | unset   | `<name>=<content>`: write that file into `DATA_DIR` at start (before `EXIT_AFTER=0` exits) |
+//!
+//! An invalid value is reported on stderr and the program exits with code 2.
+//!
+//! # HTTP/1.1 API
+//!
+//! A thread per connection (at most 256 at once), keep-alive, request heads of at most 100
+//! lines of 8 KiB, bodies of at most 1 MiB (`Content-Length` only; chunked bodies get 501).
+//! Bodies are plain text without a trailing newline.
+//!
+//! - `GET /health`: 200 `ok`, or 500 `unhealthy` (see `FAIL_HEALTH`, `HEALTHY_AFTER`, `/fail`);
+//! - `GET /version`: 200 `<VERSION> <hostname>` (hostname from `HOSTNAME`, else `/etc/hostname`);
+//! - `GET /env/<NAME>`: 200 with the variable's value, 404 if unset;
+//! - `GET /file/<name>`: 200 with the contents of `$DATA_DIR/<name>`, 404 if missing;
+//! - `PUT /file/<name>` with a body: writes `$DATA_DIR/<name>` (creating `DATA_DIR`), 200;
+//! - `GET /fail`: `/health` answers 500 from now on;
+//! - `GET /exit/<code>`: answers 200, then exits with `<code>` (0..=255);
+//! - `GET /`: 200 `noco-testapp <VERSION>`.
+//!
+//! `<name>` is a single path segment (no `/`, not `.` or `..`). Every request is logged on
+//! stdout as one line `<peer> <method> <target> <status> <body bytes>`; the startup line is
+//! `noco-testapp listening on 0.0.0.0:<port> version <VERSION>`.
+//!
+//! # Health-check mode
+//!
+//! `noco-testapp health [port]` (port default: `PORT`, else 8080) GETs
+//! `http://127.0.0.1:<port>/health`, prints the status line and exits 0 on 200, 1 otherwise,
+//! so a scratch image (no shell, no curl) can check itself:
+//! `healthcheck: { test: ["CMD", "/noco-testapp", "health"] }`.
+//!
+//! # Signals
+//!
+//! As PID 1 in a container, a process without a handler is not killed by SIGTERM. SIGTERM and
+//! SIGINT are therefore handled: the program logs one line and exits 0 at once.
+
+// Synchronous by design (a thread per connection; timers are sleeping threads): blocking
+// sleeps are what we want here.
+#![allow(clippy::disallowed_methods)]
+
+mod probe;
+
+use std::fmt::Display;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const MAX_BODY: usize = 1 << 20;
+const MAX_LINE: usize = 8 << 10;
+const MAX_HEAD_LINES: usize = 100;
+const MAX_CONNECTIONS: usize = 256;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USAGE: &str =
+    "usage: noco-testapp            serve HTTP (configured by environment variables)
+       noco-testapp health [port]  GET 127.0.0.1:<port>/health; exit 0 on 200, else 1
+       noco-testapp probe <url> <duration-ms> <interval-ms>   call <url> repeatedly, print a summary";
+
+fn main() {
+    signals::install();
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("?")).collect();
+    match args.as_slice() {
+        [] => serve(),
+        ["health"] => exit(health(None)),
+        ["health", port] => exit(health(Some(port))),
+        ["probe", url, duration, interval] => exit(probe::run(url, duration, interval)),
+        _ => {
+            eprintln!("{USAGE}");
+            exit(2)
+        }
+    }
+}
+
+/// One line on stdout; a closed stdout is not worth dying for.
+fn log(line: impl Display) {
+    let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+fn fatal(code: i32, what: impl Display) -> ! {
+    eprintln!("noco-testapp: {what}");
+    exit(code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+    port: u16,
+    version: String,
+    data_dir: PathBuf,
+    fail_health: bool,
+    healthy_after: Duration,
+    start_delay: Duration,
+    exit_after: Option<Duration>,
+    exit_code: i32,
+    write_file: Option<(String, String)>,
+}
+
+/// A set, non-empty variable.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parsed<T: FromStr>(name: &str) -> Result<Option<T>, String> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("invalid {name}={v:?}")),
+    }
+}
+
+fn millis(name: &str) -> Result<Option<Duration>, String> {
+    Ok(parsed::<u64>(name)?.map(Duration::from_millis))
+}
+
+impl Config {
+    fn from_env() -> Result<Config, String> {
+        let fail_health = match var("FAIL_HEALTH").as_deref() {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(v) => return Err(format!("invalid FAIL_HEALTH={v:?} (use 1 or 0)")),
+        };
+        let write_file = match var("WRITE_FILE") {
+            None => None,
+            Some(spec) => match spec.split_once('=') {
+                Some((name, content)) if valid_name(name) => {
+                    Some((name.to_string(), content.to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "invalid WRITE_FILE={spec:?} (use <name>=<content>)"
+                    ));
+                }
+            },
+        };
+        let exit_code = parsed::<i32>("EXIT_CODE")?.unwrap_or(0);
+        if !(0..=255).contains(&exit_code) {
+            return Err(format!("invalid EXIT_CODE={exit_code} (0..=255)"));
+        }
+        Ok(Config {
+            port: parsed("PORT")?.unwrap_or(8080),
+            version: var("VERSION").unwrap_or_else(|| "dev".to_string()),
+            data_dir: var("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from),
+            fail_health,
+            healthy_after: millis("HEALTHY_AFTER")?.unwrap_or_default(),
+            start_delay: millis("START_DELAY")?.unwrap_or_default(),
+            exit_after: millis("EXIT_AFTER")?,
+            exit_code,
+            write_file,
+        })
+    }
+}
+
+fn hostname() -> String {
+    var("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// A file name in `DATA_DIR`: one path segment.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+fn write_data_file(dir: &Path, name: &str, content: &[u8]) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(name), content)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+struct App {
+    config: Config,
+    hostname: String,
+    started: Instant,
+    failed: AtomicBool,
+    connections: AtomicUsize,
+}
+
+impl App {
+    fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed) && self.started.elapsed() >= self.config.healthy_after
+    }
+}
+
+fn serve() {
+    let started = Instant::now();
+    let config = Config::from_env().unwrap_or_else(|e| fatal(2, e));
+
+    if let Some((name, content)) = &config.write_file {
+        if let Err(e) = write_data_file(&config.data_dir, name, content.as_bytes()) {
+            fatal(1, format!("WRITE_FILE {name}: {e}"));
+        }
+        log(format_args!(
+            "wrote {}",
+            config.data_dir.join(name).display()
+        ));
+    }
+
+    if let Some(after) = config.exit_after {
+        let code = config.exit_code;
+        if after.is_zero() {
+            log(format_args!("exiting with code {code} (EXIT_AFTER=0)"));
+            exit(code);
+        }
+        let timer = std::thread::Builder::new()
+            .name("exit-after".into())
+            .spawn(move || {
+                std::thread::sleep(after);
+                log(format_args!(
+                    "exiting with code {code} (EXIT_AFTER={})",
+                    after.as_millis()
+                ));
+                exit(code);
+            });
+        if let Err(e) = timer {
+            fatal(1, format!("starting the EXIT_AFTER timer: {e}"));
+        }
+    }
+
+    if !config.start_delay.is_zero() {
+        log(format_args!(
+            "delaying start by {} ms (START_DELAY)",
+            config.start_delay.as_millis()
+        ));
+        std::thread::sleep(config.start_delay);
+    }
+
+    let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
+        .unwrap_or_else(|e| fatal(1, format!("listening on 0.0.0.0:{}: {e}", config.port)));
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.port);
+    log(format_args!(
+        "noco-testapp listening on 0.0.0.0:{port} version {}",
+        config.version
+    ));
+
+    let app = Arc::new(App {
+        config,
+        hostname: hostname(),
+        started,
+        failed: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
+    app.failed.store(app.config.fail_health, Ordering::Relaxed);
+
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                log(format_args!("accept: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if app.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            app.connections.fetch_sub(1, Ordering::SeqCst);
+            log("too many connections: closing a new one");
+            continue;
+        }
+        let guard = ConnectionSlot(Arc::clone(&app));
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || handle_connection(&guard.0, stream));
+        if let Err(e) = spawned {
+            // The closure (and its slot) was dropped with the error.
+            log(format_args!("spawning a connection thread: {e}"));
+        }
+    }
+}
+
+/// Frees a connection slot when the connection's thread ends, however it ends.
+struct ConnectionSlot(Arc<App>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Request {
+    method: String,
+    target: String,
+    keep_alive: bool,
+    body: Vec<u8>,
+}
+
+enum BadRequest {
+    /// The connection failed or timed out, or the peer closed it mid-request: just close.
+    Io,
+    /// Answer with this status, then close.
+    Status(u16, &'static str),
+}
+
+struct Response {
+    status: u16,
+    body: Vec<u8>,
+    /// Exit the process with this code once the response is sent.
+    exit: Option<i32>,
+}
+
+impl Response {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            body: body.into(),
+            exit: None,
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+fn handle_connection(app: &App, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let (request, response) = match read_request(&mut reader, &mut writer) {
+            Ok(Some(req)) => {
+                let resp = route(app, &req);
+                (Some(req), resp)
+            }
+            Ok(None) | Err(BadRequest::Io) => return,
+            Err(BadRequest::Status(status, msg)) => (None, Response::new(status, msg)),
+        };
+        let keep_alive = request.as_ref().is_some_and(|r| r.keep_alive) && response.exit.is_none();
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: {}\r\n\r\n",
+            response.status,
+            reason(response.status),
+            response.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        );
+        let sent = writer
+            .write_all(head.as_bytes())
+            .and_then(|()| writer.write_all(&response.body))
+            .and_then(|()| writer.flush());
+        match &request {
+            Some(r) => log(format_args!(
+                "{peer} {} {} {} {}",
+                r.method,
+                r.target,
+                response.status,
+                response.body.len()
+            )),
+            None => log(format_args!(
+                "{peer} - - {} {}",
+                response.status,
+                response.body.len()
+            )),
+        }
+        if let Some(code) = response.exit {
+            let _ = writer.shutdown(Shutdown::Both);
+            log(format_args!("exiting with code {code} (/exit)"));
+            exit(code);
+        }
+        if sent.is_err() {
+            return;
+        }
+        if !keep_alive {
+            linger_close(&mut reader, &writer);
+            return;
+        }
+    }
+}
+
+/// Close after sending: half-close, then drain what the peer still sends for a moment, so
+/// unread request bytes do not turn the close into a reset that loses the response.
+fn linger_close(reader: &mut BufReader<TcpStream>, writer: &TcpStream) {
+    let _ = writer.shutdown(Shutdown::Write);
+    let _ = writer.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = io::copy(&mut reader.take(4 * MAX_BODY as u64), &mut io::sink());
+}
+
+/// Read one line of at most [`MAX_LINE`] bytes, without its line ending, into `buf`. `Ok(false)`
+/// on a clean end of stream.
+fn read_line(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> Result<bool, BadRequest> {
+    buf.clear();
+    let n = reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|_| BadRequest::Io)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(if buf.len() > MAX_LINE {
+            BadRequest::Status(431, "request line or header too long")
+        } else {
+            BadRequest::Io
+        });
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(true)
+}
+
+/// Read one request; `Ok(None)` when the peer closed the connection between requests.
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+) -> Result<Option<Request>, BadRequest> {
+    let mut line = Vec::new();
+    // Tolerate empty lines before a request (RFC 9112 section 2.2).
+    loop {
+        if !read_line(reader, &mut line)? {
+            return Ok(None);
+        }
+        if !line.is_empty() {
+            break;
+        }
+    }
+    let request_line = std::str::from_utf8(&line)
+        .map_err(|_| BadRequest::Status(400, "request line not UTF-8"))?;
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BadRequest::Status(400, "malformed request line"));
+    };
+    if method.is_empty() || !target.starts_with('/') {
+        return Err(BadRequest::Status(400, "malformed request line"));
+    }
+    let http10 = match version {
+        "HTTP/1.1" => false,
+        "HTTP/1.0" => true,
+        _ => return Err(BadRequest::Status(505, "HTTP/1.0 and HTTP/1.1 only")),
+    };
+    let mut request = Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        keep_alive: !http10,
+        body: Vec::new(),
+    };
+
+    let mut content_length = 0usize;
+    let mut expect_continue = false;
+    let mut lines = 0;
+    loop {
+        if !read_line(reader, &mut line)? {
+            return Err(BadRequest::Io);
+        }
+        if line.is_empty() {
+            break;
+        }
+        lines += 1;
+        if lines > MAX_HEAD_LINES {
+            return Err(BadRequest::Status(431, "too many header lines"));
+        }
+        let text = String::from_utf8_lossy(&line);
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(BadRequest::Status(400, "malformed header line"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value
+                .parse()
+                .map_err(|_| BadRequest::Status(400, "invalid content-length"))?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(BadRequest::Status(
+                501,
+                "transfer-encoding is not supported",
+            ));
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = value.to_ascii_lowercase();
+            if value.contains("close") {
+                request.keep_alive = false;
+            } else if value.contains("keep-alive") {
+                request.keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    if content_length > MAX_BODY {
+        return Err(BadRequest::Status(413, "body larger than 1 MiB"));
+    }
+    if content_length > 0 {
+        if expect_continue && !http10 {
+            writer
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .map_err(|_| BadRequest::Io)?;
+        }
+        request.body = vec![0; content_length];
+        reader
+            .read_exact(&mut request.body)
+            .map_err(|_| BadRequest::Io)?;
+    }
+    Ok(Some(request))
+}
+
+fn route(app: &App, req: &Request) -> Response {
+    let path = req
+        .target
+        .split_once('?')
+        .map_or(req.target.as_str(), |(p, _)| p);
+    let get = req.method == "GET";
+    let not_allowed = || Response::new(405, "method not allowed");
+
+    if let Some(name) = path.strip_prefix("/env/") {
+        if !get {
+            return not_allowed();
+        }
+        return match std::env::var_os(name) {
+            Some(v) if !name.is_empty() => Response::new(200, v.to_string_lossy().into_owned()),
+            _ => Response::new(404, "not set"),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/file/") {
+        if !valid_name(name) {
+            return Response::new(400, "invalid file name");
+        }
+        let dir = &app.config.data_dir;
+        return match req.method.as_str() {
+            "GET" => match std::fs::read(dir.join(name)) {
+                Ok(content) => Response::new(200, content),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Response::new(404, "no such file"),
+                Err(e) => Response::new(500, format!("reading {name}: {e}")),
+            },
+            "PUT" => match write_data_file(dir, name, &req.body) {
+                Ok(()) => Response::new(200, format!("wrote {} bytes", req.body.len())),
+                Err(e) => Response::new(500, format!("writing {name}: {e}")),
+            },
+            _ => not_allowed(),
+        };
+    }
+    if let Some(code) = path.strip_prefix("/exit/") {
+        if !get {
+            return not_allowed();
+        }
+        return match code.parse::<i32>() {
+            Ok(code) if (0..=255).contains(&code) => Response {
+                exit: Some(code),
+                ..Response::new(200, format!("exiting with code {code}"))
+            },
+            _ => Response::new(400, "exit code must be 0..=255"),
+        };
+    }
+    let response = match path {
+        "/" => Response::new(200, format!("noco-testapp {}", app.config.version)),
+        "/health" if app.healthy() => Response::new(200, "ok"),
+        "/health" => Response::new(500, "unhealthy"),
+        "/version" => Response::new(200, format!("{} {}", app.config.version, app.hostname)),
+        "/fail" => {
+            if get {
+                app.failed.store(true, Ordering::Relaxed);
+            }
+            Response::new(200, "/health fails from now on")
+        }
+        _ => return Response::new(404, "not found"),
+    };
+    if get { response } else { not_allowed() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health-check mode
+
+/// `noco-testapp health [port]`: 0 if `GET /health` answers 200, else 1.
+fn health(port: Option<&str>) -> i32 {
+    let port = port.map(str::to_string).or_else(|| var("PORT"));
+    let port: u16 = match port.as_deref().map(str::parse).unwrap_or(Ok(8080)) {
+        Ok(p) => p,
+        Err(_) => {
+            eprintln!("noco-testapp health: invalid port {port:?}");
+            return 1;
+        }
+    };
+    match check_health(port) {
+        Ok(status_line) => {
+            log(&status_line);
+            let code = status_line.split(' ').nth(1);
+            if code == Some("200") { 0 } else { 1 }
+        }
+        Err(e) => {
+            log(format_args!("GET http://127.0.0.1:{port}/health: {e}"));
+            1
+        }
+    }
+}
+
+fn check_health(port: u16) -> io::Result<String> {
+    let timeout = Duration::from_secs(5);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")?;
+    let mut line = Vec::new();
+    BufReader::new(stream)
+        .take(1024)
+        .read_until(b'\n', &mut line)?;
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// SIGTERM/SIGINT handling without the libc crate: std has no signal API, but libc (linked
+/// anyway, statically here) has `signal`, `write` and `_exit`, declared by hand below.
+#[cfg(unix)]
+mod signals {
+    use std::ffi::c_int;
+
+    // The same numbers on every Linux architecture.
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+    /// `SIG_ERR`, `(sighandler_t) -1`.
+    const SIG_ERR: usize = usize::MAX;
+
+    unsafe extern "C" {
+        fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
+        fn write(fd: c_int, buf: *const u8, count: usize) -> isize;
+        fn _exit(status: c_int) -> !;
+    }
+
+    extern "C" fn on_terminate(_signum: c_int) {
+        const MSG: &[u8] = b"noco-testapp: terminating on signal, exit 0\n";
+        // SAFETY: only async-signal-safe calls (write(2), _exit(2)), on a static buffer.
+        // `_exit` skips atexit handlers and buffers: stdout is line-buffered, so nothing is lost.
+        unsafe {
+            let _ = write(1, MSG.as_ptr(), MSG.len());
+            _exit(0)
+        }
+    }
+
+    pub fn install() {
+        for sig in [SIGTERM, SIGINT] {
+            // SAFETY: libc's `signal` with a valid handler that is itself async-signal-safe.
+            if unsafe { signal(sig, on_terminate) } == SIG_ERR {
+                eprintln!("noco-testapp: cannot handle signal {sig}");
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod signals {
+    pub fn install() {}
+}
