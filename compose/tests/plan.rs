@@ -1,0 +1,238 @@
+//! The planner, as a specification: given a stack and what Docker has, what happens and why.
+
+use std::collections::BTreeMap;
+
+use noco_compose::plan::{
+    Observed, ObservedContainer, RunState, Step, Strategy, dependency_order, plan,
+};
+use noco_compose::{LoadOptions, NoFiles, config_hash, load, model::Project};
+
+fn project(yaml: &str) -> Project {
+    let vars = BTreeMap::new();
+    load(
+        yaml,
+        &LoadOptions {
+            project_name: Some("p"),
+            variables: &vars,
+            files: &NoFiles,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"))
+    .project
+}
+
+/// A running container of `service` with the hash the project wants (or `hash`).
+fn running(p: &Project, service: &str, number: u32) -> ObservedContainer {
+    ObservedContainer {
+        id: format!("id-{service}-{number}"),
+        name: format!("p-{service}-{number}"),
+        service: service.into(),
+        number,
+        config_hash: Some(config_hash(&p.services[service])),
+        state: RunState::Running,
+        health: None,
+    }
+}
+
+fn converged(p: &Project) -> Observed {
+    let mut o = Observed::default();
+    for (name, svc) in &p.services {
+        for n in 1..=svc.deploy.replicas {
+            o.containers.push(running(p, name, n));
+        }
+    }
+    o.networks = p.networks.values().map(|n| n.name.clone()).collect();
+    o.volumes = p.volumes.values().map(|v| v.name.clone()).collect();
+    o
+}
+
+/// The plan as one line per change: `service: verb name (reason)`.
+fn changes(p: &Project, o: &Observed) -> Vec<String> {
+    let plan = plan(p, o, config_hash);
+    let mut out: Vec<String> = plan
+        .create_networks
+        .iter()
+        .map(|n| format!("network {n}: create"))
+        .collect();
+    out.extend(
+        plan.create_volumes
+            .iter()
+            .map(|v| format!("volume {v}: create")),
+    );
+    for s in &plan.services {
+        for step in &s.steps {
+            let line = match step {
+                Step::Keep { .. } => continue,
+                Step::Start { name, reason, .. } => format!("start {name} ({reason})"),
+                Step::Restart { name, reason, .. } => format!("restart {name} ({reason})"),
+                Step::Create { number, reason } => format!("create #{number} ({reason})"),
+                Step::Recreate { name, reason, .. } => format!(
+                    "recreate {name} ({})",
+                    reason.split(" (").next().unwrap_or(reason)
+                ),
+                Step::Remove { name, reason, .. } => format!("remove {name} ({reason})"),
+            };
+            out.push(format!("{}: {line}", s.service));
+        }
+    }
+    for o in &plan.orphans {
+        if let Step::Remove { name, reason, .. } = o {
+            out.push(format!("orphan: remove {name} ({reason})"));
+        }
+    }
+    out
+}
+
+const TWO: &str = "services:\n  db:\n    image: pg\n  web:\n    image: app\n    depends_on: [db]\nvolumes:\n  data: {}\n";
+
+#[test]
+fn a_new_stack_creates_everything() {
+    let p = project(TWO);
+    assert_eq!(
+        changes(&p, &Observed::default()),
+        [
+            "network default: create",
+            "volume data: create",
+            "db: create #1 (new service)",
+            "web: create #1 (new service)"
+        ]
+    );
+}
+
+#[test]
+fn a_converged_stack_is_a_no_op() {
+    let p = project(TWO);
+    let plan = plan(&p, &converged(&p), config_hash);
+    assert!(plan.is_noop(), "{plan}");
+    assert!(plan.to_string().contains("up to date"));
+}
+
+#[test]
+fn a_changed_service_is_recreated_and_only_it() {
+    let p = project(TWO);
+    let mut o = converged(&p);
+    o.containers[1].config_hash = Some("sha256:0000".into());
+    assert_eq!(
+        changes(&p, &o),
+        ["web: recreate p-web-1 (configuration changed)"]
+    );
+    o.containers[1].config_hash = None;
+    assert_eq!(
+        changes(&p, &o),
+        ["web: recreate p-web-1 (the container was not made by noco)"]
+    );
+}
+
+#[test]
+fn replicas_are_filled_and_trimmed() {
+    let p = project("services:\n  web:\n    image: app\n    deploy: { replicas: 3 }\n");
+    let mut o = converged(&p);
+    o.containers.retain(|c| c.number != 2);
+    assert_eq!(changes(&p, &o), ["web: create #2 (replica 2 is missing)"]);
+    let p1 = project("services:\n  web:\n    image: app\n    deploy: { replicas: 1 }\n");
+    let o = converged(&p);
+    assert_eq!(
+        changes(&p1, &o),
+        [
+            "web: remove p-web-2 (scaled to 1 replicas)",
+            "web: remove p-web-3 (scaled to 1 replicas)"
+        ]
+    );
+}
+
+#[test]
+fn containers_of_services_gone_from_the_file_are_orphans() {
+    let p = project(TWO);
+    let mut o = converged(&p);
+    let mut old = running(&p, "db", 1);
+    old.service = "cache".into();
+    old.name = "p-cache-1".into();
+    o.containers.push(old);
+    assert_eq!(
+        changes(&p, &o),
+        ["orphan: remove p-cache-1 (service \"cache\" is no longer in the stack)"]
+    );
+}
+
+#[test]
+fn stopped_containers_are_started_but_finished_jobs_are_left_alone() {
+    let p =
+        project("services:\n  job:\n    image: app\n  web:\n    image: app\n    restart: always\n");
+    let mut o = converged(&p);
+    o.containers[0].state = RunState::Exited(0);
+    o.containers[1].state = RunState::Exited(0);
+    assert_eq!(
+        changes(&p, &o),
+        ["web: start p-web-1 (the container is exited (0))"]
+    );
+    o.containers[0].state = RunState::Exited(1);
+    assert_eq!(
+        changes(&p, &o),
+        [
+            "job: start p-job-1 (the container is exited (1))",
+            "web: start p-web-1 (the container is exited (0))"
+        ]
+    );
+    o.containers[0].state = RunState::Dead;
+    assert_eq!(
+        changes(&p, &o)[0],
+        "job: recreate p-job-1 (the container is dead)"
+    );
+}
+
+#[test]
+fn a_replaced_dependency_restarts_dependents_that_ask_for_it() {
+    let p = project(
+        "services:\n  db:\n    image: pg\n  web:\n    image: app\n    depends_on:\n      db: { condition: service_started, restart: true }\n  other:\n    image: app\n    depends_on: [db]\n",
+    );
+    let mut o = converged(&p);
+    o.containers.retain(|c| c.service != "db");
+    assert_eq!(
+        changes(&p, &o),
+        [
+            "db: create #1 (new service)",
+            "web: restart p-web-1 (dependency db is replaced (restart: true))"
+        ]
+    );
+}
+
+#[test]
+fn start_first_falls_back_to_stop_first_where_a_fixed_port_or_name_forbids_it() {
+    let p = project(
+        "services:\n  a:\n    image: app\n    deploy: { update_config: { order: start-first } }\n  b:\n    image: app\n    ports: [\"8080:80\"]\n    deploy: { update_config: { order: start-first } }\n  c:\n    image: app\n    container_name: fixed\n    deploy: { update_config: { order: start-first } }\n",
+    );
+    let plan = plan(&p, &Observed::default(), config_hash);
+    let by: BTreeMap<&str, _> = plan
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s))
+        .collect();
+    assert_eq!(by["a"].strategy, Strategy::StartFirst);
+    assert_eq!(by["b"].strategy, Strategy::StopFirst);
+    assert!(
+        by["b"]
+            .strategy_note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("fixed host port 8080")
+    );
+    assert_eq!(by["c"].strategy, Strategy::StopFirst);
+    assert!(
+        by["c"]
+            .strategy_note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("container_name")
+    );
+}
+
+#[test]
+fn services_are_ordered_after_their_dependencies_links_and_network_namespaces() {
+    let p = project(
+        "services:\n  web:\n    image: a\n    depends_on: [api]\n  api:\n    image: a\n    links: [db]\n  db:\n    image: a\n  sidecar:\n    image: a\n    network_mode: service:web\n  cache:\n    image: a\n",
+    );
+    assert_eq!(
+        dependency_order(&p),
+        ["cache", "db", "api", "web", "sidecar"]
+    );
+}
