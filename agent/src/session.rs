@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use noco_certs::dial::{self, ServerAddr};
+use noco_certs::dial::{self, ServerAddr, describe};
 use noco_proto::v1 as pb;
 use pb::agent_message::Msg as AgentMsg;
 use pb::server_message::Msg as ServerMsg;
@@ -98,24 +98,8 @@ pub async fn run(
     }
 }
 
-/// Every error's text including its sources, for messages and for recognising revocation.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        // Wrapping errors often repeat their source's text; say it once.
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 fn classify(status: &tonic::Status, was_up: bool) -> End {
-    let text = format!("{}: {}", status.message(), chain(status));
+    let text = format!("{}: {}", status.message(), describe(status));
     let revoked = text.to_lowercase().contains("revoked");
     if revoked || (status.code() == tonic::Code::Unauthenticated && text.contains("expired")) {
         End::Fatal(format!(
@@ -135,7 +119,7 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
     let channel = match dial::connect(addr, move || tls.load_full(), CONNECT_TIMEOUT).await {
         Ok(c) => c,
         Err(e) => {
-            let text = chain(&e);
+            let text = describe(&e);
             if text.to_lowercase().contains("revoked") {
                 return End::Fatal(format!(
                     "the server refused this host's certificate: {text}"

@@ -120,6 +120,22 @@ where
     })
 }
 
+/// An error and all its sources in one line (`transport error: tls handshake: …`), saying a
+/// repeated source only once: what dial failures should print.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -307,6 +307,13 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
             .filter(|(dep, d)| d.restart && replaced.contains(*dep))
             .map(|(dep, _)| dep.as_str())
             .collect();
+        // A service in another's network namespace loses it when that one is replaced.
+        let namespace_gone = match &svc.network_mode {
+            Some(crate::model::NetworkMode::Service(owner)) if replaced.contains(owner) => {
+                Some(owner.clone())
+            }
+            _ => None,
+        };
         let mut containers = by_service.remove(name.as_str()).unwrap_or_default();
         containers.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let mut steps = Vec::new();
@@ -333,7 +340,16 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
             }
             let step = match &c.config_hash {
                 Some(h) if *h == desired => {
-                    if c.state == RunState::Dead {
+                    if let Some(owner) = &namespace_gone {
+                        Step::Recreate {
+                            id,
+                            name: cname,
+                            number,
+                            reason: format!(
+                                "it shares the network namespace of {owner}, which is replaced"
+                            ),
+                        }
+                    } else if c.state == RunState::Dead {
                         Step::Recreate {
                             id,
                             name: cname,

@@ -236,3 +236,27 @@ fn services_are_ordered_after_their_dependencies_links_and_network_namespaces() 
         ["cache", "db", "api", "web", "sidecar"]
     );
 }
+
+#[test]
+fn a_service_in_another_services_network_namespace_follows_its_replacement() {
+    let p = project(
+        "services:\n  main:\n    image: app\n  side:\n    image: app\n    network_mode: service:main\n",
+    );
+    let mut o = converged(&p);
+    o.containers[0].config_hash = Some("sha256:old".into());
+    assert_eq!(
+        changes(&p, &o),
+        [
+            "main: recreate p-main-1 (configuration changed)",
+            "side: recreate p-side-1 (it shares the network namespace of main, which is replaced)"
+        ]
+    );
+}
+
+#[test]
+fn links_are_kept_in_the_model() {
+    let p = project(
+        "services:\n  main:\n    image: a\n  linked:\n    image: a\n    links: [\"main:mainalias\"]\n",
+    );
+    assert_eq!(p.services["linked"].links, ["main:mainalias"]);
+}

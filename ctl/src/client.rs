@@ -10,7 +10,7 @@ use noco_certs::dial::{self, ServerAddr};
 use noco_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
-use crate::error::{CtlError, chain};
+use crate::error::CtlError;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -24,7 +24,7 @@ pub async fn connect_as(cred: &Credential) -> Result<Channel, CtlError> {
             CtlError::Unreachable(format!(
                 "cannot reach the noco server at {}: {}",
                 addr.url(),
-                chain(&e)
+                noco_certs::dial::describe(&e)
             ))
         })
 }

@@ -11,7 +11,7 @@ use noco_proto::v1 as pb;
 use serde_json::json;
 
 use crate::client::{self, CONNECT_TIMEOUT};
-use crate::error::{CtlError, chain, refused};
+use crate::error::{CtlError, refused};
 use crate::output::{self, Format, ago_ms, rfc3339_ms};
 use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config};
 
@@ -269,7 +269,7 @@ async fn login(
             CtlError::Unreachable(format!(
                 "cannot reach the noco server at {}: {}",
                 addr.url(),
-                chain(&e)
+                noco_certs::dial::describe(&e)
             ))
         })?;
     let r = pb::enrollment_client::EnrollmentClient::new(channel)

@@ -36,25 +36,13 @@ impl fmt::Display for CtlError {
     }
 }
 
-/// Every error's text including its sources.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        // Wrapping errors often repeat their source's text; say it once.
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// A gRPC status from the server, with a hint where one helps.
 pub fn refused(action: &str, status: tonic::Status) -> CtlError {
-    let text = format!("{}: {}", status.message(), chain(&status));
+    let text = format!(
+        "{}: {}",
+        status.message(),
+        noco_certs::dial::describe(&status)
+    );
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown
             if text.to_lowercase().contains("revoked") =>

@@ -59,10 +59,9 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Enrollments in flight (key, CSR, connection, call).
 const ENROLL_CONCURRENCY: usize = 64;
 /// Calls in flight that make the server write and flush its database (CreateToken, Enroll).
-/// Must stay 1 while the server flushes with sled 0.34's `flush_async`, which deadlocks when two
-/// flushes overlap (spacejam/sled#1308): every later write of that server then hangs, and so
-/// does its shutdown.
-const WRITE_CONCURRENCY: usize = 1;
+/// (Concurrent flushes deadlocked sled 0.34's `flush_async`; the server now flushes on the
+/// blocking pool, which is safe.)
+const WRITE_CONCURRENCY: usize = 64;
 /// Concurrent session handshakes (connect, TLS, Hello, Welcome).
 const HANDSHAKE_CONCURRENCY: usize = 128;
 /// How long the established sessions are held before the second memory reading.
@@ -479,7 +478,7 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
     let tokens = create_tokens(&control, &gate, n).await;
     figures.token_time = start.elapsed();
     println!(
-        "created {} join tokens in {} ({}/s, {WRITE_CONCURRENCY} call in flight)",
+        "created {} join tokens in {} ({}/s, {WRITE_CONCURRENCY} calls in flight)",
         tokens.len(),
         fmt_s(figures.token_time),
         rate(tokens.len(), figures.token_time)
@@ -491,7 +490,7 @@ async fn measure_sessions(fleet: &Fleet, server_pid: &str, n: usize) -> anyhow::
     figures.enroll_time = start.elapsed();
     figures.enrolled = hosts.len();
     println!(
-        "enrolled {} hosts in {} ({}/s; {ENROLL_CONCURRENCY} hosts preparing, {WRITE_CONCURRENCY} Enroll call in flight)",
+        "enrolled {} hosts in {} ({}/s; {ENROLL_CONCURRENCY} hosts preparing, {WRITE_CONCURRENCY} Enroll calls in flight)",
         hosts.len(),
         fmt_s(figures.enroll_time),
         rate(hosts.len(), figures.enroll_time)
@@ -685,7 +684,7 @@ async fn enroll_one(
     );
     let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
-        .map_err(|e| format!("connecting to enroll: {}", chain(&e)))?;
+        .map_err(|e| format!("connecting to enroll: {}", noco_certs::dial::describe(&e)))?;
     let request = pb::EnrollRequest {
         token,
         csr_pem,
@@ -774,7 +773,7 @@ async fn open_session(addr: &ServerAddr, host: &SimHost) -> Result<Live, String>
     );
     let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
-        .map_err(|e| format!("connecting: {}", chain(&e)))?;
+        .map_err(|e| format!("connecting: {}", noco_certs::dial::describe(&e)))?;
     let (tx, rx) = mpsc::channel(16);
     let hello = pb::Hello {
         facts: Some(facts(&host.name)),
@@ -930,7 +929,13 @@ async fn admin_client(fleet: &Fleet) -> anyhow::Result<Control> {
     let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
     let channel = dial::connect(&addr, move || config.clone(), CONNECT_TIMEOUT)
         .await
-        .map_err(|e| anyhow!("connecting to {} as the admin: {}", fleet.url, chain(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "connecting to {} as the admin: {}",
+                fleet.url,
+                noco_certs::dial::describe(&e)
+            )
+        })?;
     Ok(pb::control_client::ControlClient::new(channel).max_decoding_message_size(MAX_LIST_MESSAGE))
 }
 
@@ -940,21 +945,6 @@ async fn list_hosts(control: &mut Control) -> anyhow::Result<Vec<pb::Host>> {
         Ok(Err(status)) => Err(anyhow!("ListHosts: {}", status_text(&status))),
         Err(_) => Err(anyhow!("ListHosts did not answer within {CALL_TIMEOUT:?}")),
     }
-}
-
-/// An error's text with its sources, each said once.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn status_text(status: &tonic::Status) -> String {

@@ -154,9 +154,18 @@ impl Store {
         })
     }
 
+    /// Make everything written so far durable. sled 0.34's `flush_async` deadlocks when two
+    /// calls overlap (sled issues #1241, #1308), so this runs the blocking `flush` on the
+    /// blocking thread pool instead; concurrent callers are safe.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => {
+                result?;
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Conflict(format!("the flush task failed: {e}"))),
+        }
     }
 
     // ------------------------------------------------------------------ hosts
@@ -400,6 +409,59 @@ mod tests {
         assert!(store.consume_token(&token, 4).await.is_err());
         assert_eq!(store.token("t1").unwrap().unwrap().used_ms, Some(3));
         assert_eq!(store.prune_tokens(100, 10).unwrap(), 1);
+    }
+
+    /// Regression: concurrent flushes deadlocked the server with sled's `flush_async`. The
+    /// writes run on their own thread and runtime, because a deadlock there blocks the runtime's
+    /// threads: the test waits from outside and fails instead of hanging.
+    #[test]
+    fn concurrent_writes_that_flush_do_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = rt.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..64 {
+                    let store = writer.clone();
+                    tasks.spawn(async move {
+                        for round in 0..20 {
+                            let token = TokenRecord {
+                                id: format!("t{i}-{round}"),
+                                kind: TokenKind::Join {
+                                    labels: BTreeMap::new(),
+                                },
+                                secret_hash: "x".into(),
+                                created_ms: 0,
+                                expires_ms: 10,
+                                created_by: "test".into(),
+                                description: String::new(),
+                                used_ms: None,
+                            };
+                            store.insert_token(&token).await?;
+                        }
+                        Ok::<(), StoreError>(())
+                    });
+                }
+                while let Some(r) = tasks.join_next().await {
+                    r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            });
+            let _ = done.send(result);
+        });
+        let outcome = finished.recv_timeout(std::time::Duration::from_secs(30));
+        assert!(
+            matches!(outcome, Ok(Ok(()))),
+            "64 × 20 concurrent flushing writes did not finish within 30 s: {outcome:?}"
+        );
+        assert_eq!(store.prune_tokens(1_000, 0).unwrap(), 64 * 20);
     }
 
     #[tokio::test]

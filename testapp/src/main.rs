@@ -50,7 +50,8 @@
 //! # Signals
 //!
 //! As PID 1 in a container, a process without a handler is not killed by SIGTERM. SIGTERM and
-//! SIGINT are therefore handled: the program logs one line and exits 0 at once.
+//! SIGINT are therefore handled, gracefully: the listening socket is shut (new connections are
+//! refused), requests in flight finish (at most 5 s), then the program exits 0.
 
 // Synchronous by design (a thread per connection; timers are sleeping threads): blocking
 // sleeps are what we want here.
@@ -278,7 +279,11 @@ fn serve() {
     });
     app.failed.store(app.config.fail_health, Ordering::Relaxed);
 
+    signals::set_listener(&listener);
     for stream in listener.incoming() {
+        if signals::stopping() {
+            break;
+        }
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
@@ -302,6 +307,18 @@ fn serve() {
             log(format_args!("spawning a connection thread: {e}"));
         }
     }
+    // SIGTERM: the listener is shut, so new connections are refused (clients try the service's
+    // other addresses); requests in flight finish, then the process exits 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let open = app.connections.load(Ordering::SeqCst);
+    log(format_args!(
+        "terminating: draining {open} open connections"
+    ));
+    while app.connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    log("terminated, exit 0");
+    exit(0);
 }
 
 /// Frees a connection slot when the connection's thread ends, however it ends.
@@ -379,7 +396,9 @@ fn handle_connection(app: &App, stream: TcpStream) {
             Ok(None) | Err(BadRequest::Io) => return,
             Err(BadRequest::Status(status, msg)) => (None, Response::new(status, msg)),
         };
-        let keep_alive = request.as_ref().is_some_and(|r| r.keep_alive) && response.exit.is_none();
+        let keep_alive = request.as_ref().is_some_and(|r| r.keep_alive)
+            && response.exit.is_none()
+            && !signals::stopping();
         let head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: {}\r\n\r\n",
             response.status,
@@ -658,27 +677,51 @@ fn check_health(port: u16) -> io::Result<String> {
 #[cfg(unix)]
 mod signals {
     use std::ffi::c_int;
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
     // The same numbers on every Linux architecture.
     const SIGINT: c_int = 2;
     const SIGTERM: c_int = 15;
+    const SHUT_RDWR: c_int = 2;
     /// `SIG_ERR`, `(sighandler_t) -1`.
     const SIG_ERR: usize = usize::MAX;
+
+    static STOPPING: AtomicBool = AtomicBool::new(false);
+    static LISTENER: AtomicI32 = AtomicI32::new(-1);
 
     unsafe extern "C" {
         fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
         fn write(fd: c_int, buf: *const u8, count: usize) -> isize;
+        fn shutdown(fd: c_int, how: c_int) -> c_int;
         fn _exit(status: c_int) -> !;
     }
 
+    /// Graceful stop: mark the process stopping and shut the listening socket, which wakes the
+    /// accept loop; the main thread drains connections and exits. Before the server listens
+    /// there is nothing to drain, so the process exits at once.
     extern "C" fn on_terminate(_signum: c_int) {
-        const MSG: &[u8] = b"noco-testapp: terminating on signal, exit 0\n";
-        // SAFETY: only async-signal-safe calls (write(2), _exit(2)), on a static buffer.
-        // `_exit` skips atexit handlers and buffers: stdout is line-buffered, so nothing is lost.
+        const MSG: &[u8] = b"noco-testapp: terminating on signal\n";
+        STOPPING.store(true, Ordering::SeqCst);
+        let fd = LISTENER.load(Ordering::SeqCst);
+        // SAFETY: only async-signal-safe calls (write(2), shutdown(2), _exit(2)) on a static
+        // buffer and a descriptor this process owns.
         unsafe {
             let _ = write(1, MSG.as_ptr(), MSG.len());
-            _exit(0)
+            if fd < 0 {
+                _exit(0)
+            }
+            let _ = shutdown(fd, SHUT_RDWR);
         }
+    }
+
+    pub fn stopping() -> bool {
+        STOPPING.load(Ordering::SeqCst)
+    }
+
+    /// The socket a signal shuts; it must stay open for the life of the process.
+    pub fn set_listener(listener: &std::net::TcpListener) {
+        use std::os::fd::AsRawFd;
+        LISTENER.store(listener.as_raw_fd(), Ordering::SeqCst);
     }
 
     pub fn install() {
@@ -694,4 +737,8 @@ mod signals {
 #[cfg(not(unix))]
 mod signals {
     pub fn install() {}
+    pub fn stopping() -> bool {
+        false
+    }
+    pub fn set_listener(_listener: &std::net::TcpListener) {}
 }

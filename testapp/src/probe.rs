@@ -1,7 +1,8 @@
 //! `noco-testapp probe <url> <duration-ms> <interval-ms>`: a client that calls `http://<name>:<port><path>`
 //! every interval for the duration, resolving the name before every request, and prints one
 //! summary line `probe ok=N failed=M versions=a,b` (the distinct first words of the bodies), plus a
-//! line per failure. Tests run it inside a stack's network to prove that an update drops no request.
+//! line per failure. Like ordinary HTTP clients it tries the name's next address when a
+//! connection is refused; a request once sent is never retried. Tests run it inside a stack's network to prove that an update drops no request.
 //!
 //! A static glibc binary in a scratch image cannot use NSS, so names are resolved here: an A query
 //! over UDP to the first `nameserver` of /etc/resolv.conf (Docker's embedded DNS), falling back to
@@ -30,10 +31,7 @@ pub fn run(url: &str, duration_ms: &str, interval_ms: &str) -> i32 {
     let mut turn = 0usize;
     while Instant::now() < end {
         turn += 1;
-        match resolve(&host).and_then(|ips| {
-            let ip = ips[turn % ips.len()];
-            get(SocketAddr::from((ip, port)), &host, &path)
-        }) {
+        match resolve(&host).and_then(|ips| call(&ips, turn, port, &host, &path)) {
             Ok(body) => {
                 ok += 1;
                 versions.insert(
@@ -71,9 +69,28 @@ fn split_url(url: &str) -> Option<(String, u16, String)> {
     Some((host.to_string(), port, path))
 }
 
-fn get(addr: SocketAddr, host: &str, path: &str) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+/// Call the first address that accepts a connection, starting at a different one every turn.
+/// Like curl and Go's or Java's HTTP clients, a refused or failed connect moves on to the
+/// name's next address; a request that was sent is never retried.
+fn call(
+    ips: &[Ipv4Addr],
+    turn: usize,
+    port: u16,
+    host: &str,
+    path: &str,
+) -> Result<String, String> {
+    let mut refused = Vec::new();
+    for k in 0..ips.len() {
+        let addr = SocketAddr::from((ips[(turn + k) % ips.len()], port));
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(stream) => return get(stream, addr, host, path),
+            Err(e) => refused.push(format!("connect {addr}: {e}")),
+        }
+    }
+    Err(refused.join("; "))
+}
+
+fn get(mut s: TcpStream, addr: SocketAddr, host: &str, path: &str) -> Result<String, String> {
     s.set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(TIMEOUT))

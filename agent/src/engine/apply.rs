@@ -2,8 +2,9 @@
 //! orphans, and the services — concurrently, each waiting for its dependencies' conditions
 //! (started, healthy, completed successfully). Replacements are stop-first, or start-first with
 //! zero downtime: the new container starts under the canonical name, joins the same networks and
-//! aliases, becomes healthy, and only then the old one leaves the network and stops. If the new
-//! one never becomes ready, it is removed and the old one keeps serving.
+//! aliases, becomes healthy, and only then the old one is stopped gracefully (SIGTERM, its grace
+//! period) while still attached. If the new one never becomes ready, it is removed and the old
+//! one keeps serving.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +22,6 @@ use super::docker as d;
 use super::spec::{self, ContainerIdentity};
 use super::{EngineError, docker_message};
 
-/// How long a removed container's clients get between losing its network and its stop.
-const DRAIN: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(100);
 const LOG_LINES: usize = 20;
 
@@ -318,17 +317,27 @@ fn grace(svc: &Service) -> Duration {
     svc.stop_grace_period.unwrap_or(Duration::from_secs(10))
 }
 
+/// Wait for every dependency's condition: the `depends_on` entries, and the implicit ones
+/// (`links`, `network_mode: service:`), which must have started.
 async fn wait_for_dependencies(
     ctx: &Ctx,
     svc: &Service,
     deadline: Instant,
 ) -> Result<(), EngineError> {
-    for (dep, cond) in &svc.depends_on {
-        let Some(rx) = ctx.ready.get(dep) else {
+    let implicit = noco_compose::plan::dependencies(svc)
+        .into_iter()
+        .filter(|dep| !svc.depends_on.contains_key(*dep))
+        .map(|dep| (dep.to_string(), DependencyCondition::ServiceStarted, true));
+    let explicit = svc
+        .depends_on
+        .iter()
+        .map(|(dep, d)| (dep.clone(), d.condition, d.required));
+    for (dep, condition, required) in explicit.chain(implicit).collect::<Vec<_>>() {
+        let Some(rx) = ctx.ready.get(&dep) else {
             continue;
         };
         let mut rx = rx.clone();
-        let satisfied = |r: &Ready| match cond.condition {
+        let satisfied = |r: &Ready| match condition {
             DependencyCondition::ServiceStarted => {
                 matches!(r, Ready::Started | Ready::Healthy | Ready::Completed)
             }
@@ -344,12 +353,12 @@ async fn wait_for_dependencies(
             Ok(Ok(r)) => r.clone(),
             Ok(Err(_)) => Ready::Failed("its apply task ended".into()),
             Err(_) => Ready::Failed(format!(
-                "it was not {:?} within {:?}",
-                cond.condition, ctx.opts.wait_timeout
+                "it was not {condition:?} within {:?}",
+                ctx.opts.wait_timeout
             )),
         };
         if let Ready::Failed(why) = outcome {
-            if cond.required {
+            if required {
                 return Err(fail(
                     &svc.name,
                     format!(
@@ -457,18 +466,10 @@ async fn start_first(
         let _ = d::rename(&ctx.docker, old_id, old_name).await;
         return Err(e);
     }
-    // Leave the networks first, so no new request is routed to the old container, then stop it.
-    if let Ok(info) = d::inspect(&ctx.docker, old_id).await {
-        let nets: Vec<String> = info
-            .network_settings
-            .and_then(|n| n.networks)
-            .map(|m| m.into_keys().collect())
-            .unwrap_or_default();
-        for net in nets {
-            let _ = d::disconnect_network(&ctx.docker, &net, old_id).await;
-        }
-        tokio::time::sleep(DRAIN).await;
-    }
+    // Stop the old container while it is still attached: a well-behaved service closes its
+    // listener on SIGTERM and finishes what is in flight; clients whose connection is refused
+    // use the name's other addresses (the new container). Leaving the network first would cut
+    // in-flight requests and strand clients that had just resolved the old address.
     d::stop_and_remove(&ctx.docker, old_id, grace(svc))
         .await
         .map_err(|e| {

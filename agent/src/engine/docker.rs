@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, VolumeCreateRequest,
+    ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
@@ -253,22 +252,6 @@ pub async fn connect_network(
             NetworkConnectRequest {
                 container: container.to_string(),
                 endpoint_config: Some(endpoint),
-            },
-        )
-        .await
-}
-
-pub async fn disconnect_network(
-    docker: &Docker,
-    network: &str,
-    container: &str,
-) -> Result<(), bollard::errors::Error> {
-    docker
-        .disconnect_network(
-            network,
-            NetworkDisconnectRequest {
-                container: container.to_string(),
-                force: Some(true),
             },
         )
         .await

@@ -75,6 +75,26 @@ pub fn first_network(id: &ContainerIdentity<'_>) -> Option<String> {
     id.service.networks.keys().next().cloned()
 }
 
+/// `links` as Docker wants them: `<container>:<alias>`.
+fn links(id: &ContainerIdentity<'_>) -> Vec<String> {
+    id.service
+        .links
+        .iter()
+        .map(|l| {
+            let (service, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let target = id
+                .project
+                .services
+                .get(service)
+                .map(|t| container_name(id.project, t, 1))
+                .unwrap_or_else(|| service.to_string());
+            format!("{target}:{alias}")
+        })
+        .collect()
+}
+
+/// The container's settings on one of its networks: the service name and its aliases, a fixed
+/// address if asked, and its links (on user-defined networks Docker takes links only here).
 pub fn endpoint(id: &ContainerIdentity<'_>, key: &str) -> EndpointSettings {
     let mut aliases = vec![id.service.name.clone()];
     if let Some(net) = id.service.networks.get(key) {
@@ -87,9 +107,11 @@ pub fn endpoint(id: &ContainerIdentity<'_>, key: &str) -> EndpointSettings {
             ..Default::default()
         })
     });
+    let links = links(id);
     EndpointSettings {
         aliases: Some(aliases),
         ipam_config: ipam,
+        links: (!links.is_empty()).then_some(links),
         ..Default::default()
     }
 }
@@ -302,19 +324,12 @@ pub fn create_body(id: &ContainerIdentity<'_>) -> ContainerCreateBody {
         })
         .collect();
 
-    let links: Vec<String> = svc
-        .links
-        .iter()
-        .map(|l| {
-            let (service, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
-            let target = project
-                .services
-                .get(service)
-                .map(|t| container_name(project, t, 1))
-                .unwrap_or_else(|| service.to_string());
-            format!("{target}:{alias}")
-        })
-        .collect();
+    // On the default bridge, links are legacy HostConfig links.
+    let links = if matches!(svc.network_mode, Some(NetworkMode::Bridge)) {
+        links(id)
+    } else {
+        Vec::new()
+    };
 
     let host_config = HostConfig {
         binds: (!binds.is_empty()).then_some(binds),

@@ -322,3 +322,86 @@ fn every_supported_key_is_set_on_the_created_container() {
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0]["health"], "healthy");
 }
+
+#[test]
+fn process_and_network_namespace_keys_are_set() {
+    // `privileged: true` maps to HostConfig.Privileged in spec.rs, but this sandboxed engine
+    // refuses to start privileged containers ("unable to apply caps"), so it is not run here.
+    if !require_docker() {
+        return;
+    }
+    let stack = Stack::new(
+        "keyns",
+        r#"
+services:
+  main:
+    image: ${IMAGE}
+    container_name: ${NAME}
+    pid: host
+    environment: { VERSION: "${V:-1}" }
+  side:
+    image: ${IMAGE}
+    network_mode: service:main
+    command: ["probe", "http://127.0.0.1:8080/version", "600000", "500"]
+  linked:
+    image: ${IMAGE}
+    links: ["main:mainalias"]
+"#,
+    );
+    let name = format!("{}-fixed", stack.project);
+    let var = format!("NAME={name}");
+    stack.ok("up", &["--var", &var]);
+    let main = inspect(&name);
+    let host = main.host_config.clone().unwrap();
+    assert_eq!(host.pid_mode.as_deref(), Some("host"));
+    let side = inspect(&stack.container("side", 1));
+    assert_eq!(
+        side.host_config.clone().unwrap().network_mode,
+        Some(format!("container:{}", main.id.clone().unwrap()))
+    );
+    assert_eq!(
+        side.config.clone().unwrap().cmd,
+        Some(vec![
+            "probe".to_string(),
+            "http://127.0.0.1:8080/version".to_string(),
+            "600000".to_string(),
+            "500".to_string()
+        ])
+    );
+    // Sharing main's network namespace, the sidecar reaches main on 127.0.0.1.
+    let (code, out) = noco_integration_tests::docker::exec(
+        &stack.container("side", 1),
+        &["/noco-testapp", "health", "8080"],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let linked = inspect(&stack.container("linked", 1));
+    let networks = linked
+        .network_settings
+        .unwrap()
+        .networks
+        .unwrap_or_default();
+    let links: Vec<String> = networks
+        .values()
+        .flat_map(|n| n.links.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        links.iter().any(|l| l == &format!("{name}:mainalias")),
+        "{links:?}"
+    );
+    // The fixed container_name is kept across an unchanged re-apply.
+    assert!(stack.ok("up", &["--var", &var]).contains("up to date"));
+    // Replacing main replaces the sidecar too: its network namespace died with the old main.
+    let out = stack.ok("up", &["--var", &var, "--var", "V=2"]);
+    assert!(
+        out.contains("shares the network namespace of main"),
+        "{out}"
+    );
+    let main = inspect(&name);
+    let side = inspect(&stack.container("side", 1));
+    assert_eq!(
+        side.host_config.unwrap().network_mode,
+        Some(format!("container:{}", main.id.unwrap()))
+    );
+    assert_eq!(side.state.unwrap().running, Some(true));
+}
