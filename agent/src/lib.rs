@@ -4,6 +4,7 @@
 //! [`datadir`] is what the agent keeps on disk.
 
 pub mod backoff;
+pub mod config;
 pub mod datadir;
 pub mod engine;
 pub mod enroll;

@@ -161,8 +161,8 @@ async fn connect() -> Result<bollard::Docker, Failure> {
     })
 }
 
-pub async fn run(cmd: ComposeCmd) -> ExitCode {
-    match run_inner(cmd).await {
+pub async fn run(cmd: ComposeCmd, config: Option<&Path>) -> ExitCode {
+    match run_inner(cmd, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid(msg)) => {
             eprintln!("{msg}");
@@ -175,7 +175,7 @@ pub async fn run(cmd: ComposeCmd) -> ExitCode {
     }
 }
 
-async fn run_inner(cmd: ComposeCmd) -> Result<(), Failure> {
+async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure> {
     match cmd {
         ComposeCmd::Validate(args) => {
             let (project, _) = load(&args)?;
@@ -201,11 +201,14 @@ async fn run_inner(cmd: ComposeCmd) -> Result<(), Failure> {
             interval,
         } => {
             let (project, dir) = load(&file)?;
+            let (_, registry_credentials) = crate::config::AgentConfig::load(config)
+                .map_err(|e| Failure::Environment(format!("{e:#}")))?;
             let docker = connect().await?;
             let opts = ApplyOptions {
                 stack_dir: dir,
                 config_file: file.file.display().to_string(),
                 wait_timeout,
+                registry_credentials,
             };
             let started = std::time::Instant::now();
             let (plan, report) = project::up(&docker, &project, &opts).await?;

@@ -16,6 +16,10 @@ use noco_agent::session::{Exit, RunOptions, run};
     about = "noco's agent: runs on every host, keeps a mutual-TLS session with the server"
 )]
 struct Cli {
+    /// The agent's own configuration (registry credentials), written by the host's
+    /// administrator. Default: /etc/noco/agent.toml, if it exists.
+    #[arg(long, global = true, env = "NOCO_AGENT_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,8 +82,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
-        Command::Compose(cmd) => noco_agent::local::run(cmd).await,
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Compose(cmd) => noco_agent::local::run(cmd, cli.config.as_deref()).await,
         Command::Enroll(args) => {
             let dir = DataDir::new(&args.data_dir);
             let opts = EnrollOptions {

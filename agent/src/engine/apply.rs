@@ -33,6 +33,8 @@ pub struct ApplyOptions {
     pub config_file: String,
     /// How long one service may take to become ready (started, healthy, or completed).
     pub wait_timeout: Duration,
+    /// Credentials for pulling from private registries (from the agent's configuration).
+    pub registry_credentials: Vec<crate::config::Credentials>,
 }
 
 /// What an apply did, one line per action, in the order they finished.
@@ -101,7 +103,7 @@ pub async fn apply(
         })
         .filter_map(|s| project.services.get(&s.service))
         .collect();
-    d::ensure_images(docker, &needs_image).await?;
+    d::ensure_images(docker, &needs_image, &opts.registry_credentials).await?;
 
     let mut report = ApplyReport::default();
     for key in &plan.create_networks {

@@ -35,7 +35,11 @@ pub async fn connect() -> Result<Docker, EngineError> {
 
 /// Make sure every service's image is present, pulling as its pull policy says. Runs before
 /// anything is changed, so a missing image leaves the stack as it was.
-pub async fn ensure_images(docker: &Docker, services: &[&Service]) -> Result<(), EngineError> {
+pub async fn ensure_images(
+    docker: &Docker,
+    services: &[&Service],
+    registry_credentials: &[crate::config::Credentials],
+) -> Result<(), EngineError> {
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for svc in services {
@@ -68,7 +72,14 @@ pub async fn ensure_images(docker: &Docker, services: &[&Service]) -> Result<(),
                 false
             }
         };
-        if pull && let Err(e) = pull_image(docker, &svc.image).await {
+        if pull
+            && let Err(e) = pull_image(
+                docker,
+                &svc.image,
+                crate::config::credentials_for(registry_credentials, &svc.image),
+            )
+            .await
+        {
             errors.push(EngineError::service(
                 &svc.name,
                 format!(
@@ -86,13 +97,23 @@ pub async fn ensure_images(docker: &Docker, services: &[&Service]) -> Result<(),
     }
 }
 
-async fn pull_image(docker: &Docker, image: &str) -> Result<(), String> {
+async fn pull_image(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<&crate::config::Credentials>,
+) -> Result<(), String> {
     let (name, tag) = split_image(image);
     let opts = CreateImageOptionsBuilder::default()
         .from_image(name)
         .tag(tag)
         .build();
-    let mut stream = docker.create_image(Some(opts), None, None);
+    let auth = credentials.map(|c| bollard::auth::DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.clone()),
+        serveraddress: Some(c.host.clone()),
+        ..Default::default()
+    });
+    let mut stream = docker.create_image(Some(opts), None, auth);
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {

@@ -10,5 +10,6 @@ mod drift;
 mod failures;
 mod keys;
 mod order;
+mod registry;
 mod seeds;
 mod swap;
