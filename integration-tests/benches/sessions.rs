@@ -948,17 +948,7 @@ async fn list_hosts(control: &mut Control) -> anyhow::Result<Vec<pb::Host>> {
 }
 
 fn status_text(status: &tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut source = std::error::Error::source(status);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    format!("{:?}: {}", status.code(), noco_certs::dial::describe(status))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
