@@ -12,6 +12,7 @@ pub mod facts;
 pub mod local;
 pub mod renewal;
 pub mod session;
+pub mod state;
 
 /// Exit status when the server has revoked this host or its certificate can no longer be
 /// renewed: restarting will not help (the systemd unit does not restart on it).

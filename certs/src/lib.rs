@@ -15,6 +15,7 @@ pub mod keyfile;
 pub mod renew;
 pub mod rotation;
 pub mod signing;
+pub mod state;
 pub mod tls;
 pub mod token;
 

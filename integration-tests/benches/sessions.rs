@@ -948,7 +948,11 @@ async fn list_hosts(control: &mut Control) -> anyhow::Result<Vec<pb::Host>> {
 }
 
 fn status_text(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), noco_certs::dial::describe(status))
+    format!(
+        "{:?}: {}",
+        status.code(),
+        noco_certs::dial::describe(status)
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
