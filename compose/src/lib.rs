@@ -28,6 +28,7 @@ pub mod plan;
 mod ports;
 mod read;
 mod relations;
+pub mod revision;
 mod service;
 mod shell;
 mod units;
