@@ -6,6 +6,9 @@
 //! host = "registry.example.com"        # docker.io for Docker Hub, or host:port
 //! username = "deploy"
 //! password_file = "/etc/noco/registry-password"   # or: password = "…"
+//!
+//! [policy]                             # what server-sent stacks may do: see `policy.rs`
+//! allow_privileged = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +22,9 @@ pub const DEFAULT_PATH: &str = "/etc/noco/agent.toml";
 pub struct AgentConfig {
     #[serde(default)]
     pub registries: Vec<Registry>,
+    /// The host policy for stacks sent by the server; every key defaults to refuse.
+    #[serde(default)]
+    pub policy: crate::policy::Policy,
 }
 
 #[derive(Clone, Deserialize)]

@@ -1,17 +1,24 @@
 //! noco-agent: runs on every host. [`enroll`] trades a join token for the host's certificate,
 //! [`session`] keeps the one long-lived mTLS stream to the server up (with [`backoff`]),
 //! [`renewal`] renews the certificate before it expires, [`facts`] describes the host,
-//! [`datadir`] is what the agent keeps on disk.
+//! [`datadir`] is what the agent keeps on disk. Desired state: [`desired`] receives it (verified
+//! and persisted by [`state`]), [`stacks`] applies it (files in [`stackdir`], checked against
+//! the host [`policy`]) and keeps it converged, [`report`] says how it went.
 
 pub mod backoff;
 pub mod config;
 pub mod datadir;
+pub mod desired;
 pub mod engine;
 pub mod enroll;
 pub mod facts;
 pub mod local;
+pub mod policy;
 pub mod renewal;
+pub mod report;
 pub mod session;
+pub mod stackdir;
+pub mod stacks;
 pub mod state;
 
 /// Exit status when the server has revoked this host or its certificate can no longer be

@@ -16,7 +16,7 @@ use noco_agent::session::{Exit, RunOptions, run};
     about = "noco's agent: runs on every host, keeps a mutual-TLS session with the server"
 )]
 struct Cli {
-    /// The agent's own configuration (registry credentials), written by the host's
+    /// The agent's own configuration (registry credentials, host policy), written by the host's
     /// administrator. Default: /etc/noco/agent.toml, if it exists.
     #[arg(long, global = true, env = "NOCO_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -69,6 +69,16 @@ struct RunArgs {
     /// Longest wait between reconnection attempts (the wait doubles from 0.5s, with jitter).
     #[arg(long, env = "NOCO_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
     max_backoff: Duration,
+    /// Prefix of the compose project names of the stacks this agent runs (`<prefix><stack>`);
+    /// it touches no other project. Lets several agents share one Docker engine.
+    #[arg(long, env = "NOCO_PROJECT_PREFIX", default_value = "")]
+    project_prefix: String,
+    /// How often the desired state is re-applied (drift correction) even without Docker events.
+    #[arg(long, env = "NOCO_RECONCILE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    reconcile_interval: Duration,
+    /// How long one service may take to become ready when applying a stack.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
 }
 
 #[tokio::main]
@@ -117,8 +127,21 @@ async fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let dir = DataDir::new(&args.data_dir);
+            let (config, registry_credentials) =
+                match noco_agent::config::AgentConfig::load(cli.config.as_deref()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("noco-agent: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             let opts = RunOptions {
                 max_backoff: args.max_backoff,
+                project_prefix: args.project_prefix,
+                reconcile_interval: args.reconcile_interval.max(Duration::from_secs(1)),
+                wait_timeout: args.wait_timeout,
+                policy: config.policy,
+                registry_credentials,
                 ..RunOptions::default()
             };
             match run(dir, opts, noco_agent::shutdown_signal()).await {

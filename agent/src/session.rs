@@ -1,6 +1,12 @@
 //! The agent's session with the server: connect, Hello, Welcome, heartbeats both ways, and
 //! reconnect with jittered exponential backoff whenever the session ends — except when the server
 //! has revoked this host, which no retry can mend.
+//!
+//! Desired state rides the same stream: each state the server sends is judged and persisted by
+//! [`Desired`] and applied by the [`stacks`] applier, which runs on its own task from the start —
+//! before and independently of any connection, so a host keeps its stacks while the server is
+//! away. The session sends a [`pb::StateReport`] after every state received, whenever the
+//! applier's picture changes, and every [`REPORT_INTERVAL`] as a slow heartbeat.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,16 +20,31 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, random_unit};
 use crate::datadir::DataDir;
+use crate::desired::{self, Desired};
+use crate::policy::Policy;
 use crate::renewal::{self, LiveCredential};
+use crate::report::Status;
+use crate::stacks::{self, ApplierConfig};
 
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slow heartbeat of state reports.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Compose project names of server-sent stacks are `<prefix><stack>`.
+    pub project_prefix: String,
+    /// How often the current state is re-applied even without Docker events.
+    pub reconcile_interval: Duration,
+    /// How long one service may take to become ready.
+    pub wait_timeout: Duration,
+    /// The host policy (from the agent's configuration file).
+    pub policy: Policy,
+    pub registry_credentials: Vec<crate::config::Credentials>,
 }
 
 impl Default for RunOptions {
@@ -31,7 +52,21 @@ impl Default for RunOptions {
         RunOptions {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            project_prefix: String::new(),
+            reconcile_interval: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(120),
+            policy: Policy::default(),
+            registry_credentials: Vec::new(),
         }
+    }
+}
+
+/// Aborts the applier when the agent stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -66,14 +101,39 @@ pub async fn run(
         )));
     }
     let addr = ServerAddr::parse(&cred.server).map_err(|e| anyhow::anyhow!(e))?;
+    stacks::check_prefix(&opts.project_prefix).map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(host = %cred.name, id = %cred.id, server = %cred.server, "noco-agent starting");
+    let store = desired::open_store(&dir, &cred.id)?;
+    let (status, _) = tokio::sync::watch::channel(Status::default());
+    let initial = store.current().cloned().map(std::sync::Arc::new);
+    if let Some(s) = &initial {
+        tracing::info!(
+            "applying the persisted desired state generation {} ({} stacks)",
+            s.generation,
+            s.stacks.len()
+        );
+    }
+    let (apply_tx, apply_rx) = tokio::sync::watch::channel(initial);
+    let _applier = AbortOnDrop(stacks::spawn(
+        ApplierConfig {
+            data_dir: dir.clone(),
+            project_prefix: opts.project_prefix.clone(),
+            policy: opts.policy.clone(),
+            registry_credentials: opts.registry_credentials.clone(),
+            wait_timeout: opts.wait_timeout,
+            reconcile_interval: opts.reconcile_interval,
+        },
+        status.clone(),
+        apply_rx,
+    ));
+    let mut desired = Desired::new(store, status, apply_tx);
     let live = LiveCredential::new(cred)?;
     let renewal = renewal::run(dir.clone(), live.clone());
     tokio::pin!(renewal, shutdown);
     let mut backoff = Backoff::new(opts.initial_backoff, opts.max_backoff);
     loop {
         let end = tokio::select! {
-            end = session(&addr, &live) => end,
+            end = session(&addr, &live, &mut desired) => end,
             why = &mut renewal => End::Fatal(why),
             _ = &mut shutdown => return Ok(Exit::Shutdown),
         };
@@ -114,7 +174,13 @@ fn classify(status: &tonic::Status, was_up: bool) -> End {
     }
 }
 
-async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
+fn report_message(desired: &Desired) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(AgentMsg::Report(desired.report())),
+    }
+}
+
+async fn session(addr: &ServerAddr, live: &LiveCredential, desired: &mut Desired) -> End {
     let tls = live.tls.clone();
     let channel = match dial::connect(addr, move || tls.load_full(), CONNECT_TIMEOUT).await {
         Ok(c) => c,
@@ -134,7 +200,7 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
     let (tx, rx) = mpsc::channel(16);
     let hello = pb::Hello {
         facts: Some(crate::facts::gather().await),
-        last_generation: 0,
+        last_generation: desired.last_generation(),
     };
     let _ = tx
         .send(pb::AgentMessage {
@@ -172,13 +238,44 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
     tick.tick().await;
     let mut last_heard = Instant::now();
     let mut seq = 0u64;
+    let mut status = desired.subscribe();
+    status.mark_changed();
+    let mut reports = tokio::time::interval(REPORT_INTERVAL);
+    reports.tick().await;
+    let closed = End::Retry {
+        reason: "the session's send side closed".into(),
+        was_up: true,
+    };
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
-                Ok(Some(_)) => last_heard = Instant::now(),
+                Ok(Some(m)) => {
+                    last_heard = Instant::now();
+                    if let Some(ServerMsg::DesiredState(envelope)) = m.msg {
+                        desired.receive(&envelope);
+                        status.mark_unchanged();
+                        if tx.send(report_message(desired)).await.is_err() {
+                            return closed;
+                        }
+                    }
+                }
                 Ok(None) => return End::Retry { reason: "the server closed the session".into(), was_up: true },
                 Err(status) => return classify(&status, true),
             },
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return End::Retry { reason: "the agent's state reporter stopped".into(), was_up: true };
+                }
+                status.mark_unchanged();
+                if tx.send(report_message(desired)).await.is_err() {
+                    return closed;
+                }
+            }
+            _ = reports.tick() => {
+                if tx.send(report_message(desired)).await.is_err() {
+                    return closed;
+                }
+            }
             _ = tick.tick() => {
                 if last_heard.elapsed() > interval * 3 {
                     return End::Retry { reason: format!("nothing from the server for {:?}", last_heard.elapsed()), was_up: true };
@@ -190,7 +287,7 @@ async fn session(addr: &ServerAddr, live: &LiveCredential) -> End {
                     .unwrap_or(0);
                 let hb = pb::Heartbeat { seq, sent_unix_ms };
                 if tx.send(pb::AgentMessage { msg: Some(AgentMsg::Heartbeat(hb)) }).await.is_err() {
-                    return End::Retry { reason: "the session's send side closed".into(), was_up: true };
+                    return closed;
                 }
             }
         }

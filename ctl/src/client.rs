@@ -10,10 +10,22 @@ use noco_certs::dial::{self, ServerAddr};
 use noco_proto::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
+use crate::config;
 use crate::error::CtlError;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Load the credential at `path` (renewing it if due) and connect to the Control service.
+pub async fn open(
+    path: &Path,
+    server: Option<&str>,
+) -> Result<(Credential, ControlClient<Channel>), CtlError> {
+    let mut cred = config::load(path, server)?;
+    renew_if_due(&mut cred, path).await;
+    let ctl = control(connect_as(&cred).await?);
+    Ok((cred, ctl))
+}
 
 pub async fn connect_as(cred: &Credential) -> Result<Channel, CtlError> {
     let addr = ServerAddr::parse(&cred.server).map_err(CtlError::Local)?;

@@ -13,19 +13,30 @@ use serde_json::json;
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, ago_ms, rfc3339_ms};
-use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config};
+use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, stack, status};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let path = config::resolve(cli.config.as_deref())?;
     if let Command::Login { token, force } = &cli.command {
         return login(&path, cli.server.as_deref(), token, *force, cli.output).await;
     }
-    let mut cred = config::load(&path, cli.server.as_deref())?;
-    client::renew_if_due(&mut cred, &path).await;
-    let mut ctl = client::control(client::connect_as(&cred).await?);
     let out = cli.output;
+    let server = cli.server.as_deref();
     match cli.command {
-        Command::Login { .. } => unreachable!("handled above"),
+        // These read and check local files before they connect.
+        Command::Stack(cmd) => return stack::run(cmd, &path, server, out).await,
+        Command::Status {
+            stack,
+            watch,
+            timeout,
+        } => return status::run(stack, watch, timeout, &path, server, out).await,
+        _ => {}
+    }
+    let (cred, mut ctl) = client::open(&path, server).await?;
+    match cli.command {
+        Command::Login { .. } | Command::Stack(_) | Command::Status { .. } => {
+            unreachable!("handled above")
+        }
         Command::Whoami => {
             let r = ctl
                 .who_am_i(pb::WhoAmIRequest {})

@@ -5,6 +5,8 @@ mod commands;
 mod config;
 mod error;
 mod output;
+mod stack;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +21,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server refused or failed 
 3 the server could not be reached.";
 
 #[derive(Debug, Parser)]
-#[command(name = "nococtl", version, about = "Operate a noco fleet: hosts, tokens, operators, audit", after_help = EXIT_CODES)]
+#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, status, hosts, tokens, operators, audit", after_help = EXIT_CODES)]
 pub struct Cli {
     /// Credential file (default: $XDG_CONFIG_HOME/noco/config.toml or ~/.config/noco/config.toml).
     #[arg(long, global = true, env = "NOCO_CONFIG")]
@@ -62,6 +64,81 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Stacks: compose files assigned to the hosts a label selector matches.
+    #[command(subcommand)]
+    Stack(StackCmd),
+    /// Hosts × stacks: the revision each host runs, its state, health and errors.
+    Status {
+        /// Only this stack.
+        stack: Option<String>,
+        /// Redraw every second until every assigned stack on every online host is converged and
+        /// healthy (exit 0), or one fails or is refused (exit 1), or --timeout passes (exit 1).
+        #[arg(short, long)]
+        watch: bool,
+        /// How long --watch waits.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// The compose file and what goes with it, read from this machine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackSource {
+    /// The compose file.
+    #[arg(short = 'f', long = "compose", value_name = "COMPOSE_FILE")]
+    pub compose: PathBuf,
+    /// Variables for interpolation, `.env` syntax; repeatable, later files win. Sent with the
+    /// stack (the server masks their values when showing them).
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_files: Vec<PathBuf>,
+    /// A file shipped with the stack (repeatable), relative to the compose file's directory
+    /// and sent with that path; on the hosts relative bind mounts resolve to it. The mode is
+    /// the local file's permission bits.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCmd {
+    /// Create or update a stack: validated here first, then stored as a new revision and
+    /// pushed to every host the selector matches.
+    Apply {
+        #[command(flatten)]
+        source: StackSource,
+        /// The stack's name (also the compose project name on the hosts).
+        #[arg(long)]
+        name: String,
+        /// Label selector, `role=web,env!=dev` or `host=web-1`. Required for a new stack;
+        /// omitted, an existing stack keeps its selector.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Validate on the server and show the revision and hosts without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List stacks with their current revision and how many hosts run it healthy.
+    Ls,
+    /// A stack's compose file, variables (values masked), files and revision history.
+    Show {
+        name: String,
+        /// A revision from the history, in full or its first hex digits (default: the current one).
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// What applying a compose file would change in a stack's current revision, per service.
+    ///
+    /// Both compose files are loaded here with the local --env-file variables and --file
+    /// files: the server masks variable values and does not send file contents, so the
+    /// current revision is interpolated with the local values too, and masked values never
+    /// show up as changes. Variable and file names that were added or removed are listed.
+    Diff {
+        #[command(flatten)]
+        source: StackSource,
+        /// The stack to compare with.
+        name: String,
+    },
+    /// Remove a stack from every host it runs on. Its volumes are kept on the hosts.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,3 +69,25 @@ pub fn ago_ms(ms: i64) -> String {
         _ => format!("{}d ago", secs / 86_400),
     }
 }
+
+/// A revision for tables: `sha256:<hex>` shortened to its first 12 hex digits; `-` when empty.
+pub fn short_revision(revision: &str) -> String {
+    if revision.is_empty() {
+        return "-".to_string();
+    }
+    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
+    hex.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_are_shortened_to_twelve_hex_digits() {
+        let full = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        assert_eq!(short_revision(&full), "0123456789ab");
+        assert_eq!(short_revision(""), "-");
+        assert_eq!(short_revision("abc"), "abc");
+    }
+}

@@ -200,6 +200,7 @@ pub struct ServerOptions {
     pub agent_cert_ttl: String,
     pub operator_cert_ttl: String,
     pub heartbeat: String,
+    pub state_ttl: String,
 }
 
 impl Default for ServerOptions {
@@ -208,6 +209,7 @@ impl Default for ServerOptions {
             agent_cert_ttl: "24h".into(),
             operator_cert_ttl: "30d".into(),
             heartbeat: "1s".into(),
+            state_ttl: "24h".into(),
         }
     }
 }
@@ -290,6 +292,8 @@ impl Fleet {
                 &self.opts.operator_cert_ttl,
                 "--heartbeat",
                 &self.opts.heartbeat,
+                "--state-ttl",
+                &self.opts.state_ttl,
             ],
             self.dir.path(),
             &[],
@@ -391,6 +395,14 @@ impl Fleet {
             ])
             .output()
             .expect("running noco-agent enroll")
+    }
+
+    /// Start `noco-agent run` for an enrolled host with extra arguments (e.g. `--project-prefix`).
+    pub fn run_agent_with(&self, name: &str, extra: &[&str]) -> Proc {
+        let data = self.path(&format!("agent-{name}"));
+        let mut args = vec!["run", "--data-dir", path_str(&data), "--max-backoff", "1s"];
+        args.extend(extra);
+        spawn(&format!("agent-{name}"), &bin("noco-agent"), &args, self.dir.path(), &[])
     }
 
     /// Start `noco-agent run` for an enrolled host.

@@ -57,6 +57,31 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
         None,
     ),
     (
+        "/noco.v1.Control/ListStacks",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/GetStack",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/Status",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ApplyStack",
+        Access::Operator(Role::Deployer),
+        Some("stack.apply"),
+    ),
+    (
+        "/noco.v1.Control/RemoveStack",
+        Access::Operator(Role::Deployer),
+        Some("stack.remove"),
+    ),
+    (
         "/noco.v1.Control/LabelHost",
         Access::Operator(Role::Deployer),
         Some("host.label"),

@@ -132,6 +132,9 @@ impl ControlSvc {
             .flush()
             .await
             .map_err(|e| internal("storing host", e))?;
+        // New labels may give or take stacks: re-issue this host's state now.
+        let id = host.id.clone();
+        crate::desired::update_hosts(&self.shared, |h| h.id == id).await?;
         Ok(wire::host_to_wire(
             &host,
             self.shared.registry.online(&host.id),
@@ -427,5 +430,53 @@ impl pb::control_server::Control for ControlSvc {
             .map(wire::audit_to_wire)
             .collect();
         Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+
+    async fn apply_stack(
+        &self,
+        req: Request<pb::ApplyStackRequest>,
+    ) -> Result<Response<pb::ApplyStackResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = format!("{} selector {:?}", req.name, req.selector);
+        let outcome = crate::stacks::apply(&self.shared, &caller, req).await;
+        let target = match &outcome {
+            Ok(r) => format!("{target} revision {}", r.revision),
+            Err(_) => target,
+        };
+        self.audited(&caller, "stack.apply", &target, outcome).await
+    }
+
+    async fn list_stacks(
+        &self,
+        _req: Request<pb::ListStacksRequest>,
+    ) -> Result<Response<pb::ListStacksResponse>, Status> {
+        crate::stacks::list(&self.shared).map(Response::new)
+    }
+
+    async fn get_stack(
+        &self,
+        req: Request<pb::GetStackRequest>,
+    ) -> Result<Response<pb::GetStackResponse>, Status> {
+        crate::stacks::get(&self.shared, req.into_inner()).map(Response::new)
+    }
+
+    async fn remove_stack(
+        &self,
+        req: Request<pb::RemoveStackRequest>,
+    ) -> Result<Response<pb::RemoveStackResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = req.name.clone();
+        let outcome = crate::stacks::remove(&self.shared, &caller, req).await;
+        self.audited(&caller, "stack.remove", &target, outcome)
+            .await
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        crate::desired::status(&self.shared, &req.into_inner().stack).map(Response::new)
     }
 }

@@ -73,6 +73,10 @@ struct RunArgs {
     /// closed.
     #[arg(long, env = "NOCO_HEARTBEAT", default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// How long a signed desired state is valid; the server re-signs it at a third remaining,
+    /// and an agent whose state expired keeps running it and reports itself stale.
+    #[arg(long, env = "NOCO_STATE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    state_ttl: Duration,
 }
 
 fn default_sans() -> Vec<String> {
@@ -182,6 +186,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         operator_cert_ttl: args.operator_cert_ttl,
         heartbeat_interval: args.heartbeat,
         session_idle_timeout: args.heartbeat * 3,
+        state_ttl: args.state_ttl,
         ..Limits::default()
     };
     run(

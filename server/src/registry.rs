@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use noco_proto::v1::SignedState;
+use tokio::sync::{oneshot, watch};
 use tonic::Status;
 
 #[derive(Debug)]
@@ -14,6 +15,7 @@ struct Entry {
     connected_ms: i64,
     last_seen_ms: Arc<AtomicI64>,
     cut: oneshot::Sender<Status>,
+    state: watch::Sender<Option<SignedState>>,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +30,8 @@ pub struct Registration {
     pub session_id: u64,
     pub cut: oneshot::Receiver<Status>,
     pub last_seen_ms: Arc<AtomicI64>,
+    /// The newest desired state to send; the session sends it whenever it changes.
+    pub state: watch::Receiver<Option<SignedState>>,
 }
 
 /// A snapshot of one live session.
@@ -46,12 +50,14 @@ impl Registry {
     pub fn register(&self, host_id: &str, now_ms: i64) -> Registration {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
+        let (state_tx, state_rx) = watch::channel(None);
         let last_seen_ms = Arc::new(AtomicI64::new(now_ms));
         let entry = Entry {
             session_id,
             connected_ms: now_ms,
             last_seen_ms: last_seen_ms.clone(),
             cut: tx,
+            state: state_tx,
         };
         if let Some(old) = self.lock().insert(host_id.to_string(), entry) {
             let _ = old.cut.send(Status::aborted(
@@ -62,6 +68,19 @@ impl Registry {
             session_id,
             cut: rx,
             last_seen_ms,
+            state: state_rx,
+        }
+    }
+
+    /// Hand a host's live session a new desired state (no-op when the host is offline: it gets
+    /// its state when it connects).
+    pub fn push(&self, host_id: &str, state: SignedState) -> bool {
+        match self.lock().get(host_id) {
+            Some(entry) => {
+                entry.state.send_replace(Some(state));
+                true
+            }
+            None => false,
         }
     }
 

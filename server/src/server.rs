@@ -21,7 +21,8 @@ use crate::store::Store;
 use crate::{control, enroll, renew, session};
 
 /// The largest control or enrollment message accepted.
-pub const MAX_CONTROL_MESSAGE: usize = 4 * 1024 * 1024;
+/// Stack revisions carry their files (up to 8 MiB) and compose file.
+pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024 * 1024;
 pub const MAX_ENROLL_MESSAGE: usize = 64 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -51,6 +52,8 @@ pub async fn run(
     let tls =
         noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
     let shared = Arc::new(Shared {
+        reports: Default::default(),
+        desired_lock: tokio::sync::Mutex::new(()),
         store,
         pki,
         bans,
@@ -68,6 +71,7 @@ pub async fn run(
     tracing::info!(%local, ca = %shared.pki.ca.fingerprint(), url = %shared.pki.settings.server_url, "listening");
 
     spawn_housekeeping(shared.clone());
+    spawn_resigning(shared.clone());
 
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
@@ -129,6 +133,21 @@ pub async fn run(
         .await
         .context("flushing the database")?;
     Ok(())
+}
+
+/// Re-sign desired states before they expire (a new generation at a third of the validity left).
+fn spawn_resigning(shared: Arc<Shared>) {
+    let every =
+        (shared.limits.state_ttl / 6).clamp(Duration::from_millis(500), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = crate::desired::update_hosts(&shared, |_| true).await {
+                tracing::error!("re-signing desired states: {}", e.message());
+            }
+        }
+    });
 }
 
 fn spawn_housekeeping(shared: Arc<Shared>) {

@@ -86,6 +86,13 @@ impl pb::agent_server::Agent for AgentSvc {
             }))
             .await;
         tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
+        // The host's desired state, at once (the agent may have been away through changes).
+        let (state, _) = crate::desired::current(&shared, &host, hello.last_generation).await?;
+        let _ = tx
+            .send(Ok(pb::ServerMessage {
+                msg: Some(ServerMsg::DesiredState(state)),
+            }))
+            .await;
         let host_id = host.id.clone();
         let name = host.name.clone();
         tokio::spawn(async move {
@@ -119,11 +126,23 @@ async fn run(
                     Err(_) => break "session removed".to_string(),
                 }
             }
+            changed = reg.state.changed() => {
+                if changed.is_err() {
+                    break "session removed".to_string();
+                }
+                let state = reg.state.borrow_and_update().clone();
+                if let Some(state) = state
+                    && tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::DesiredState(state)) })).await.is_err()
+                {
+                    break "agent went away".to_string();
+                }
+            }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
                     reg.last_seen_ms.store(shared.now_ms(), Ordering::Relaxed);
                     match m.msg {
                         Some(AgentMsg::Heartbeat(_)) => {}
+                        Some(AgentMsg::Report(report)) => crate::desired::record_report(shared, host_id, report),
                         Some(AgentMsg::Hello(_)) => {
                             let _ = tx.send(Err(Status::invalid_argument("Hello may only be sent once"))).await;
                             break "protocol error: second Hello".to_string();

@@ -18,6 +18,8 @@ pub struct Limits {
     /// A session that sends nothing for this long is closed.
     pub session_idle_timeout: Duration,
     pub hello_timeout: Duration,
+    /// How long a signed desired state is valid; the server re-signs at a third remaining.
+    pub state_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +30,7 @@ impl Default for Limits {
             heartbeat_interval: Duration::from_secs(10),
             session_idle_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
+            state_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -40,6 +43,10 @@ pub struct Shared {
     pub registry: Registry,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// The latest report of every agent (in memory: agents report again when they reconnect).
+    pub reports: crate::desired::Reports,
+    /// Serializes desired-state updates so generations are issued in order.
+    pub desired_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {

@@ -108,6 +108,25 @@ pub struct BanRecord {
     pub by: String,
 }
 
+/// A stack: its name, which hosts it goes to, and its current revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackRecord {
+    pub name: String,
+    pub selector: String,
+    pub revision: String,
+    pub history: Vec<HistoryEntry>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub revision: String,
+    pub selector: String,
+    pub time_ms: i64,
+    pub by: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -117,6 +136,13 @@ pub struct Store {
     operators: sled::Tree,
     bans: sled::Tree,
     audit: sled::Tree,
+    stacks: sled::Tree,
+    /// Revision id → prost-encoded `StackState` (name empty): immutable.
+    revisions: sled::Tree,
+    /// Host id → the last generation issued (u64 big-endian); never decreases.
+    generations: sled::Tree,
+    /// Host id → the last prost-encoded `SignedState` issued.
+    states: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -150,6 +176,10 @@ impl Store {
             operators: db.open_tree("operators")?,
             bans: db.open_tree("bans")?,
             audit: db.open_tree("audit")?,
+            stacks: db.open_tree("stacks")?,
+            revisions: db.open_tree("revisions")?,
+            generations: db.open_tree("generations")?,
+            states: db.open_tree("states")?,
             db,
         })
     }
@@ -329,6 +359,80 @@ impl Store {
             .values()
             .map(|v| decode("bans", &v?))
             .collect()
+    }
+
+    // ------------------------------------------------------------------ stacks
+
+    pub fn stack(&self, name: &str) -> Result<Option<StackRecord>> {
+        self.stacks
+            .get(name)?
+            .map(|v| decode("stacks", &v))
+            .transpose()
+    }
+
+    pub fn stacks(&self) -> Result<Vec<StackRecord>> {
+        self.stacks
+            .iter()
+            .values()
+            .map(|v| decode("stacks", &v?))
+            .collect()
+    }
+
+    pub async fn put_stack(&self, stack: &StackRecord) -> Result<()> {
+        self.stacks.insert(stack.name.as_bytes(), encode(stack))?;
+        self.flush().await
+    }
+
+    pub async fn remove_stack(&self, name: &str) -> Result<Option<StackRecord>> {
+        let old = self
+            .stacks
+            .remove(name)?
+            .map(|v| decode("stacks", &v))
+            .transpose()?;
+        self.flush().await?;
+        Ok(old)
+    }
+
+    /// Store a revision's content (prost-encoded `StackState`) unless it is there already.
+    pub fn put_revision(&self, id: &str, encoded: &[u8]) -> Result<()> {
+        let _ = self
+            .revisions
+            .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(encoded))?;
+        Ok(())
+    }
+
+    pub fn revision(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.revisions.get(id)?.map(|v| v.to_vec()))
+    }
+
+    // ------------------------------------------------------------------ desired state
+
+    pub fn generation(&self, host_id: &str) -> Result<u64> {
+        Ok(self
+            .generations
+            .get(host_id)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Reserve the next generation for a host, durably, before it is used: a generation is
+    /// never issued twice, even across a crash.
+    pub async fn next_generation(&self, host_id: &str, at_least: u64) -> Result<u64> {
+        let next = self.generation(host_id)?.max(at_least) + 1;
+        self.generations
+            .insert(host_id.as_bytes(), &next.to_be_bytes())?;
+        self.flush().await?;
+        Ok(next)
+    }
+
+    pub fn signed_state(&self, host_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.states.get(host_id)?.map(|v| v.to_vec()))
+    }
+
+    pub async fn put_signed_state(&self, host_id: &str, encoded: &[u8]) -> Result<()> {
+        self.states.insert(host_id.as_bytes(), encoded)?;
+        self.flush().await
     }
 
     // ------------------------------------------------------------------ audit

@@ -132,6 +132,14 @@ pub async fn ps(docker: &Docker, project: &str) -> Result<Vec<ObservedContainer>
     Ok(list)
 }
 
+/// Whether a Docker container event may mean drift worth a reconcile.
+pub fn is_drift_event(action: &str) -> bool {
+    matches!(
+        action,
+        "die" | "destroy" | "stop" | "kill" | "oom" | "health_status: unhealthy"
+    )
+}
+
 /// Keep `project` converged until `stop` completes: re-plan on every Docker event about the
 /// project's containers and every `interval`; apply when the plan is not a no-op, and log what
 /// was corrected.
@@ -162,7 +170,7 @@ pub async fn watch(
             ev = events.next() => match ev {
                 Some(Ok(e)) => {
                     let action = e.action.unwrap_or_default();
-                    if !matches!(action.as_str(), "die" | "destroy" | "stop" | "kill" | "oom" | "health_status: unhealthy") {
+                    if !is_drift_event(&action) {
                         continue;
                     }
                     // Let a burst of events settle (a removal sends several).

@@ -1,0 +1,170 @@
+//! Receiving desired state from the server: judge each signed state with the [`StateStore`]
+//! (which persists an accepted one, fsynced, before saying so), hand a new one to the applier,
+//! and keep the refusal, if any, for the next report. A refused state changes nothing: the
+//! host keeps running what it has.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use noco_certs::state::Verdict;
+use noco_proto::v1::{DesiredState, SignedState, StateReport};
+use tokio::sync::watch;
+
+use crate::datadir::DataDir;
+use crate::report::{self, Status};
+use crate::state::{StateError, StateStore, trust_root};
+
+/// The applier's input: the state to converge to (`None` before any was accepted).
+pub type DesiredTx = watch::Sender<Option<Arc<DesiredState>>>;
+
+/// This host's accepted state, and where news of it goes.
+pub struct Desired {
+    store: StateStore,
+    status: watch::Sender<Status>,
+    apply: DesiredTx,
+}
+
+/// Open the state store of `host_id` under `dir`. A persisted state that no longer verifies
+/// (edited or corrupted on disk) is moved aside, loudly, and the host starts with none.
+pub fn open_store(dir: &DataDir, host_id: &str) -> anyhow::Result<StateStore> {
+    let file = dir
+        .load_trust_root()
+        .context("the trust root (state-verifying keys) is needed to accept desired state")?;
+    let root =
+        trust_root(&file).map_err(|e| anyhow::anyhow!("{}: {e}", dir.trust_root().display()))?;
+    let path = dir.desired_state();
+    match StateStore::open(&path, host_id, root.clone()) {
+        Ok(store) => Ok(store),
+        Err(StateError::Disk { path: p, err }) if path.exists() => {
+            let aside = path.with_extension(format!("pb.rejected-{}", report::now_ms()));
+            tracing::error!(
+                "{p}: {err}; moving it to {} and starting without a desired state",
+                aside.display()
+            );
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+            StateStore::open(&path, host_id, root).map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+impl Desired {
+    /// Wrap an opened store; `status` is what reports are made from, `apply` feeds the applier.
+    pub fn new(store: StateStore, status: watch::Sender<Status>, apply: DesiredTx) -> Self {
+        Desired {
+            store,
+            status,
+            apply,
+        }
+    }
+
+    /// The generation of the accepted state (0: none), for Hello.
+    pub fn last_generation(&self) -> u64 {
+        self.store.generation()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// The report to send now.
+    pub fn report(&self) -> StateReport {
+        let now = SystemTime::now();
+        self.status
+            .borrow()
+            .report(self.store.stale(now), report::now_ms())
+    }
+
+    /// Judge a state from the server. New: persisted, then handed to the applier. Same: nothing
+    /// to do. Refused (or not persisted): remembered for the report, nothing applied.
+    pub fn receive(&mut self, envelope: &SignedState) {
+        match self.store.accept(envelope, SystemTime::now()) {
+            Ok(Verdict::New(state)) => {
+                tracing::info!(
+                    "accepted desired state generation {} ({} stacks)",
+                    state.generation,
+                    state.stacks.len()
+                );
+                self.status.send_modify(|s| s.refused = None);
+                self.apply.send_replace(Some(Arc::new(state)));
+            }
+            Ok(Verdict::Same) => {
+                tracing::debug!(
+                    "desired state generation {} again: already accepted",
+                    self.store.generation()
+                );
+                self.status.send_if_modified(|s| s.refused.take().is_some());
+            }
+            Err(e) => {
+                let generation = report::claimed_generation(&envelope.payload);
+                let reason = match e {
+                    StateError::Refused(r) => r.to_string(),
+                    StateError::Disk { path, err } => {
+                        format!("could not persist the state ({path}: {err})")
+                    }
+                };
+                tracing::warn!(
+                    "refused desired state generation {generation}: {reason}; keeping generation {}",
+                    self.store.generation()
+                );
+                self.status
+                    .send_modify(|s| s.refused = Some((reason, generation)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use noco_certs::signing::{StateSigner, TrustRoot};
+
+    use super::*;
+
+    fn state(host: &str, generation: u64, expires_in: i64) -> DesiredState {
+        let now = report::now_ms();
+        DesiredState {
+            host_id: host.into(),
+            generation,
+            issued_unix_ms: now,
+            expires_unix_ms: now + expires_in,
+            stacks: vec![],
+        }
+    }
+
+    #[test]
+    fn new_states_reach_the_applier_and_refusals_only_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = StateSigner::generate();
+        let root = TrustRoot::new(&[signer.public_key().to_vec()]).unwrap();
+        let store = StateStore::open(&dir.path().join("desired.pb"), "h1", root).unwrap();
+        let (status, _) = watch::channel(Status::default());
+        let (apply, mut applier) = watch::channel(None);
+        let mut desired = Desired::new(store, status, apply);
+
+        let g2 = noco_certs::state::sign(&signer, &state("h1", 2, 60_000));
+        desired.receive(&g2);
+        assert_eq!(desired.last_generation(), 2);
+        assert!(applier.has_changed().unwrap());
+        let got = applier.borrow_and_update().clone().unwrap();
+        assert_eq!(got.generation, 2);
+
+        let older = noco_certs::state::sign(&signer, &state("h1", 1, 60_000));
+        desired.receive(&older);
+        let r = desired.report();
+        assert!(r.refused.contains("older than"), "{}", r.refused);
+        assert_eq!(r.refused_generation, 1);
+        assert!(!applier.has_changed().unwrap(), "nothing applied");
+
+        let other = noco_certs::state::sign(&signer, &state("h2", 3, 60_000));
+        desired.receive(&other);
+        assert!(desired.report().refused.contains("not this host"));
+
+        // The same state again clears the refusal and applies nothing.
+        desired.receive(&g2);
+        assert_eq!(desired.report().refused, "");
+        assert!(!applier.has_changed().unwrap());
+        assert!(!desired.report().stale);
+    }
+}

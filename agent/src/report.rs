@@ -1,0 +1,242 @@
+//! What the agent tells the server about its stacks: [`Status`] is the live picture (shared
+//! between the applier, which updates it, and the session, which sends it), and the functions
+//! here turn observed containers into per-service reports.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use noco_compose::model::Project;
+use noco_compose::plan::{Health, ObservedContainer};
+use noco_proto::v1 as pb;
+use prost::Message;
+
+pub const APPLYING: &str = "applying";
+pub const CONVERGED: &str = "converged";
+pub const FAILED: &str = "failed";
+pub const REFUSED: &str = "refused";
+
+/// The agent's picture of what it runs, from which every [`pb::StateReport`] is made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// The generation whose apply pass last completed (every stack attempted).
+    pub generation: u64,
+    /// The last refused state, until a state is accepted: why, and its generation (0 if the
+    /// payload did not decode).
+    pub refused: Option<(String, u64)>,
+    /// By stack name.
+    pub stacks: BTreeMap<String, pb::StackReport>,
+}
+
+impl Status {
+    /// The report to send now; `stale` comes from the state store.
+    pub fn report(&self, stale: bool, now_ms: i64) -> pb::StateReport {
+        let (refused, refused_generation) = self.refused.clone().unwrap_or_default();
+        pb::StateReport {
+            generation: self.generation,
+            refused,
+            refused_generation,
+            stale,
+            stacks: self.stacks.values().cloned().collect(),
+            sent_unix_ms: now_ms,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The generation a refused payload claims, for the report only (0 if it does not decode).
+pub fn claimed_generation(payload: &[u8]) -> u64 {
+    pb::DesiredState::decode(payload)
+        .map(|s| s.generation)
+        .unwrap_or(0)
+}
+
+/// Whether two stack reports say the same thing (the apply time aside).
+pub fn same(a: &pb::StackReport, b: &pb::StackReport) -> bool {
+    a.name == b.name
+        && a.revision == b.revision
+        && a.state == b.state
+        && a.error == b.error
+        && a.services == b.services
+}
+
+/// The health of a service from its containers: any unhealthy → unhealthy, any starting →
+/// starting, every one healthy → healthy, otherwise (no healthcheck, or none running) none.
+pub fn health<'a>(containers: impl IntoIterator<Item = &'a ObservedContainer>) -> &'static str {
+    let mut any = false;
+    let mut all_healthy = true;
+    let mut starting = false;
+    for c in containers {
+        if !c.state.is_running() {
+            continue;
+        }
+        any = true;
+        match c.health {
+            Some(Health::Unhealthy) => return "unhealthy",
+            Some(Health::Starting) => starting = true,
+            Some(Health::Healthy) => {}
+            None => all_healthy = false,
+        }
+    }
+    if starting {
+        "starting"
+    } else if any && all_healthy {
+        "healthy"
+    } else {
+        "none"
+    }
+}
+
+/// Per-service reports: every service of the project (desired = its replicas) and any other
+/// service that still has containers (desired 0).
+pub fn services(
+    project: Option<&Project>,
+    observed: &[ObservedContainer],
+) -> Vec<pb::ServiceReport> {
+    let mut desired: BTreeMap<&str, u32> = BTreeMap::new();
+    if let Some(p) = project {
+        for (name, svc) in &p.services {
+            desired.insert(name, svc.deploy.replicas);
+        }
+    }
+    for c in observed {
+        desired.entry(c.service.as_str()).or_insert(0);
+    }
+    desired
+        .into_iter()
+        .map(|(name, want)| {
+            let mine: Vec<&ObservedContainer> =
+                observed.iter().filter(|c| c.service == name).collect();
+            pb::ServiceReport {
+                name: name.to_string(),
+                running: mine.iter().filter(|c| c.state.is_running()).count() as u32,
+                desired: want,
+                health: health(mine.iter().copied()).to_string(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use noco_compose::plan::RunState;
+
+    use super::*;
+
+    fn c(service: &str, state: RunState, health: Option<Health>) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("{service}-id"),
+            name: format!("p-{service}-1"),
+            service: service.into(),
+            number: 1,
+            config_hash: None,
+            state,
+            health,
+        }
+    }
+
+    #[test]
+    fn health_is_the_worst_of_the_running_containers() {
+        use Health::*;
+        use RunState::*;
+        assert_eq!(health(&[c("a", Running, Some(Healthy))]), "healthy");
+        assert_eq!(
+            health(&[
+                c("a", Running, Some(Healthy)),
+                c("a", Running, Some(Unhealthy))
+            ]),
+            "unhealthy"
+        );
+        assert_eq!(
+            health(&[
+                c("a", Running, Some(Healthy)),
+                c("a", Running, Some(Starting))
+            ]),
+            "starting"
+        );
+        assert_eq!(health(&[c("a", Running, None)]), "none");
+        assert_eq!(health(&[c("a", Exited(0), Some(Healthy))]), "none");
+        assert_eq!(health(&[]), "none");
+    }
+
+    #[test]
+    fn services_report_running_against_desired() {
+        let vars = BTreeMap::new();
+        let opts = noco_compose::LoadOptions {
+            project_name: Some("p"),
+            variables: &vars,
+            files: &noco_compose::NoFiles,
+        };
+        let project = noco_compose::load(
+            "services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n  db:\n    image: y\n",
+            &opts,
+        )
+        .unwrap()
+        .project;
+        let observed = vec![
+            c("web", RunState::Running, Some(Health::Healthy)),
+            c("old", RunState::Exited(1), None),
+        ];
+        let got = services(Some(&project), &observed);
+        let view: Vec<(&str, u32, u32, &str)> = got
+            .iter()
+            .map(|s| (s.name.as_str(), s.running, s.desired, s.health.as_str()))
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                ("db", 0, 1, "none"),
+                ("old", 0, 0, "none"),
+                ("web", 1, 2, "healthy")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_report_carries_the_refusal_and_staleness() {
+        let payload = pb::DesiredState {
+            generation: 9,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(claimed_generation(&payload), 9);
+        assert_eq!(claimed_generation(&[0xff, 0xff]), 0);
+        let mut status = Status {
+            generation: 4,
+            refused: Some(("bad signature: x".into(), 9)),
+            ..Default::default()
+        };
+        status.stacks.insert(
+            "web".into(),
+            pb::StackReport {
+                name: "web".into(),
+                state: CONVERGED.into(),
+                ..Default::default()
+            },
+        );
+        let r = status.report(true, 123);
+        assert_eq!(
+            (
+                r.generation,
+                r.refused.as_str(),
+                r.refused_generation,
+                r.stale,
+                r.sent_unix_ms
+            ),
+            (4, "bad signature: x", 9, true, 123)
+        );
+        assert_eq!(r.stacks.len(), 1);
+        let mut later = r.stacks[0].clone();
+        later.applied_unix_ms = 5;
+        assert!(same(&r.stacks[0], &later));
+        later.state = FAILED.into();
+        assert!(!same(&r.stacks[0], &later));
+    }
+}

@@ -1,0 +1,531 @@
+//! `nococtl stack …`: apply (validated locally first), ls, show, diff and rm.
+
+mod diff;
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use noco_compose::revision::RevisionSource;
+use noco_compose::{Diagnostic, Loaded};
+use noco_proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::error::{CtlError, refused};
+use crate::output::{self, Format, rfc3339_ms, short_revision};
+use crate::{StackCmd, StackSource, client};
+
+use self::diff::{FieldChange, ProjectDiff, SectionDiff, VALUE_WIDTH, show_value};
+use self::source::LocalStack;
+
+pub async fn run(
+    cmd: StackCmd,
+    path: &Path,
+    server: Option<&str>,
+    out: Format,
+) -> Result<(), CtlError> {
+    match cmd {
+        StackCmd::Apply {
+            source,
+            name,
+            selector,
+            dry_run,
+        } => {
+            let selector = selector.unwrap_or_default();
+            apply(&source, name, selector, dry_run, path, server, out).await
+        }
+        StackCmd::Ls => ls(path, server, out).await,
+        StackCmd::Show { name, revision } => show(name, revision, path, server, out).await,
+        StackCmd::Diff { source, name } => diff(&source, name, path, server, out).await,
+        StackCmd::Rm { name } => rm(name, path, server, out).await,
+    }
+}
+
+/// Read and validate the local stack; warnings and problems go to stderr, and when there are
+/// problems nothing is sent.
+fn read_valid(source: &StackSource, name: &str) -> Result<(LocalStack, Loaded), CtlError> {
+    let local = source::read(source)?;
+    match local.load(name) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {}", source::located(&local.compose_path, w));
+            }
+            Ok((local, loaded))
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            Err(CtlError::Local(format!(
+                "{} is not valid ({} problem{} above): fix it and run again; nothing was sent to the server",
+                local.compose_path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            )))
+        }
+    }
+}
+
+async fn apply(
+    source: &StackSource,
+    name: String,
+    selector: String,
+    dry_run: bool,
+    path: &Path,
+    server: Option<&str>,
+    out: Format,
+) -> Result<(), CtlError> {
+    let (local, loaded) = read_valid(source, &name)?;
+    let (_, mut ctl) = client::open(path, server).await?;
+    let r = ctl
+        .apply_stack(pb::ApplyStackRequest {
+            name: name.clone(),
+            selector,
+            compose: local.compose.clone().into_bytes(),
+            env: local.env.clone().into_iter().collect(),
+            files: local
+                .files
+                .iter()
+                .map(|f| pb::StackFile {
+                    path: f.path.clone(),
+                    content: f.content.clone(),
+                    mode: f.mode,
+                })
+                .collect(),
+            dry_run,
+        })
+        .await
+        .map_err(|s| refused(&format!("apply stack {name}"), s))?
+        .into_inner();
+    let warnings = merge_warnings(&local.compose_path, &loaded.warnings, &r.warnings);
+    match out {
+        Format::Json => output::json(&json!({
+            "name": name, "revision": r.revision, "unchanged": r.unchanged, "dry_run": dry_run,
+            "hosts": r.hosts, "warnings": warnings,
+        })),
+        Format::Table => {
+            if dry_run {
+                println!(
+                    "stack {name} (dry run, nothing stored): revision {}{}",
+                    r.revision,
+                    if r.unchanged { ", unchanged" } else { "" }
+                );
+            } else if r.unchanged {
+                println!("stack {name}: unchanged (revision {})", r.revision);
+            } else {
+                println!("stack {name}: revision {}", r.revision);
+            }
+            if r.hosts.is_empty() {
+                println!("assigned to no host: no enrolled host's labels match the selector");
+            } else {
+                println!(
+                    "assigned to {} host{}: {}",
+                    r.hosts.len(),
+                    if r.hosts.len() == 1 { "" } else { "s" },
+                    r.hosts.join(", ")
+                );
+            }
+            // The local warnings were printed when the file was checked.
+            for w in warnings.iter().skip(loaded.warnings.len()) {
+                println!("warning: {w}");
+            }
+            if !dry_run && !r.hosts.is_empty() {
+                eprintln!("follow the rollout with: nococtl status {name} -w");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The local warnings (with file and line), then the server's that do not repeat one of them.
+fn merge_warnings(file: &Path, local: &[Diagnostic], server: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = local.iter().map(|d| source::located(file, d)).collect();
+    for w in server {
+        let repeated = local
+            .iter()
+            .any(|d| w.contains(&d.message) && (d.path.is_empty() || w.contains(&d.path)));
+        if !repeated {
+            all.push(w.clone());
+        }
+    }
+    all
+}
+
+async fn ls(path: &Path, server: Option<&str>, out: Format) -> Result<(), CtlError> {
+    let (_, mut ctl) = client::open(path, server).await?;
+    let stacks = ctl
+        .list_stacks(pb::ListStacksRequest {})
+        .await
+        .map_err(|s| refused("list stacks", s))?
+        .into_inner()
+        .stacks;
+    match out {
+        Format::Json => output::json(&json!(stacks.iter().map(summary_json).collect::<Vec<_>>())),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = stacks
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        short_revision(&s.revision),
+                        or_dash(&s.selector),
+                        s.hosts.to_string(),
+                        format!("{}/{}", s.healthy, s.hosts),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "REVISION", "SELECTOR", "HOSTS", "HEALTHY"], &rows);
+        }
+    }
+    Ok(())
+}
+
+async fn show(
+    name: String,
+    revision: Option<String>,
+    path: &Path,
+    server: Option<&str>,
+    out: Format,
+) -> Result<(), CtlError> {
+    let (_, mut ctl) = client::open(path, server).await?;
+    let r = ctl
+        .get_stack(pb::GetStackRequest {
+            name: name.clone(),
+            revision: revision.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| refused(&format!("show stack {name}"), s))?
+        .into_inner();
+    let summary = r.summary.clone().unwrap_or_default();
+    let env: BTreeMap<&String, &String> = r.env.iter().collect();
+    let compose = String::from_utf8_lossy(&r.compose);
+    match out {
+        Format::Json => output::json(&json!({
+            "name": summary.name, "revision": r.revision, "current_revision": summary.revision,
+            "selector": summary.selector, "hosts": summary.hosts, "healthy": summary.healthy,
+            "updated": rfc3339_ms(summary.updated_unix_ms), "updated_unix_ms": summary.updated_unix_ms,
+            "compose": compose, "env": env, "files": r.files,
+            "history": r.history.iter().map(|h| json!({
+                "revision": h.revision, "selector": h.selector, "applied": rfc3339_ms(h.applied_unix_ms),
+                "applied_unix_ms": h.applied_unix_ms, "applied_by": h.applied_by,
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            let current = if r.revision == summary.revision {
+                " (current)".to_string()
+            } else {
+                format!(" (current: {})", summary.revision)
+            };
+            println!("stack:     {}", summary.name);
+            println!("revision:  {}{current}", r.revision);
+            println!("selector:  {}", or_dash(&summary.selector));
+            println!(
+                "hosts:     {} matched, {} healthy",
+                summary.hosts, summary.healthy
+            );
+            println!("updated:   {}", rfc3339_ms(summary.updated_unix_ms));
+            println!("\ncompose file:");
+            for line in compose.lines() {
+                println!("  {line}");
+            }
+            println!("\nenv (as the server shows it: values masked):");
+            if env.is_empty() {
+                println!("  -");
+            }
+            for (k, v) in &env {
+                println!("  {k}={v}");
+            }
+            println!("\nfiles:");
+            if r.files.is_empty() {
+                println!("  -");
+            }
+            for f in &r.files {
+                println!("  {f}");
+            }
+            println!("\nhistory:");
+            let rows: Vec<Vec<String>> = r
+                .history
+                .iter()
+                .map(|h| {
+                    vec![
+                        short_revision(&h.revision),
+                        or_dash(&h.selector),
+                        rfc3339_ms(h.applied_unix_ms),
+                        or_dash(&h.applied_by),
+                    ]
+                })
+                .collect();
+            output::table(&["REVISION", "SELECTOR", "APPLIED", "BY"], &rows);
+        }
+    }
+    Ok(())
+}
+
+async fn diff(
+    source: &StackSource,
+    name: String,
+    path: &Path,
+    server: Option<&str>,
+    out: Format,
+) -> Result<(), CtlError> {
+    let (local, loaded) = read_valid(source, &name)?;
+    let digest = RevisionSource {
+        compose: local.compose.clone().into_bytes(),
+        env: local.env.clone(),
+        files: local.files.clone(),
+    }
+    .digest();
+    let (_, mut ctl) = client::open(path, server).await?;
+    let current = match ctl
+        .get_stack(pb::GetStackRequest {
+            name: name.clone(),
+            revision: String::new(),
+        })
+        .await
+    {
+        Ok(r) => Some(r.into_inner()),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => return Err(refused(&format!("read stack {name}"), s)),
+    };
+
+    let empty = noco_compose::model::Project {
+        name: name.clone(),
+        services: BTreeMap::new(),
+        networks: BTreeMap::new(),
+        volumes: BTreeMap::new(),
+    };
+    let (old_project, current_revision, old_env, old_files) = match &current {
+        None => (empty, String::new(), Vec::new(), Vec::new()),
+        Some(r) => {
+            // Loaded with the local variables and files: the server masks variable values and
+            // does not send file contents.
+            let label = format!("{name}@{}", short_revision(&r.revision));
+            let text = String::from_utf8_lossy(&r.compose);
+            let old = source::load_compose(
+                Path::new(&label),
+                &text,
+                &name,
+                &local.env,
+                &local.files,
+            )
+            .map_err(|problems| {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                CtlError::Local(format!(
+                    "the current revision of stack {name} ({}) does not load with the local --env-file variables and --file files (problems above), so it cannot be compared",
+                    r.revision
+                ))
+            })?;
+            (
+                old.project,
+                r.revision.clone(),
+                r.env.keys().cloned().collect(),
+                r.files.clone(),
+            )
+        }
+    };
+    let changes = diff::diff_projects(&old_project, &loaded.project);
+    let (env_added, env_removed) = diff::names_diff(
+        old_env.iter().map(String::as_str),
+        local.env.keys().map(String::as_str),
+    );
+    let (files_added, files_removed) = diff::names_diff(
+        old_files.iter().map(String::as_str),
+        local.files.iter().map(|f| f.path.as_str()),
+    );
+    let unchanged = digest == current_revision;
+    match out {
+        Format::Json => output::json(&json!({
+            "name": name, "exists": current.is_some(), "current_revision": current_revision,
+            "revision": digest, "unchanged": unchanged,
+            "services": section_json(&changes.services),
+            "networks": section_json(&changes.networks),
+            "volumes": section_json(&changes.volumes),
+            "env": {"added": env_added, "removed": env_removed},
+            "files": {"added": files_added, "removed": files_removed},
+        })),
+        Format::Table => {
+            if current.is_none() {
+                println!("stack {name} does not exist yet: applying creates it");
+            } else {
+                println!(
+                    "stack {name}: current revision {}, these files make {}",
+                    short_revision(&current_revision),
+                    short_revision(&digest)
+                );
+            }
+            let names_same = env_added.is_empty()
+                && env_removed.is_empty()
+                && files_added.is_empty()
+                && files_removed.is_empty();
+            if unchanged {
+                println!("no changes");
+            } else if changes.is_empty() && names_same {
+                println!(
+                    "no changes to services, networks, volumes, variable names or file names; variable values or file contents differ (the server does not send them, so they are not shown)"
+                );
+            }
+            for line in diff_lines(
+                &changes,
+                &env_added,
+                &env_removed,
+                &files_added,
+                &files_removed,
+            ) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn diff_lines(
+    changes: &ProjectDiff,
+    env_added: &[String],
+    env_removed: &[String],
+    files_added: &[String],
+    files_removed: &[String],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (kind, section) in [
+        ("service", &changes.services),
+        ("network", &changes.networks),
+        ("volume", &changes.volumes),
+    ] {
+        lines.extend(section.added.iter().map(|n| format!("+ {kind} {n}")));
+        lines.extend(section.removed.iter().map(|n| format!("- {kind} {n}")));
+        for (n, fields) in &section.changed {
+            lines.push(format!("~ {kind} {n}"));
+            lines.extend(fields.iter().map(field_line));
+        }
+    }
+    lines.extend(env_added.iter().map(|k| format!("+ env {k}")));
+    lines.extend(env_removed.iter().map(|k| format!("- env {k}")));
+    lines.extend(files_added.iter().map(|f| format!("+ file {f}")));
+    lines.extend(files_removed.iter().map(|f| format!("- file {f}")));
+    lines
+}
+
+/// `    image: "nginx:1.25" → "nginx:1.27"`; objects show only their keys that differ.
+fn field_line(c: &FieldChange) -> String {
+    let (old, new) = diff::narrowed(&c.old, &c.new);
+    format!(
+        "    {}: {} → {}",
+        c.field,
+        show_value(&old, VALUE_WIDTH),
+        show_value(&new, VALUE_WIDTH)
+    )
+}
+
+fn section_json(s: &SectionDiff) -> Value {
+    json!({
+        "added": s.added, "removed": s.removed,
+        "changed": s.changed.iter().map(|(name, fields)| json!({
+            "name": name,
+            "fields": fields.iter().map(|f| json!({"field": f.field, "old": f.old, "new": f.new})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn rm(name: String, path: &Path, server: Option<&str>, out: Format) -> Result<(), CtlError> {
+    let (_, mut ctl) = client::open(path, server).await?;
+    let r = ctl
+        .remove_stack(pb::RemoveStackRequest { name: name.clone() })
+        .await
+        .map_err(|s| refused(&format!("remove stack {name}"), s))?
+        .into_inner();
+    match out {
+        Format::Json => {
+            output::json(&json!({"name": name, "hosts": r.hosts, "volumes_kept": true}))
+        }
+        Format::Table => {
+            if r.hosts.is_empty() {
+                println!("removed stack {name}; it was assigned to no host");
+            } else {
+                println!(
+                    "removed stack {name} from {} host{}: {}",
+                    r.hosts.len(),
+                    if r.hosts.len() == 1 { "" } else { "s" },
+                    r.hosts.join(", ")
+                );
+                println!(
+                    "its volumes are kept on those hosts (docker volume rm them there if their data is no longer needed)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn summary_json(s: &pb::StackSummary) -> Value {
+    json!({
+        "name": s.name, "selector": s.selector, "revision": s.revision, "hosts": s.hosts,
+        "healthy": s.healthy, "updated": rfc3339_ms(s.updated_unix_ms), "updated_unix_ms": s.updated_unix_ms,
+    })
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_warnings_that_repeat_a_local_one_are_shown_once() {
+        let local = [Diagnostic::new(
+            "version",
+            Some(1),
+            "\"version\" is obsolete and ignored",
+        )];
+        let server = [
+            "version (line 1): \"version\" is obsolete and ignored".to_string(),
+            "selector matches no host".to_string(),
+        ];
+        let all = merge_warnings(Path::new("compose.yaml"), &local, &server);
+        assert_eq!(
+            all,
+            [
+                "compose.yaml:1: version: \"version\" is obsolete and ignored",
+                "selector matches no host"
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_lines_mark_added_removed_and_changed_fields() {
+        let changes = ProjectDiff {
+            services: SectionDiff {
+                added: vec!["cache".into()],
+                removed: vec!["db".into()],
+                changed: vec![(
+                    "web".into(),
+                    vec![FieldChange {
+                        field: "image".into(),
+                        old: json!("nginx:1.25"),
+                        new: json!("nginx:1.27"),
+                    }],
+                )],
+            },
+            ..Default::default()
+        };
+        let lines = diff_lines(&changes, &["NEW".into()], &[], &[], &["old.conf".into()]);
+        assert_eq!(
+            lines,
+            [
+                "+ service cache",
+                "- service db",
+                "~ service web",
+                "    image: \"nginx:1.25\" → \"nginx:1.27\"",
+                "+ env NEW",
+                "- file old.conf",
+            ]
+        );
+    }
+}

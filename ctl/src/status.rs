@@ -1,0 +1,723 @@
+//! `nococtl status [STACK] [-w]`: hosts × stacks, comparing what the server assigns each host
+//! with what its agent reports, and (with `-w`) waiting until every online host runs its
+//! stacks converged and healthy.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use noco_proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::client;
+use crate::error::{CtlError, refused};
+use crate::output::{self, Format, rfc3339_ms, short_revision};
+
+/// How long the ERROR column may be in the table.
+const ERROR_WIDTH: usize = 80;
+/// How long one Status call may take while watching.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where one stack stands on one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The report is of the assigned revision, converged, every service running and healthy.
+    Healthy,
+    /// The agent does not report the assigned revision yet.
+    Pending,
+    Applying,
+    /// Converged, but some service is not running all its replicas or not healthy yet.
+    Starting,
+    /// Converged, and some service's healthcheck fails.
+    Unhealthy,
+    Failed,
+    /// Refused: by the agent's host policy, or the host's whole desired state was refused.
+    Refused,
+    /// The agent still reports a stack that is no longer assigned to it.
+    Removing,
+    Offline,
+    Revoked,
+    /// An online host with nothing assigned or reported.
+    Idle,
+    /// A state this nococtl does not know.
+    Other(String),
+}
+
+impl State {
+    fn text(&self) -> &str {
+        match self {
+            State::Healthy => "healthy",
+            State::Pending => "pending",
+            State::Applying => "applying",
+            State::Starting => "starting",
+            State::Unhealthy => "unhealthy",
+            State::Failed => "failed",
+            State::Refused => "refused",
+            State::Removing => "removing",
+            State::Offline => "offline",
+            State::Revoked => "revoked",
+            State::Idle => "-",
+            State::Other(s) => s,
+        }
+    }
+}
+
+/// What a row means for `status -w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Waiting,
+    Failed,
+    /// Not waited for: offline or revoked hosts, hosts with nothing assigned.
+    Ignored,
+}
+
+/// One line of the table: one stack on one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub host: String,
+    pub status: String,
+    /// `-` for a host with no stacks.
+    pub stack: String,
+    /// The revision the server assigns (empty: none, the stack is being removed).
+    pub assigned: String,
+    /// The revision the agent reports (empty: none).
+    pub reported: String,
+    pub state: State,
+    /// The host's accepted desired state has expired.
+    pub stale: bool,
+    /// The host refused a desired state while this stack stayed as it was.
+    pub refused_other: bool,
+    /// `ready/total` services, `-` when nothing is reported.
+    pub services: String,
+    pub error: String,
+}
+
+impl Row {
+    pub fn outcome(&self) -> Outcome {
+        if self.status != "online" {
+            return Outcome::Ignored;
+        }
+        match self.state {
+            State::Healthy if !self.stale => Outcome::Done,
+            State::Failed | State::Refused => Outcome::Failed,
+            State::Idle | State::Offline | State::Revoked => Outcome::Ignored,
+            _ => Outcome::Waiting,
+        }
+    }
+
+    /// `healthy`, `healthy, stale`, `pending, refused` …
+    pub fn state_text(&self) -> String {
+        let mut text = self.state.text().to_string();
+        if self.stale {
+            text.push_str(", stale");
+        }
+        if self.refused_other {
+            text.push_str(", refused");
+        }
+        text
+    }
+
+    /// The revision the host runs; `old→new` while it differs from the assigned one.
+    pub fn revision_text(&self) -> String {
+        if self.reported == self.assigned {
+            short_revision(&self.assigned)
+        } else {
+            format!(
+                "{}→{}",
+                short_revision(&self.reported),
+                short_revision(&self.assigned)
+            )
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.host.clone(),
+            self.status.clone(),
+            self.stack.clone(),
+            self.revision_text(),
+            self.state_text(),
+            self.services.clone(),
+            if self.error.is_empty() {
+                "-".to_string()
+            } else {
+                truncate(&self.error, ERROR_WIDTH)
+            },
+        ]
+    }
+}
+
+const HEADER: [&str; 7] = [
+    "HOST", "STATUS", "STACK", "REVISION", "STATE", "SERVICES", "ERROR",
+];
+
+/// The rows of one host: one per assigned stack, one per reported stack no longer assigned,
+/// or a single `-` row for a host with neither (left out when `only` names a stack).
+pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
+    let reported: BTreeMap<&str, &pb::StackReport> = h
+        .reported
+        .iter()
+        .filter(|r| wanted(&r.name))
+        .map(|r| (r.name.as_str(), r))
+        .collect();
+    let mut rows = Vec::new();
+    let host_refused = !h.refused.is_empty();
+    // The agent refused the newest state the server sent: stacks not yet at their assigned
+    // revision will not get there.
+    let newest_refused = host_refused && h.desired_generation > h.applied_generation;
+    let row = |stack: &str, assigned: &str, report: Option<&&pb::StackReport>, state: State| {
+        let error = match (&state, report) {
+            (State::Failed | State::Refused, Some(r)) if !r.error.is_empty() => r.error.clone(),
+            _ if host_refused => format!("state refused: {}", h.refused),
+            _ => String::new(),
+        };
+        Row {
+            host: h.host.clone(),
+            status: h.status.clone(),
+            stack: stack.to_string(),
+            assigned: assigned.to_string(),
+            reported: report.map(|r| r.revision.clone()).unwrap_or_default(),
+            refused_other: host_refused && state != State::Refused,
+            state,
+            stale: h.stale,
+            services: report.map_or_else(|| "-".to_string(), |r| services_text(r)),
+            error,
+        }
+    };
+    let offline = match h.status.as_str() {
+        "online" => None,
+        "revoked" => Some(State::Revoked),
+        _ => Some(State::Offline),
+    };
+    for a in h.assigned.iter().filter(|a| wanted(&a.name)) {
+        let report = reported.get(a.name.as_str());
+        let state = match (&offline, report) {
+            (Some(s), _) => s.clone(),
+            (None, Some(r)) if r.revision == a.revision => reported_state(r),
+            (None, _) if newest_refused => State::Refused,
+            (None, _) => State::Pending,
+        };
+        rows.push(row(&a.name, &a.revision, report, state));
+    }
+    for (name, report) in &reported {
+        if h.assigned.iter().any(|a| a.name == *name) {
+            continue;
+        }
+        let state = offline.clone().unwrap_or(State::Removing);
+        rows.push(row(name, "", Some(report), state));
+    }
+    if rows.is_empty() && only.is_none() {
+        rows.push(row("-", "", None, offline.unwrap_or(State::Idle)));
+    }
+    rows
+}
+
+/// A reported stack at the assigned revision: its state, and for converged ones its health.
+fn reported_state(r: &pb::StackReport) -> State {
+    match r.state.as_str() {
+        "converged" => {
+            if r.services.iter().all(service_ready) {
+                State::Healthy
+            } else if r.services.iter().any(|s| s.health == "unhealthy") {
+                State::Unhealthy
+            } else {
+                State::Starting
+            }
+        }
+        "applying" => State::Applying,
+        "failed" => State::Failed,
+        "refused" => State::Refused,
+        other => State::Other(other.to_string()),
+    }
+}
+
+fn service_ready(s: &pb::ServiceReport) -> bool {
+    s.running >= s.desired && matches!(s.health.as_str(), "healthy" | "none" | "")
+}
+
+fn services_text(r: &pb::StackReport) -> String {
+    let ready = r.services.iter().filter(|s| service_ready(s)).count();
+    format!("{ready}/{}", r.services.len())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn all_rows(hosts: &[pb::HostStatus], only: Option<&str>) -> Vec<Row> {
+    hosts.iter().flat_map(|h| host_rows(h, only)).collect()
+}
+
+pub async fn run(
+    stack: Option<String>,
+    watch: bool,
+    timeout: Duration,
+    path: &Path,
+    server: Option<&str>,
+    out: Format,
+) -> Result<(), CtlError> {
+    let (_, mut ctl) = client::open(path, server).await?;
+    let request = pb::StatusRequest {
+        stack: stack.clone().unwrap_or_default(),
+    };
+    let only = stack.as_deref();
+    if !watch {
+        let hosts = ctl
+            .status(request)
+            .await
+            .map_err(|s| refused("status", s))?
+            .into_inner()
+            .hosts;
+        match out {
+            Format::Json => output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>())),
+            Format::Table => {
+                let rows = all_rows(&hosts, only);
+                if rows.is_empty() {
+                    println!("{}", nothing_text(only));
+                } else {
+                    output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
+                }
+            }
+        }
+        return Ok(());
+    }
+
+    let started = tokio::time::Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut last: Option<Vec<pb::HostStatus>> = None;
+    loop {
+        let call = tokio::time::timeout(CALL_TIMEOUT, ctl.status(request.clone())).await;
+        let problem = match call {
+            Ok(Ok(r)) => {
+                last = Some(r.into_inner().hosts);
+                None
+            }
+            Ok(Err(s)) if last.is_none() => return Err(refused("status", s)),
+            Ok(Err(s)) => Some(refused("status", s).to_string()),
+            Err(_) => Some(format!(
+                "status: no answer from the server within {}",
+                humantime::format_duration(CALL_TIMEOUT)
+            )),
+        };
+        let hosts = last.clone().unwrap_or_default();
+        let rows = all_rows(&hosts, only);
+        let elapsed = started.elapsed();
+        let verdict = verdict(&rows);
+        if out == Format::Table {
+            if tty {
+                print!("\x1b[H\x1b[2J");
+                if rows.is_empty() {
+                    println!("{}", nothing_text(only));
+                } else {
+                    output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
+                }
+                println!(
+                    "\n{} — {} elapsed of {}",
+                    verdict.summary(),
+                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                    humantime::format_duration(timeout)
+                );
+            } else {
+                print_changes(&rows, &mut shown);
+            }
+        }
+        if let Some(p) = &problem {
+            eprintln!("nococtl: {p} (retrying)");
+        }
+        let finish = |result: Result<(), CtlError>| {
+            if out == Format::Json {
+                output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>()));
+            }
+            result
+        };
+        if !verdict.failed.is_empty() {
+            for r in &verdict.failed {
+                eprintln!(
+                    "{} on {}: {}: {}",
+                    r.stack,
+                    r.host,
+                    r.state.text(),
+                    if r.error.is_empty() {
+                        "(no error reported)"
+                    } else {
+                        &r.error
+                    }
+                );
+            }
+            return finish(Err(CtlError::Refused(format!(
+                "{} of the watched stacks failed or were refused (above)",
+                verdict.failed.len()
+            ))));
+        }
+        if problem.is_none() && verdict.waiting.is_empty() {
+            if out == Format::Table && !tty {
+                println!("{}", verdict.summary());
+            }
+            return finish(Ok(()));
+        }
+        if elapsed >= timeout {
+            let pending: Vec<String> = verdict
+                .waiting
+                .iter()
+                .map(|r| format!("{} on {} ({})", r.stack, r.host, r.state_text()))
+                .collect();
+            let what = if pending.is_empty() {
+                problem.unwrap_or_else(|| "the server's status".to_string())
+            } else {
+                format!("still waiting for {}", pending.join(", "))
+            };
+            return finish(Err(CtlError::Refused(format!(
+                "timed out after {}: {what}",
+                humantime::format_duration(timeout)
+            ))));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The rows `-w` still waits for and those that failed.
+struct Verdict<'a> {
+    done: usize,
+    waiting: Vec<&'a Row>,
+    failed: Vec<&'a Row>,
+}
+
+impl Verdict<'_> {
+    fn summary(&self) -> String {
+        if self.waiting.is_empty() && self.failed.is_empty() {
+            if self.done == 0 {
+                "nothing to wait for: no online host has a matching stack assigned".to_string()
+            } else {
+                format!("all {} converged and healthy", self.done)
+            }
+        } else {
+            format!(
+                "{} healthy, {} waiting, {} failed",
+                self.done,
+                self.waiting.len(),
+                self.failed.len()
+            )
+        }
+    }
+}
+
+fn verdict(rows: &[Row]) -> Verdict<'_> {
+    let mut v = Verdict {
+        done: 0,
+        waiting: Vec::new(),
+        failed: Vec::new(),
+    };
+    for r in rows {
+        match r.outcome() {
+            Outcome::Done => v.done += 1,
+            Outcome::Waiting => v.waiting.push(r),
+            Outcome::Failed => v.failed.push(r),
+            Outcome::Ignored => {}
+        }
+    }
+    v
+}
+
+/// Not a terminal: one line per row that appeared or changed, one per row that went away.
+fn print_changes(rows: &[Row], shown: &mut BTreeMap<(String, String), String>) {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now());
+    let mut seen = BTreeMap::new();
+    for r in rows {
+        let key = (r.host.clone(), r.stack.clone());
+        let line = format!(
+            "{} {} {} {} {} services {}{}",
+            r.host,
+            r.status,
+            r.stack,
+            r.revision_text(),
+            r.state_text(),
+            r.services,
+            if r.error.is_empty() {
+                String::new()
+            } else {
+                format!(" error: {}", truncate(&r.error, ERROR_WIDTH))
+            }
+        );
+        if shown.get(&key) != Some(&line) {
+            println!("{now} {line}");
+        }
+        seen.insert(key, line);
+    }
+    for (host, stack) in shown.keys() {
+        if !seen.contains_key(&(host.clone(), stack.clone())) {
+            println!("{now} {host} {stack} gone");
+        }
+    }
+    *shown = seen;
+}
+
+fn nothing_text(only: Option<&str>) -> String {
+    match only {
+        Some(s) => format!("stack {s} is assigned to no host, and no host reports it"),
+        None => "no hosts".to_string(),
+    }
+}
+
+/// HostStatus as JSON, every field as the server sent it.
+fn host_json(h: &pb::HostStatus) -> Value {
+    json!({
+        "host": h.host, "host_id": h.host_id, "status": h.status,
+        "desired_generation": h.desired_generation, "applied_generation": h.applied_generation,
+        "stale": h.stale, "refused": h.refused,
+        "assigned": h.assigned.iter().map(|a| json!({"name": a.name, "revision": a.revision})).collect::<Vec<_>>(),
+        "reported": h.reported.iter().map(|r| json!({
+            "name": r.name, "revision": r.revision, "state": r.state, "error": r.error,
+            "applied_unix_ms": r.applied_unix_ms, "applied": rfc3339_ms(r.applied_unix_ms),
+            "services": r.services.iter().map(|s| json!({
+                "name": s.name, "running": s.running, "desired": s.desired, "health": s.health,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "reported_unix_ms": h.reported_unix_ms, "reported_at": rfc3339_ms(h.reported_unix_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const R2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn host(
+        status: &str,
+        assigned: &[(&str, &str)],
+        reported: Vec<pb::StackReport>,
+    ) -> pb::HostStatus {
+        pb::HostStatus {
+            host: "web-1".into(),
+            host_id: "h1".into(),
+            status: status.into(),
+            desired_generation: 4,
+            applied_generation: 4,
+            assigned: assigned
+                .iter()
+                .map(|(n, r)| pb::AssignedStack {
+                    name: n.to_string(),
+                    revision: r.to_string(),
+                })
+                .collect(),
+            reported,
+            ..Default::default()
+        }
+    }
+
+    fn report(
+        name: &str,
+        revision: &str,
+        state: &str,
+        services: &[(u32, u32, &str)],
+    ) -> pb::StackReport {
+        pb::StackReport {
+            name: name.into(),
+            revision: revision.into(),
+            state: state.into(),
+            services: services
+                .iter()
+                .enumerate()
+                .map(|(i, (running, desired, health))| pb::ServiceReport {
+                    name: format!("s{i}"),
+                    running: *running,
+                    desired: *desired,
+                    health: health.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn only_row(h: &pb::HostStatus) -> Row {
+        let rows = host_rows(h, None);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows[0].clone()
+    }
+
+    #[test]
+    fn converged_with_every_service_running_and_healthy_is_healthy_and_done() {
+        let h = host(
+            "online",
+            &[("shop", R1)],
+            vec![report(
+                "shop",
+                R1,
+                "converged",
+                &[(2, 2, "healthy"), (1, 1, "none")],
+            )],
+        );
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Healthy);
+        assert_eq!(r.services, "2/2");
+        assert_eq!(r.revision_text(), "111111111111");
+        assert_eq!(r.outcome(), Outcome::Done);
+    }
+
+    #[test]
+    fn a_host_reporting_an_older_revision_is_pending() {
+        let h = host(
+            "online",
+            &[("shop", R2)],
+            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+        );
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Pending);
+        assert_eq!(r.revision_text(), "111111111111→222222222222");
+        assert_eq!(r.outcome(), Outcome::Waiting);
+        let not_reported = only_row(&host("online", &[("shop", R2)], vec![]));
+        assert_eq!(not_reported.state, State::Pending);
+        assert_eq!(not_reported.services, "-");
+    }
+
+    #[test]
+    fn converged_but_not_all_ready_is_starting_or_unhealthy() {
+        let starting = host(
+            "online",
+            &[("shop", R1)],
+            vec![report(
+                "shop",
+                R1,
+                "converged",
+                &[(1, 2, "healthy"), (1, 1, "starting")],
+            )],
+        );
+        assert_eq!(only_row(&starting).state, State::Starting);
+        assert_eq!(only_row(&starting).services, "0/2");
+        let unhealthy = host(
+            "online",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "unhealthy")])],
+        );
+        assert_eq!(only_row(&unhealthy).state, State::Unhealthy);
+        assert_eq!(only_row(&unhealthy).outcome(), Outcome::Waiting);
+    }
+
+    #[test]
+    fn failed_and_policy_refused_stacks_show_their_error_and_fail_the_watch() {
+        let mut failed = report("shop", R1, "failed", &[(0, 1, "none")]);
+        failed.error = "service web: pull nginx:nope: not found".into();
+        let r = only_row(&host("online", &[("shop", R1)], vec![failed]));
+        assert_eq!(r.state, State::Failed);
+        assert_eq!(r.error, "service web: pull nginx:nope: not found");
+        assert_eq!(r.outcome(), Outcome::Failed);
+
+        let mut refused = report("shop", R1, "refused", &[]);
+        refused.error = "service web: privileged containers are not allowed on this host".into();
+        let r = only_row(&host("online", &[("shop", R1)], vec![refused]));
+        assert_eq!(r.state, State::Refused);
+        assert_eq!(r.state_text(), "refused");
+        assert_eq!(r.outcome(), Outcome::Failed);
+    }
+
+    #[test]
+    fn a_refused_newest_state_makes_pending_stacks_refused_with_the_reason() {
+        let mut h = host(
+            "online",
+            &[("shop", R2)],
+            vec![report("shop", R1, "converged", &[])],
+        );
+        h.desired_generation = 5;
+        h.refused = "signature does not verify".into();
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Refused);
+        assert_eq!(r.error, "state refused: signature does not verify");
+        assert_eq!(r.outcome(), Outcome::Failed);
+    }
+
+    #[test]
+    fn a_refused_replay_leaves_a_healthy_stack_healthy_but_flagged() {
+        let mut h = host(
+            "online",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+        );
+        h.refused = "generation 2 is older than the accepted 4".into();
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Healthy);
+        assert_eq!(r.state_text(), "healthy, refused");
+        assert!(r.error.contains("older than"), "{}", r.error);
+        assert_eq!(r.outcome(), Outcome::Done);
+    }
+
+    #[test]
+    fn a_stale_host_shows_stale_and_is_still_waited_for() {
+        let mut h = host(
+            "online",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+        );
+        h.stale = true;
+        let r = only_row(&h);
+        assert_eq!(r.state_text(), "healthy, stale");
+        assert_eq!(r.outcome(), Outcome::Waiting);
+    }
+
+    #[test]
+    fn offline_hosts_show_offline_and_are_not_waited_for() {
+        let h = host(
+            "offline",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+        );
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Offline);
+        assert_eq!(r.outcome(), Outcome::Ignored);
+        let idle = only_row(&host("offline", &[], vec![]));
+        assert_eq!((idle.stack.as_str(), idle.state), ("-", State::Offline));
+    }
+
+    #[test]
+    fn a_reported_stack_no_longer_assigned_is_being_removed() {
+        let h = host("online", &[], vec![report("old", R1, "converged", &[])]);
+        let r = only_row(&h);
+        assert_eq!(r.state, State::Removing);
+        assert_eq!(r.revision_text(), "111111111111→-");
+        assert_eq!(r.outcome(), Outcome::Waiting);
+    }
+
+    #[test]
+    fn a_stack_filter_keeps_only_that_stack_and_drops_hosts_without_it() {
+        let h = host(
+            "online",
+            &[("shop", R1), ("blog", R2)],
+            vec![
+                report("shop", R1, "converged", &[]),
+                report("blog", R2, "applying", &[]),
+            ],
+        );
+        let rows = host_rows(&h, Some("blog"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, State::Applying);
+        assert!(host_rows(&host("online", &[], vec![]), Some("blog")).is_empty());
+        assert_eq!(only_row(&host("online", &[], vec![])).state, State::Idle);
+    }
+
+    #[test]
+    fn the_watch_verdict_counts_done_waiting_and_failed() {
+        let healthy = only_row(&host(
+            "online",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+        ));
+        let pending = only_row(&host("online", &[("shop", R2)], vec![]));
+        let offline = only_row(&host("offline", &[("shop", R2)], vec![]));
+        let rows = vec![healthy.clone(), pending, offline];
+        let v = verdict(&rows);
+        assert_eq!((v.done, v.waiting.len(), v.failed.len()), (1, 1, 0));
+        let rows = vec![healthy];
+        let v = verdict(&rows);
+        assert_eq!(v.summary(), "all 1 converged and healthy");
+    }
+}

@@ -1,0 +1,87 @@
+//! What the fleet tests share: a stack file in the fleet's directory, nococtl stack commands,
+//! the status table as JSON, and the containers of a project.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use noco_integration_tests::docker::{cleanup_project, testapp_image};
+use noco_integration_tests::stack::unique_project;
+use noco_integration_tests::{Fleet, Value, bin, path_str};
+
+/// A stack's compose file using the test image through `${IMAGE}` (set in `stack.env`).
+pub fn app_stack(version: &str) -> String {
+    format!(
+        "services:\n  app:\n    image: ${{IMAGE}}\n    environment: {{ VERSION: \"{version}\" }}\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 300ms\n      retries: 20\n"
+    )
+}
+
+/// Write `compose.yaml` and `stack.env` into the fleet's directory; returns the compose path.
+pub fn write_stack(fleet: &Fleet, yaml: &str) -> PathBuf {
+    let file = fleet.path("compose.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(fleet.path("stack.env"), format!("IMAGE={}\n", testapp_image())).unwrap();
+    file
+}
+
+/// `nococtl stack apply -f compose.yaml --name <name> --selector <selector> --env-file stack.env`.
+pub fn apply(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Value {
+    let file = write_stack(fleet, yaml);
+    let env = fleet.path("stack.env");
+    fleet.ctl_json(&["stack", "apply", "-f", path_str(&file), "--name", name, "--selector", selector, "--env-file", path_str(&env)])
+}
+
+/// The `nococtl status -o json` rows.
+pub fn status(fleet: &Fleet) -> Vec<Value> {
+    match fleet.ctl_json(&["status"]) {
+        Value::Array(a) => a,
+        other => panic!("status printed {other}"),
+    }
+}
+
+/// The status row of a host.
+pub fn host_status(fleet: &Fleet, host: &str) -> Value {
+    status(fleet).into_iter().find(|h| h["host"] == host).unwrap_or(Value::Null)
+}
+
+/// What a host reports for a stack: `(revision, state)`.
+pub fn reported(fleet: &Fleet, host: &str, stack: &str) -> Option<(String, String)> {
+    let h = host_status(fleet, host);
+    let stacks = h["reported"].as_array()?.clone();
+    let s = stacks.into_iter().find(|s| s["name"] == stack)?;
+    Some((s["revision"].as_str()?.to_string(), s["state"].as_str()?.to_string()))
+}
+
+/// The running containers of a compose project, by name.
+pub fn running(project: &str) -> Vec<String> {
+    let out = Command::new(bin("noco-agent")).args(["compose", "ps", "-p", project, "-o", "json"]).output().unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    rows.as_array()
+        .map(|a| a.iter().filter(|c| c["running"] == true).filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// A project prefix unique to this run (`<p>-`), with its projects cleaned up at drop.
+pub struct Prefix(pub String, Vec<String>);
+
+impl Prefix {
+    pub fn new(p: &str, stacks: &[&str]) -> Prefix {
+        let prefix = format!("{}-", unique_project(p));
+        let projects: Vec<String> = stacks.iter().map(|s| format!("{prefix}{s}")).collect();
+        for project in &projects {
+            cleanup_project(project);
+        }
+        Prefix(prefix, projects)
+    }
+
+    pub fn project(&self, stack: &str) -> String {
+        format!("{}{stack}", self.0)
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        for project in &self.1 {
+            cleanup_project(project);
+        }
+    }
+}
