@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # noco on one machine: a server and a local agent on the embedded default (sled under
-# .noco-dev/), enrolled through the real join-token flow, ending with `nococtl host ls`.
+# .noco-dev/), enrolled through the real join-token flow; then an example stack
+# (deploy/example/compose.yaml) deployed through the server, ending with `nococtl status`
+# showing it healthy. No registry is needed: the example image is built locally.
 #
 #   deploy/quickstart.sh          build, start (or restart) both, show the fleet
 #   deploy/quickstart.sh stop     stop both (data stays in .noco-dev/)
-#   deploy/quickstart.sh clean    stop both and delete .noco-dev/
+#   deploy/quickstart.sh clean    stop both, remove the example stack's containers, delete .noco-dev/
 #
 # Environment: NOCO_DEV_DIR (default .noco-dev), NOCO_DEV_PORT (default 7443),
 # NOCO_DEV_PROFILE (debug or release, default debug).
@@ -32,7 +34,10 @@ stop() {
 
 case "${1:-up}" in
   stop) stop; echo "stopped (data kept in $DIR)"; exit 0 ;;
-  clean) stop; rm -rf "$DIR"; echo "removed $DIR"; exit 0 ;;
+  clean)
+    stop
+    [[ -x target/$PROFILE/noco-agent ]] && "target/$PROFILE/noco-agent" compose down -p example >/dev/null 2>&1 || true
+    rm -rf "$DIR"; echo "removed $DIR"; exit 0 ;;
   up) ;;
   *) echo "usage: $0 [up|stop|clean]" >&2; exit 2 ;;
 esac
@@ -75,11 +80,29 @@ if [[ -z $online ]]; then
   echo "the agent did not come online; see $DIR/agent.log and $DIR/server.log" >&2
   exit 1
 fi
+
+# The example image: the static test workload alone in a FROM scratch image, built locally.
+RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/testapp \
+  cargo build --quiet --release -p noco-testapp
+ctx=$(mktemp -d)
+cp target/testapp/release/noco-testapp "$ctx/"
+printf 'FROM scratch\nCOPY noco-testapp /noco-testapp\nEXPOSE 8080\nENTRYPOINT ["/noco-testapp"]\n' >"$ctx/Dockerfile"
+if ! DOCKER_BUILDKIT=0 docker build --quiet -t noco-example:latest "$ctx" >"$DIR/image-build.log" 2>&1; then
+  cat "$DIR/image-build.log" >&2
+  exit 1
+fi
+rm -rf "$ctx"
+
+"$BIN/nococtl" stack apply -f deploy/example/compose.yaml --name example --selector role=dev
+"$BIN/nococtl" status example --watch --timeout 3m >/dev/null
+"$BIN/nococtl" status
 cat <<MSG
 
-noco is up: server on $URL, agent local-1 online. Logs: $DIR/server.log, $DIR/agent.log
+noco is up: server on $URL, agent local-1 online, stack "example" healthy.
+Logs: $DIR/server.log, $DIR/agent.log
   export NOCO_CONFIG=$DIR/server/admin.nococtl.toml
   $BIN/nococtl host ls         # the fleet
+  $BIN/nococtl stack ls        # stacks and where they run
   $BIN/nococtl audit           # who did what
   deploy/quickstart.sh stop    # stop both
 MSG

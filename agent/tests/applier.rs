@@ -177,11 +177,19 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
         )
         .await
         .unwrap();
-    // The correction is reported (the report is sent even though it reads as before).
-    tokio::time::timeout(Duration::from_secs(60), watch_status.changed())
-        .await
-        .expect("no report after the drift was corrected")
-        .unwrap();
+    // The correction is reported (the report is sent even though it reads as before); a first
+    // attempt may race Docker's own removal, so wait for the outcome, not the first report.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::timeout_at(deadline, watch_status.changed())
+            .await
+            .expect("no report after the drift was corrected")
+            .unwrap();
+        let now = project::ps(&engine, &project_name).await.unwrap();
+        if now.len() == 1 && now[0].id != before[0].id && now[0].state.is_running() {
+            break;
+        }
+    }
     let now = project::ps(&engine, &project_name).await.unwrap();
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0].id, before[0].id);

@@ -402,7 +402,13 @@ impl Fleet {
         let data = self.path(&format!("agent-{name}"));
         let mut args = vec!["run", "--data-dir", path_str(&data), "--max-backoff", "1s"];
         args.extend(extra);
-        spawn(&format!("agent-{name}"), &bin("noco-agent"), &args, self.dir.path(), &[])
+        spawn(
+            &format!("agent-{name}"),
+            &bin("noco-agent"),
+            &args,
+            self.dir.path(),
+            &[],
+        )
     }
 
     /// Start `noco-agent run` for an enrolled host.

@@ -23,6 +23,24 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
     }
 }
 
+/// Stack names become compose project names on hosts: 1–63 of `a-z 0-9 - _`, starting with a
+/// letter or digit (no `.`).
+pub fn check_stack_name(name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "stack name {name:?} is not valid: use 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit (it becomes the compose project name)"
+        )))
+    }
+}
+
 /// Label keys: 1–63 of `A-Z a-z 0-9 - _ . /`, starting and ending with a letter or digit.
 /// Values: up to 63 of `A-Z a-z 0-9 - _ .`.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
@@ -76,6 +94,14 @@ mod tests {
         for bad in ["", "-x", "Web", "a b", &"x".repeat(64), "a/b"] {
             let err = check_name("host", bad).unwrap_err();
             assert!(err.message().contains("host name"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stack_names_are_compose_project_names() {
+        check_stack_name("shop_2-eu").unwrap();
+        for bad in ["", "shop.eu", "Shop", "-x", &"s".repeat(64)] {
+            assert!(check_stack_name(bad).is_err(), "{bad:?}");
         }
     }
 

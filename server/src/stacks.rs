@@ -44,7 +44,7 @@ pub async fn apply(
     caller: &Caller,
     req: pb::ApplyStackRequest,
 ) -> Result<pb::ApplyStackResponse, Status> {
-    crate::names::check_name("stack", &req.name)?;
+    crate::names::check_stack_name(&req.name)?;
     let existing = shared
         .store
         .stack(&req.name)

@@ -227,14 +227,25 @@ async fn run_service(
                 id,
                 name: cname,
                 reason,
-                ..
-            } => {
-                d::start(&ctx.docker, id)
-                    .await
-                    .map_err(|e| fail(name, format!("starting {cname}: {}", docker_message(&e))))?;
-                actions.push(format!("container {cname}: started ({reason})"));
-                containers.push(id.clone());
-            }
+                number,
+            } => match d::start(&ctx.docker, id).await {
+                Ok(()) => {
+                    actions.push(format!("container {cname}: started ({reason})"));
+                    containers.push(id.clone());
+                }
+                // Removed between observing and acting (by hand, or by Docker): make it anew.
+                Err(e) if super::not_found(&e) => {
+                    let id = create_and_start(ctx, svc, &plan.hash, *number, None).await?;
+                    actions.push(format!("container {cname}: created (it was removed)"));
+                    containers.push(id);
+                }
+                Err(e) => {
+                    return Err(fail(
+                        name,
+                        format!("starting {cname}: {}", docker_message(&e)),
+                    ));
+                }
+            },
             Step::Restart {
                 id,
                 name: cname,
@@ -398,16 +409,32 @@ async fn create_and_start(
     if let Some(p) = &svc.platform {
         opts = opts.platform(p);
     }
-    let created = ctx
+    let opts = opts.build();
+    let mut attempt = ctx
         .docker
-        .create_container(Some(opts.build()), body)
-        .await
-        .map_err(|e| {
-            fail(
-                &svc.name,
-                format!("creating container {cname}: {}", docker_message(&e)),
-            )
-        })?;
+        .create_container(Some(opts.clone()), body.clone())
+        .await;
+    // The name may still be held by a container Docker is removing: wait for it, briefly.
+    for _ in 0..20 {
+        match &attempt {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                attempt = ctx
+                    .docker
+                    .create_container(Some(opts.clone()), body.clone())
+                    .await;
+            }
+            _ => break,
+        }
+    }
+    let created = attempt.map_err(|e| {
+        fail(
+            &svc.name,
+            format!("creating container {cname}: {}", docker_message(&e)),
+        )
+    })?;
     let id = created.id;
     if svc.network_mode.is_none() {
         for key in svc.networks.keys().skip(1) {

@@ -75,6 +75,10 @@ pub async fn containers(
             }
             let status = c.status.unwrap_or_default();
             let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+            // A container Docker is removing is already gone for planning purposes.
+            if state == "removing" {
+                return None;
+            }
             Some(ObservedContainer {
                 id: c.id.unwrap_or_default(),
                 name: c

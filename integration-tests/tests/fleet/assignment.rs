@@ -24,9 +24,15 @@ fn a_stack_follows_its_selector_through_changes_relabels_and_removal() {
     let first = apply(&fleet, "shop", "role=web", &app_stack("v1"));
     let rev1 = first["revision"].as_str().unwrap().to_string();
     assert_eq!(first["hosts"], serde_json::json!(["web-1"]));
-    eventually("web-1 to run shop", || (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into()))).then_some(()));
+    eventually("web-1 to run shop", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into())))
+            .then_some(())
+    });
     assert_eq!(running(&a.project("shop")).len(), 1);
-    assert!(running(&b.project("shop")).is_empty(), "db-1 does not match role=web");
+    assert!(
+        running(&b.project("shop")).is_empty(),
+        "db-1 does not match role=web"
+    );
     let before = running(&a.project("shop"));
 
     // The same content again is the same revision, and nothing happens.
@@ -37,18 +43,36 @@ fn a_stack_follows_its_selector_through_changes_relabels_and_removal() {
     let second = apply(&fleet, "shop", "role=web", &app_stack("v2"));
     let rev2 = second["revision"].as_str().unwrap().to_string();
     assert_ne!(rev1, rev2);
-    eventually("web-1 to run the new revision", || (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into()))).then_some(()));
-    assert_eq!(running(&a.project("shop")), before, "same container name, new container");
+    eventually("web-1 to run the new revision", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into())))
+            .then_some(())
+    });
+    assert_eq!(
+        running(&a.project("shop")),
+        before,
+        "same container name, new container"
+    );
 
     fleet.ctl_ok(&["host", "label", "db-1", "role=web"]);
-    eventually("db-1 to run shop after relabeling", || (running(&b.project("shop")).len() == 1).then_some(()));
+    eventually("db-1 to run shop after relabeling", || {
+        (running(&b.project("shop")).len() == 1).then_some(())
+    });
     fleet.ctl_ok(&["host", "label", "db-1", "role=db"]);
-    eventually("shop to leave db-1", || running(&b.project("shop")).is_empty().then_some(()));
+    eventually("shop to leave db-1", || {
+        running(&b.project("shop")).is_empty().then_some(())
+    });
 
     fleet.ctl_ok(&["stack", "rm", "shop"]);
-    eventually("shop to be removed from web-1", || running(&a.project("shop")).is_empty().then_some(()));
+    eventually("shop to be removed from web-1", || {
+        running(&a.project("shop")).is_empty().then_some(())
+    });
     let audit = fleet.audit();
     for action in ["stack.apply", "stack.remove"] {
-        assert!(audit.iter().any(|r| r["action"] == action && r["result"] == "ok"), "{action} not audited");
+        assert!(
+            audit
+                .iter()
+                .any(|r| r["action"] == action && r["result"] == "ok"),
+            "{action} not audited"
+        );
     }
 }

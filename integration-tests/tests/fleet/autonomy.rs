@@ -14,33 +14,58 @@ fn an_agent_restarted_while_the_server_is_down_keeps_its_stacks_and_corrects_dri
     let mut fleet = Fleet::start(ServerOptions::default());
     let p = Prefix::new("fauto", &["shop"]);
     fleet.enroll("web-1", "role=web");
-    let mut agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0, "--reconcile-interval", "2s"]);
+    let mut agent = fleet.run_agent_with(
+        "web-1",
+        &["--project-prefix", &p.0, "--reconcile-interval", "2s"],
+    );
     fleet.wait_status("web-1", "online");
-    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"].as_str().unwrap().to_string();
-    eventually("shop converged", || (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(()));
-    let generation = host_status(&fleet, "web-1")["applied_generation"].as_u64().unwrap();
+    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("shop converged", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(())
+    });
+    let generation = host_status(&fleet, "web-1")["applied_generation"]
+        .as_u64()
+        .unwrap();
 
     fleet.stop_server();
     agent.terminate();
     let name = running(&p.project("shop")).remove(0);
     let n = name.clone();
     with_docker(|docker| async move {
-        docker.remove_container(&n, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build())).await?;
+        docker
+            .remove_container(
+                &n,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await?;
         Ok(())
     })
     .unwrap();
     assert!(running(&p.project("shop")).is_empty());
 
     // No server: the agent applies what it persisted.
-    let _agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0, "--reconcile-interval", "2s"]);
-    eventually("the agent to restore shop without a server", || (running(&p.project("shop")) == [name.clone()]).then_some(()));
+    let _agent = fleet.run_agent_with(
+        "web-1",
+        &["--project-prefix", &p.0, "--reconcile-interval", "2s"],
+    );
+    eventually("the agent to restore shop without a server", || {
+        (running(&p.project("shop")) == [name.clone()]).then_some(())
+    });
 
     fleet.start_server();
     fleet.wait_status("web-1", "online");
     eventually("the report to come back", || {
         let h = host_status(&fleet, "web-1");
-        (h["applied_generation"].as_u64() == Some(generation) && reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into())))
-            .then_some(())
+        (h["applied_generation"].as_u64() == Some(generation)
+            && reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into())))
+        .then_some(())
     });
 }
 
@@ -54,18 +79,35 @@ fn generations_continue_across_a_server_restart() {
     fleet.enroll("web-1", "role=web");
     let _agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0]);
     fleet.wait_status("web-1", "online");
-    let rev1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"].as_str().unwrap().to_string();
-    eventually("v1 converged", || (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into()))).then_some(()));
-    let g1 = host_status(&fleet, "web-1")["desired_generation"].as_u64().unwrap();
+    let rev1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 converged", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into())))
+            .then_some(())
+    });
+    let g1 = host_status(&fleet, "web-1")["desired_generation"]
+        .as_u64()
+        .unwrap();
 
     fleet.stop_server();
     fleet.start_server();
     fleet.wait_status("web-1", "online");
-    let rev2 = apply(&fleet, "shop", "role=web", &app_stack("v2"))["revision"].as_str().unwrap().to_string();
-    eventually("v2 converged", || (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into()))).then_some(()));
+    let rev2 = apply(&fleet, "shop", "role=web", &app_stack("v2"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v2 converged", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into())))
+            .then_some(())
+    });
     let h = host_status(&fleet, "web-1");
     let g2 = h["desired_generation"].as_u64().unwrap();
-    assert!(g2 > g1, "generation {g2} after the restart is not above {g1}");
+    assert!(
+        g2 > g1,
+        "generation {g2} after the restart is not above {g1}"
+    );
     assert_eq!(h["applied_generation"].as_u64(), Some(g2));
     assert_eq!(h["refused"], "", "{h}");
 }

@@ -25,24 +25,48 @@ struct Scripted {
 impl pb::agent_server::Agent for Scripted {
     type SessionStream = ReceiverStream<Result<pb::ServerMessage, Status>>;
 
-    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let envelopes = self.envelopes.clone();
         let reports = self.reports.clone();
         tokio::spawn(async move {
-            let welcome = pb::Welcome { host_id: String::new(), name: String::new(), heartbeat_interval_ms: 1000 };
-            let _ = tx.send(Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::Welcome(welcome)) })).await;
+            let welcome = pb::Welcome {
+                host_id: String::new(),
+                name: String::new(),
+                heartbeat_interval_ms: 1000,
+            };
+            let _ = tx
+                .send(Ok(pb::ServerMessage {
+                    msg: Some(pb::server_message::Msg::Welcome(welcome)),
+                }))
+                .await;
             for env in envelopes {
-                let _ = tx.send(Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::DesiredState(env)) })).await;
+                let _ = tx
+                    .send(Ok(pb::ServerMessage {
+                        msg: Some(pb::server_message::Msg::DesiredState(env)),
+                    }))
+                    .await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             while let Ok(Some(m)) = inbound.message().await {
                 if let Some(pb::agent_message::Msg::Report(r)) = m.msg {
                     reports.lock().unwrap().push(r);
                 }
-                let hb = pb::Heartbeat { seq: 0, sent_unix_ms: 0 };
-                if tx.send(Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::Heartbeat(hb)) })).await.is_err() {
+                let hb = pb::Heartbeat {
+                    seq: 0,
+                    sent_unix_ms: 0,
+                };
+                if tx
+                    .send(Ok(pb::ServerMessage {
+                        msg: Some(pb::server_message::Msg::Heartbeat(hb)),
+                    }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -52,7 +76,10 @@ impl pb::agent_server::Agent for Scripted {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[test]
@@ -65,15 +92,24 @@ fn replayed_foreign_tampered_and_expired_states_are_refused_reported_and_change_
     let agent_dir = fleet.enroll("web-1", "role=web");
     let _agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0]);
     fleet.wait_status("web-1", "online");
-    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"].as_str().unwrap().to_string();
-    eventually("shop converged", || (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(()));
+    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("shop converged", || {
+        (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(())
+    });
     let before = running(&p.project("shop"));
 
     // What the agent accepted, and the key that signed it.
     let accepted_bytes = std::fs::read(agent_dir.join("state/desired.pb")).unwrap();
     let accepted = pb::SignedState::decode(accepted_bytes.as_slice()).unwrap();
     let state = pb::DesiredState::decode(accepted.payload.as_slice()).unwrap();
-    let seed = hex_decode(std::fs::read_to_string(fleet.server_data().join("state-signing.key")).unwrap().trim());
+    let seed = hex_decode(
+        std::fs::read_to_string(fleet.server_data().join("state-signing.key"))
+            .unwrap()
+            .trim(),
+    );
     let signer = StateSigner::from_seed(&seed).unwrap();
     let sign = |s: &pb::DesiredState| noco_certs::state::sign(&signer, s);
 
@@ -95,39 +131,78 @@ fn replayed_foreign_tampered_and_expired_states_are_refused_reported_and_change_
 
     fleet.stop_server();
     let reports = Arc::new(Mutex::new(Vec::new()));
-    let script = Scripted { envelopes, reports: reports.clone() };
+    let script = Scripted {
+        envelopes,
+        reports: reports.clone(),
+    };
     let dir = fleet.server_data();
     let port = fleet.port;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.spawn(async move {
         noco_certs::install_crypto_provider();
         let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
-        let cert = noco_certs::tls::RotatingCert::new(&std::fs::read_to_string(dir.join("server.crt")).unwrap(), &std::fs::read_to_string(dir.join("server.key")).unwrap()).unwrap();
+        let cert = noco_certs::tls::RotatingCert::new(
+            &std::fs::read_to_string(dir.join("server.crt")).unwrap(),
+            &std::fs::read_to_string(dir.join("server.key")).unwrap(),
+        )
+        .unwrap();
         let bans = Arc::new(noco_server::bans::BanSet::default());
         let tls = noco_certs::tls::server_config(&ca, cert, bans).unwrap();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let incoming = noco_server::listener::tls_incoming(listener, Arc::new(tls));
-        let _ = tonic::transport::Server::builder().add_service(pb::agent_server::AgentServer::new(script)).serve_with_incoming(incoming).await;
+        let _ = tonic::transport::Server::builder()
+            .add_service(pb::agent_server::AgentServer::new(script))
+            .serve_with_incoming(incoming)
+            .await;
     });
 
     let refusals = eventually("four refusals reported", || {
-        let r: Vec<String> = reports.lock().unwrap().iter().filter(|r| !r.refused.is_empty()).map(|r| r.refused.clone()).collect();
+        let r: Vec<String> = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.refused.is_empty())
+            .map(|r| r.refused.clone())
+            .collect();
         let mut distinct = r.clone();
         distinct.dedup();
         (distinct.len() >= 4).then_some(distinct)
     });
     let all = refusals.join("\n");
-    for reason in ["older than the accepted generation", "not this host", "bad signature", "expired"] {
-        assert!(all.contains(reason), "no refusal mentions {reason:?}:\n{all}");
+    for reason in [
+        "older than the accepted generation",
+        "not this host",
+        "bad signature",
+        "expired",
+    ] {
+        assert!(
+            all.contains(reason),
+            "no refusal mentions {reason:?}:\n{all}"
+        );
     }
     // Nothing was applied: the same state on disk, the same container running.
-    assert_eq!(std::fs::read(agent_dir.join("state/desired.pb")).unwrap(), accepted_bytes);
+    assert_eq!(
+        std::fs::read(agent_dir.join("state/desired.pb")).unwrap(),
+        accepted_bytes
+    );
     assert_eq!(running(&p.project("shop")), before);
     let last = reports.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(last.generation, state.generation, "the agent still reports the generation it accepted");
+    assert_eq!(
+        last.generation, state.generation,
+        "the agent still reports the generation it accepted"
+    );
     drop(rt);
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

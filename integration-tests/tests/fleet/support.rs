@@ -19,7 +19,11 @@ pub fn app_stack(version: &str) -> String {
 pub fn write_stack(fleet: &Fleet, yaml: &str) -> PathBuf {
     let file = fleet.path("compose.yaml");
     std::fs::write(&file, yaml).unwrap();
-    std::fs::write(fleet.path("stack.env"), format!("IMAGE={}\n", testapp_image())).unwrap();
+    std::fs::write(
+        fleet.path("stack.env"),
+        format!("IMAGE={}\n", testapp_image()),
+    )
+    .unwrap();
     file
 }
 
@@ -27,7 +31,18 @@ pub fn write_stack(fleet: &Fleet, yaml: &str) -> PathBuf {
 pub fn apply(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Value {
     let file = write_stack(fleet, yaml);
     let env = fleet.path("stack.env");
-    fleet.ctl_json(&["stack", "apply", "-f", path_str(&file), "--name", name, "--selector", selector, "--env-file", path_str(&env)])
+    fleet.ctl_json(&[
+        "stack",
+        "apply",
+        "-f",
+        path_str(&file),
+        "--name",
+        name,
+        "--selector",
+        selector,
+        "--env-file",
+        path_str(&env),
+    ])
 }
 
 /// The `nococtl status -o json` rows.
@@ -40,7 +55,10 @@ pub fn status(fleet: &Fleet) -> Vec<Value> {
 
 /// The status row of a host.
 pub fn host_status(fleet: &Fleet, host: &str) -> Value {
-    status(fleet).into_iter().find(|h| h["host"] == host).unwrap_or(Value::Null)
+    status(fleet)
+        .into_iter()
+        .find(|h| h["host"] == host)
+        .unwrap_or(Value::Null)
 }
 
 /// What a host reports for a stack: `(revision, state)`.
@@ -48,15 +66,26 @@ pub fn reported(fleet: &Fleet, host: &str, stack: &str) -> Option<(String, Strin
     let h = host_status(fleet, host);
     let stacks = h["reported"].as_array()?.clone();
     let s = stacks.into_iter().find(|s| s["name"] == stack)?;
-    Some((s["revision"].as_str()?.to_string(), s["state"].as_str()?.to_string()))
+    Some((
+        s["revision"].as_str()?.to_string(),
+        s["state"].as_str()?.to_string(),
+    ))
 }
 
 /// The running containers of a compose project, by name.
 pub fn running(project: &str) -> Vec<String> {
-    let out = Command::new(bin("noco-agent")).args(["compose", "ps", "-p", project, "-o", "json"]).output().unwrap();
+    let out = Command::new(bin("noco-agent"))
+        .args(["compose", "ps", "-p", project, "-o", "json"])
+        .output()
+        .unwrap();
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     rows.as_array()
-        .map(|a| a.iter().filter(|c| c["running"] == true).filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["running"] == true)
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
