@@ -61,6 +61,35 @@ impl Desired {
     }
 
     /// The generation of the accepted state (0: none), for Hello.
+    /// A trust-root update (the server rotated its signing key): accepted only if signed by a
+    /// key of the current root; then saved (`trust-root.json`, atomically) before it is used.
+    pub fn receive_trust_root(
+        &mut self,
+        envelope: &noco_proto::v1::SignedTrustRoot,
+        dir: &DataDir,
+    ) -> Result<(), String> {
+        let (root, keys) = noco_certs::state::verify_trust_root(self.store.root(), envelope)
+            .map_err(|e| format!("refused trust root: {e}"))?;
+        let file = crate::datadir::TrustRootFile {
+            keys: keys
+                .iter()
+                .map(|k| crate::datadir::TrustKeyFile {
+                    key_id: k.key_id.clone(),
+                    public_key_hex: hex::encode(&k.public_key),
+                })
+                .collect(),
+        };
+        dir.save_trust_root(&file)
+            .map_err(|e| format!("saving the trust root: {e:#}"))?;
+        let ids: Vec<String> = keys.into_iter().map(|k| k.key_id).collect();
+        tracing::info!(
+            "trust root updated: states may now be signed by {}",
+            ids.join(", ")
+        );
+        self.store.set_root(root);
+        Ok(())
+    }
+
     pub fn last_generation(&self) -> u64 {
         self.store.generation()
     }

@@ -133,7 +133,7 @@ pub async fn run(
     let mut backoff = Backoff::new(opts.initial_backoff, opts.max_backoff);
     loop {
         let end = tokio::select! {
-            end = session(&addr, &live, &mut desired) => end,
+            end = session(&addr, &live, &mut desired, &dir) => end,
             why = &mut renewal => End::Fatal(why),
             _ = &mut shutdown => return Ok(Exit::Shutdown),
         };
@@ -180,7 +180,12 @@ fn report_message(desired: &Desired) -> pb::AgentMessage {
     }
 }
 
-async fn session(addr: &ServerAddr, live: &LiveCredential, desired: &mut Desired) -> End {
+async fn session(
+    addr: &ServerAddr,
+    live: &LiveCredential,
+    desired: &mut Desired,
+    dir: &DataDir,
+) -> End {
     let tls = live.tls.clone();
     let channel = match dial::connect(addr, move || tls.load_full(), CONNECT_TIMEOUT).await {
         Ok(c) => c,
@@ -251,6 +256,11 @@ async fn session(addr: &ServerAddr, live: &LiveCredential, desired: &mut Desired
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
                     last_heard = Instant::now();
+                    if let Some(ServerMsg::TrustRoot(root)) = &m.msg
+                        && let Err(e) = desired.receive_trust_root(root, dir)
+                    {
+                        tracing::error!("{e}");
+                    }
                     if let Some(ServerMsg::DesiredState(envelope)) = m.msg {
                         desired.receive(&envelope);
                         status.mark_unchanged();

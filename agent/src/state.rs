@@ -84,6 +84,15 @@ impl StateStore {
         Ok(store)
     }
 
+    /// Trust a new root from now on (after it was verified against the current one).
+    pub fn set_root(&mut self, root: TrustRoot) {
+        self.root = root;
+    }
+
+    pub fn root(&self) -> &TrustRoot {
+        &self.root
+    }
+
     pub fn current(&self) -> Option<&DesiredState> {
         self.current.as_ref().map(|(s, _)| s)
     }

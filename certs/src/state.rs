@@ -120,6 +120,47 @@ pub fn accepted(envelope: &SignedState, generation: u64) -> Accepted {
     }
 }
 
+/// Sign a trust-root update (the keys agents should trust next) with a key they trust now.
+pub fn sign_trust_root(
+    signer: &StateSigner,
+    update: &noco_proto::v1::TrustRootUpdate,
+) -> noco_proto::v1::SignedTrustRoot {
+    let payload = update.encode_to_vec();
+    let signature = signer.sign(&payload).to_vec();
+    noco_proto::v1::SignedTrustRoot {
+        payload,
+        key_id: signer.key_id(),
+        signature,
+    }
+}
+
+/// Check a trust-root update against the current trust root: signed by a trusted key, over the
+/// exact bytes, with at least one valid key. Returns the new root and its keys.
+pub fn verify_trust_root(
+    root: &TrustRoot,
+    envelope: &noco_proto::v1::SignedTrustRoot,
+) -> Result<(TrustRoot, Vec<noco_proto::v1::TrustKey>), Refusal> {
+    if envelope.payload.len() > 64 * 1024 {
+        return Err(Refusal::TooLarge(envelope.payload.len()));
+    }
+    root.verify(&envelope.key_id, &envelope.payload, &envelope.signature)
+        .map_err(|e| Refusal::BadSignature(e.to_string()))?;
+    let update = noco_proto::v1::TrustRootUpdate::decode(envelope.payload.as_slice())
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if update.keys.is_empty() {
+        return Err(Refusal::Malformed("a trust root with no key".into()));
+    }
+    let new = TrustRoot::new(
+        &update
+            .keys
+            .iter()
+            .map(|k| k.public_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    Ok((new, update.keys))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -231,6 +272,43 @@ mod tests {
             verify(&root, &huge, "h1", None, now),
             Err(Refusal::TooLarge(MAX_PAYLOAD + 1))
         );
+    }
+
+    #[test]
+    fn a_new_key_is_trusted_only_when_introduced_by_a_trusted_one() {
+        let (old, root) = setup();
+        let new = StateSigner::generate();
+        let keys = vec![
+            noco_proto::v1::TrustKey {
+                key_id: old.key_id(),
+                public_key: old.public_key().to_vec(),
+            },
+            noco_proto::v1::TrustKey {
+                key_id: new.key_id(),
+                public_key: new.public_key().to_vec(),
+            },
+        ];
+        let update = noco_proto::v1::TrustRootUpdate {
+            keys,
+            issued_unix_ms: 1,
+        };
+        // Introduced by the new key itself: refused.
+        let self_signed = sign_trust_root(&new, &update);
+        assert!(matches!(
+            verify_trust_root(&root, &self_signed),
+            Err(Refusal::BadSignature(_))
+        ));
+        // Introduced by the trusted key: the new root trusts both.
+        let (next, _) = verify_trust_root(&root, &sign_trust_root(&old, &update)).unwrap();
+        let state = sign(&new, &state("h1", 1, 60_000));
+        assert!(
+            verify(&root, &state, "h1", None, SystemTime::now()).is_err(),
+            "the old root does not know the new key"
+        );
+        assert!(verify(&next, &state, "h1", None, SystemTime::now()).is_ok());
+        let mut tampered = sign_trust_root(&old, &update);
+        tampered.payload[5] ^= 1;
+        assert!(verify_trust_root(&root, &tampered).is_err());
     }
 
     #[test]

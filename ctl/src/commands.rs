@@ -228,6 +228,23 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 Format::Table => println!("revoked operator {} ({})", o.name, o.id),
             }
         }
+        Command::SigningKey(crate::SigningKeyCmd::Rotate) => {
+            let r = ctl
+                .rotate_signing_key(pb::RotateSigningKeyRequest {})
+                .await
+                .map_err(|s| refused("rotate the signing key", s))?
+                .into_inner();
+            match out {
+                Format::Json => {
+                    output::json(&json!({"key_id": r.key_id, "trusted_key_ids": r.trusted_key_ids}))
+                }
+                Format::Table => println!(
+                    "signing with key {} now; agents trust {} (they reconnect once to take it)",
+                    r.key_id,
+                    r.trusted_key_ids.join(", ")
+                ),
+            }
+        }
         Command::Audit { limit } => {
             let records = ctl
                 .list_audit(pb::ListAuditRequest { limit })

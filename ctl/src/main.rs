@@ -58,6 +58,9 @@ pub enum Command {
     /// Operators and their roles (admin, deployer, viewer).
     #[command(subcommand)]
     Operator(OperatorCmd),
+    /// The key the server signs desired state with.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCmd),
     /// Who did what, when: the newest audit records.
     Audit {
         /// How many records (newest last).
@@ -174,6 +177,14 @@ pub enum HostCmd {
         /// Host name or id.
         host: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCmd {
+    /// Make a new signing key and introduce it to every agent, signed by the current key; agents
+    /// reconnect once and from then on accept states signed by the new key. An agent offline
+    /// through two rotations must be enrolled again.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

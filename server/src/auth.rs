@@ -57,6 +57,11 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
         None,
     ),
     (
+        "/noco.v1.Control/RotateSigningKey",
+        Access::Operator(Role::Admin),
+        Some("signing-key.rotate"),
+    ),
+    (
         "/noco.v1.Control/ListStacks",
         Access::Operator(Role::Viewer),
         None,

@@ -270,6 +270,32 @@ impl ControlSvc {
         Ok(wire::operator_to_wire(&op))
     }
 
+    async fn rotate_key(&self) -> Result<pb::RotateSigningKeyResponse, Status> {
+        {
+            // No state may be signed while the key changes.
+            let _serial = self.shared.desired_lock.lock().await;
+            self.shared
+                .pki
+                .rotate_signing_key(self.shared.now_ms())
+                .map_err(|e| internal("rotating the signing key", format!("{e:#}")))?;
+        }
+        let trusted_key_ids = self
+            .shared
+            .pki
+            .trusted_keys()
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+        // Every agent reconnects, takes the new trust root, then states signed with the new key.
+        self.shared.registry.cut_all(Status::unavailable(
+            "the state-signing key was rotated: reconnect",
+        ));
+        Ok(pb::RotateSigningKeyResponse {
+            key_id: self.shared.pki.signer().key_id(),
+            trusted_key_ids,
+        })
+    }
+
     /// Run a mutating call and write its outcome to the audit log.
     async fn audited<T>(
         &self,
@@ -478,5 +504,19 @@ impl pb::control_server::Control for ControlSvc {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         crate::desired::status(&self.shared, &req.into_inner().stack).map(Response::new)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        req: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let outcome = self.rotate_key().await;
+        let target = outcome
+            .as_ref()
+            .map(|r| format!("new key {}", r.key_id))
+            .unwrap_or_default();
+        self.audited(&caller, "signing-key.rotate", &target, outcome)
+            .await
     }
 }

@@ -96,7 +96,9 @@ pub async fn current(
             .iter()
             .map(|s| (s.name.clone(), s.revision.clone()))
             .collect();
+        // A state signed by a key that has since been rotated out of signing is re-issued.
         if have == want
+            && env.key_id == shared.pki.signer().key_id()
             && state.expires_unix_ms - now > ttl_ms / 3
             && state.generation >= agent_generation
         {
@@ -131,7 +133,7 @@ pub async fn current(
         expires_unix_ms: now + ttl_ms,
         stacks,
     };
-    let env = noco_certs::state::sign(&shared.pki.signer, &state);
+    let env = noco_certs::state::sign(&shared.pki.signer(), &state);
     shared
         .store
         .put_signed_state(&host.id, &env.encode_to_vec())

@@ -140,10 +140,7 @@ impl EnrollmentSvc {
             name,
             cert_pem,
             ca_pem: self.shared.pki.ca.cert_pem().to_string(),
-            trust_root: vec![pb::TrustKey {
-                key_id: self.shared.pki.signer.key_id(),
-                public_key: self.shared.pki.signer.public_key().to_vec(),
-            }],
+            trust_root: self.shared.pki.trusted_keys(),
             labels: labels.clone().into_iter().collect(),
         })
     }

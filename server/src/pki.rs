@@ -46,6 +46,10 @@ impl DataDir {
     pub fn signing_key(&self) -> PathBuf {
         self.root.join("state-signing.key")
     }
+    /// The latest signed trust-root update (after a key rotation).
+    pub fn trust_root(&self) -> PathBuf {
+        self.root.join("trust-root.pb")
+    }
     pub fn settings(&self) -> PathBuf {
         self.root.join("server.toml")
     }
@@ -70,7 +74,10 @@ pub struct Settings {
 pub struct Pki {
     pub dir: DataDir,
     pub ca: Ca,
-    pub signer: StateSigner,
+    /// The key desired state is signed with (replaced by rotation).
+    signer: std::sync::RwLock<std::sync::Arc<StateSigner>>,
+    /// The latest signed trust-root update, once the key has been rotated.
+    trust_root: std::sync::RwLock<Option<noco_proto::v1::SignedTrustRoot>>,
     pub server_cert: Arc<RotatingCert>,
     pub settings: Settings,
 }
@@ -123,13 +130,100 @@ impl Pki {
         let (chain, key) = issue_server_cert(&ca, &settings, now)?;
         write_server_cert(dir, &chain, &key)?;
         let server_cert = RotatingCert::new(&chain, &key)?;
-        Ok(Pki {
+        Ok(Pki::assemble(dir, ca, signer, None, server_cert, settings))
+    }
+
+    fn assemble(
+        dir: &DataDir,
+        ca: Ca,
+        signer: StateSigner,
+        trust_root: Option<noco_proto::v1::SignedTrustRoot>,
+        server_cert: Arc<RotatingCert>,
+        settings: Settings,
+    ) -> Pki {
+        Pki {
             dir: dir.clone(),
             ca,
-            signer,
+            signer: std::sync::RwLock::new(Arc::new(signer)),
+            trust_root: std::sync::RwLock::new(trust_root),
             server_cert,
             settings,
-        })
+        }
+    }
+
+    /// The current state-signing key.
+    pub fn signer(&self) -> Arc<StateSigner> {
+        match self.signer.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The latest signed trust-root update (none before the first rotation).
+    pub fn trust_root(&self) -> Option<noco_proto::v1::SignedTrustRoot> {
+        match self.trust_root.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The keys agents should trust: those of the latest update, else the signing key alone.
+    pub fn trusted_keys(&self) -> Vec<noco_proto::v1::TrustKey> {
+        use prost::Message;
+        self.trust_root()
+            .and_then(|t| noco_proto::v1::TrustRootUpdate::decode(t.payload.as_slice()).ok())
+            .map(|u| u.keys)
+            .unwrap_or_else(|| {
+                let s = self.signer();
+                vec![noco_proto::v1::TrustKey {
+                    key_id: s.key_id(),
+                    public_key: s.public_key().to_vec(),
+                }]
+            })
+    }
+
+    /// Make a new signing key, introduce it in a trust root `[current, new]` signed by the
+    /// current key, and persist both before using the new key. Returns the new trust root.
+    pub fn rotate_signing_key(
+        &self,
+        now_ms: i64,
+    ) -> anyhow::Result<noco_proto::v1::SignedTrustRoot> {
+        use prost::Message;
+        let current = self.signer();
+        let next = StateSigner::generate();
+        let keys = vec![
+            noco_proto::v1::TrustKey {
+                key_id: current.key_id(),
+                public_key: current.public_key().to_vec(),
+            },
+            noco_proto::v1::TrustKey {
+                key_id: next.key_id(),
+                public_key: next.public_key().to_vec(),
+            },
+        ];
+        let update = noco_proto::v1::TrustRootUpdate {
+            keys,
+            issued_unix_ms: now_ms,
+        };
+        let signed = noco_certs::state::sign_trust_root(&current, &update);
+        // The trust root first: if we crash before the key is replaced, agents trust both keys
+        // and the old one keeps signing.
+        keyfile::write_secret(&self.dir.trust_root(), &signed.encode_to_vec())
+            .context("writing trust-root.pb")?;
+        keyfile::write_secret(
+            &self.dir.signing_key(),
+            hex::encode(next.to_seed()).as_bytes(),
+        )
+        .context("writing state-signing.key")?;
+        match self.signer.write() {
+            Ok(mut s) => *s = Arc::new(next),
+            Err(p) => *p.into_inner() = Arc::new(next),
+        }
+        match self.trust_root.write() {
+            Ok(mut t) => *t = Some(signed.clone()),
+            Err(p) => *p.into_inner() = Some(signed.clone()),
+        }
+        Ok(signed)
     }
 
     /// Load the key material of an initialized data directory.
@@ -146,17 +240,29 @@ impl Pki {
         let seed = hex::decode(read(&dir.signing_key())?.trim())
             .context("state-signing.key is not hex")?;
         let signer = StateSigner::from_seed(&seed).context("loading state-signing.key")?;
+        let trust_root = match std::fs::read(dir.trust_root()) {
+            Ok(bytes) => {
+                use prost::Message;
+                Some(
+                    noco_proto::v1::SignedTrustRoot::decode(bytes.as_slice())
+                        .context("parsing trust-root.pb")?,
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context("reading trust-root.pb"),
+        };
         let settings: Settings =
             toml::from_str(&read(&dir.settings())?).context("parsing server.toml")?;
         let server_cert = RotatingCert::new(&read(&dir.server_cert())?, &read(&dir.server_key())?)
             .context("loading the server certificate")?;
-        Ok(Pki {
-            dir: dir.clone(),
+        Ok(Pki::assemble(
+            dir,
             ca,
             signer,
+            trust_root,
             server_cert,
             settings,
-        })
+        ))
     }
 
     /// Renew the server's certificate when it is due; the new one serves the next handshake.

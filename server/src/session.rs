@@ -86,6 +86,14 @@ impl pb::agent_server::Agent for AgentSvc {
             }))
             .await;
         tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
+        // After a key rotation: the new trust root first, signed by a key the agent trusts.
+        if let Some(root) = shared.pki.trust_root() {
+            let _ = tx
+                .send(Ok(pb::ServerMessage {
+                    msg: Some(ServerMsg::TrustRoot(root)),
+                }))
+                .await;
+        }
         // The host's desired state, at once (the agent may have been away through changes).
         let (state, _) = crate::desired::current(&shared, &host, hello.last_generation).await?;
         let _ = tx

@@ -11,3 +11,4 @@ mod assignment;
 mod autonomy;
 mod policy;
 mod refusals;
+mod rotation;
