@@ -52,18 +52,23 @@ pub fn record_report(shared: &Shared, host_id: &str, report: pb::StateReport) {
 
 /// The stacks assigned to a host, as `(name, revision)`, by name.
 pub fn assigned(shared: &Shared, host: &HostRecord) -> Result<Vec<(String, String)>, Status> {
-    let mut out: Vec<(String, String)> = shared
+    let stacks = shared
         .store
         .stacks()
-        .map_err(|e| internal("reading stacks", e))?
-        .into_iter()
+        .map_err(|e| internal("reading stacks", e))?;
+    Ok(assigned_from(&stacks, host))
+}
+
+fn assigned_from(stacks: &[crate::store::StackRecord], host: &HostRecord) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = stacks
+        .iter()
         .filter(|s| {
             Selector::parse(&s.selector).is_ok_and(|sel| sel.matches(&host.name, &host.labels))
         })
-        .map(|s| (s.name, s.revision))
+        .map(|s| (s.name.clone(), s.revision.clone()))
         .collect();
     out.sort();
-    Ok(out)
+    out
 }
 
 fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {
@@ -72,19 +77,51 @@ fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {
     Some((env, state))
 }
 
-/// The host's current signed state. A new generation is issued (and stored before it is
-/// returned) when the assigned stacks changed, when less than a third of the validity is left,
-/// or when the agent claims a generation at least as high as ours (a server restored from an
-/// older copy must still move forward). Returns the state and whether it is new.
-pub async fn current(
+/// Revision contents, read once per update however many hosts share them.
+#[derive(Default)]
+struct RevisionCache(HashMap<String, pb::StackState>);
+
+impl RevisionCache {
+    fn get(
+        &mut self,
+        shared: &Shared,
+        name: &str,
+        revision: &str,
+    ) -> Result<pb::StackState, Status> {
+        if !self.0.contains_key(revision) {
+            let bytes = shared
+                .store
+                .revision(revision)
+                .map_err(|e| internal("reading a revision", e))?
+                .ok_or_else(|| {
+                    Status::internal(format!(
+                        "stack {name}: revision {revision} is missing from the store"
+                    ))
+                })?;
+            let stack = pb::StackState::decode(bytes.as_slice())
+                .map_err(|e| internal("decoding a revision", e))?;
+            self.0.insert(revision.to_string(), stack);
+        }
+        let mut stack = self.0.get(revision).cloned().unwrap_or_default();
+        stack.name = name.to_string();
+        Ok(stack)
+    }
+}
+
+/// Decide a host's state: `Ok(None)` keeps the stored one (same stacks, signed by the current
+/// key, a third of its validity left, not behind the agent); otherwise a new state with the next
+/// generation, signed (not yet stored).
+fn next_state(
     shared: &Shared,
     host: &HostRecord,
+    stacks: &[crate::store::StackRecord],
     agent_generation: u64,
-) -> Result<(pb::SignedState, bool), Status> {
-    let _serial = shared.desired_lock.lock().await;
-    let want = assigned(shared, host)?;
+    revisions: &mut RevisionCache,
+) -> Result<Option<(u64, pb::SignedState)>, Status> {
+    let want = assigned_from(stacks, host);
     let now = shared.now_ms();
     let ttl_ms = shared.limits.state_ttl.as_millis() as i64;
+    let signer = shared.pki.signer();
     let stored = shared
         .store
         .signed_state(&host.id)
@@ -98,71 +135,122 @@ pub async fn current(
             .collect();
         // A state signed by a key that has since been rotated out of signing is re-issued.
         if have == want
-            && env.key_id == shared.pki.signer().key_id()
+            && env.key_id == signer.key_id()
             && state.expires_unix_ms - now > ttl_ms / 3
             && state.generation >= agent_generation
         {
-            return Ok((env.clone(), false));
+            return Ok(None);
         }
     }
     let generation = shared
         .store
-        .next_generation(&host.id, agent_generation)
-        .await
-        .map_err(|e| internal("reserving a generation", e))?;
-    let mut stacks = Vec::with_capacity(want.len());
+        .generation(&host.id)
+        .map_err(|e| internal("reading generation", e))?
+        .max(agent_generation)
+        + 1;
+    let mut out = Vec::with_capacity(want.len());
     for (name, revision) in &want {
-        let bytes = shared
-            .store
-            .revision(revision)
-            .map_err(|e| internal("reading a revision", e))?
-            .ok_or_else(|| {
-                Status::internal(format!(
-                    "stack {name}: revision {revision} is missing from the store"
-                ))
-            })?;
-        let mut stack = pb::StackState::decode(bytes.as_slice())
-            .map_err(|e| internal("decoding a revision", e))?;
-        stack.name = name.clone();
-        stacks.push(stack);
+        out.push(revisions.get(shared, name, revision)?);
     }
     let state = pb::DesiredState {
         host_id: host.id.clone(),
         generation,
         issued_unix_ms: now,
         expires_unix_ms: now + ttl_ms,
-        stacks,
+        stacks: out,
     };
-    let env = noco_certs::state::sign(&shared.pki.signer(), &state);
-    shared
-        .store
-        .put_signed_state(&host.id, &env.encode_to_vec())
-        .await
-        .map_err(|e| internal("storing desired state", e))?;
-    tracing::info!(host = %host.name, generation, stacks = want.len(), "issued desired state");
-    Ok((env, true))
+    Ok(Some((generation, noco_certs::state::sign(&signer, &state))))
 }
 
-/// Re-issue the states of the hosts `affected` selects, and push the new ones to their
-/// sessions. Returns the names of the hosts whose state changed.
+/// The host's current signed state; a new one (new generation, stored before it is returned)
+/// when it must change. A server restored from an older copy still moves beyond the generation
+/// the agent reports. Returns the state and whether it is new.
+pub async fn current(
+    shared: &Shared,
+    host: &HostRecord,
+    agent_generation: u64,
+) -> Result<(pb::SignedState, bool), Status> {
+    let _serial = shared.desired_lock.lock().await;
+    let stacks = shared
+        .store
+        .stacks()
+        .map_err(|e| internal("reading stacks", e))?;
+    match next_state(
+        shared,
+        host,
+        &stacks,
+        agent_generation,
+        &mut RevisionCache::default(),
+    )? {
+        None => {
+            let bytes = shared
+                .store
+                .signed_state(&host.id)
+                .map_err(|e| internal("reading desired state", e))?;
+            let env = bytes
+                .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())
+                .ok_or_else(|| {
+                    Status::internal(format!(
+                        "host {}: the stored desired state vanished",
+                        host.name
+                    ))
+                })?;
+            Ok((env, false))
+        }
+        Some((generation, env)) => {
+            shared
+                .store
+                .put_signed_states(&[(host.id.clone(), generation, env.encode_to_vec())])
+                .await
+                .map_err(|e| internal("storing desired state", e))?;
+            tracing::info!(host = %host.name, generation, "issued desired state");
+            Ok((env, true))
+        }
+    }
+}
+
+/// Re-issue the states of the hosts `affected` selects — all stored with one flush — and push
+/// the new ones to their sessions. Returns the names of the hosts whose state changed.
 pub async fn update_hosts(
     shared: &Shared,
     affected: impl Fn(&HostRecord) -> bool,
 ) -> Result<Vec<String>, Status> {
+    let _serial = shared.desired_lock.lock().await;
     let hosts = shared
         .store
         .hosts()
         .map_err(|e| internal("reading hosts", e))?;
-    let mut changed = Vec::new();
+    let stacks = shared
+        .store
+        .stacks()
+        .map_err(|e| internal("reading stacks", e))?;
+    let mut revisions = RevisionCache::default();
+    let mut issued = Vec::new();
     for host in hosts
         .iter()
         .filter(|h| h.revoked_ms.is_none() && affected(h))
     {
-        let (env, new) = current(shared, host, 0).await?;
-        if new {
-            shared.registry.push(&host.id, env);
-            changed.push(host.name.clone());
+        if let Some((generation, env)) = next_state(shared, host, &stacks, 0, &mut revisions)? {
+            issued.push((host, generation, env));
         }
+    }
+    if issued.is_empty() {
+        return Ok(Vec::new());
+    }
+    let records: Vec<(String, u64, Vec<u8>)> = issued
+        .iter()
+        .map(|(h, g, env)| (h.id.clone(), *g, env.encode_to_vec()))
+        .collect();
+    shared
+        .store
+        .put_signed_states(&records)
+        .await
+        .map_err(|e| internal("storing desired states", e))?;
+    tracing::info!(hosts = issued.len(), "issued desired states");
+    let mut changed = Vec::with_capacity(issued.len());
+    for (host, _, env) in issued {
+        shared.registry.push(&host.id, env);
+        changed.push(host.name.clone());
     }
     Ok(changed)
 }
@@ -179,13 +267,17 @@ pub fn status(shared: &Shared, stack: &str) -> Result<pb::StatusResponse, Status
         return Err(Status::not_found(format!("no stack named {stack:?}")));
     }
     let mut hosts = Vec::new();
+    let stacks = shared
+        .store
+        .stacks()
+        .map_err(|e| internal("reading stacks", e))?;
     let mut records = shared
         .store
         .hosts()
         .map_err(|e| internal("reading hosts", e))?;
     records.sort_by(|a, b| a.name.cmp(&b.name));
     for host in records.iter().filter(|h| h.revoked_ms.is_none()) {
-        let assigned = assigned(shared, host)?;
+        let assigned = assigned_from(&stacks, host);
         if !stack.is_empty() && !assigned.iter().any(|(n, _)| n == stack) {
             continue;
         }
