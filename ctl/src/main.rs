@@ -182,8 +182,8 @@ pub enum HostCmd {
 #[derive(Debug, Subcommand)]
 pub enum SigningKeyCmd {
     /// Make a new signing key and introduce it to every agent, signed by the current key; agents
-    /// reconnect once and from then on accept states signed by the new key. An agent offline
-    /// through two rotations must be enrolled again.
+    /// reconnect once and from then on accept states signed by the new key. Agents that were
+    /// away catch up through the chain of earlier rotations when they return.
     Rotate,
 }
 

@@ -77,7 +77,7 @@ pub struct Pki {
     /// The key desired state is signed with (replaced by rotation).
     signer: std::sync::RwLock<std::sync::Arc<StateSigner>>,
     /// The latest signed trust-root update, once the key has been rotated.
-    trust_root: std::sync::RwLock<Option<noco_proto::v1::SignedTrustRoot>>,
+    trust_roots: std::sync::RwLock<Vec<noco_proto::v1::SignedTrustRoot>>,
     pub server_cert: Arc<RotatingCert>,
     pub settings: Settings,
 }
@@ -130,14 +130,21 @@ impl Pki {
         let (chain, key) = issue_server_cert(&ca, &settings, now)?;
         write_server_cert(dir, &chain, &key)?;
         let server_cert = RotatingCert::new(&chain, &key)?;
-        Ok(Pki::assemble(dir, ca, signer, None, server_cert, settings))
+        Ok(Pki::assemble(
+            dir,
+            ca,
+            signer,
+            Vec::new(),
+            server_cert,
+            settings,
+        ))
     }
 
     fn assemble(
         dir: &DataDir,
         ca: Ca,
         signer: StateSigner,
-        trust_root: Option<noco_proto::v1::SignedTrustRoot>,
+        trust_roots: Vec<noco_proto::v1::SignedTrustRoot>,
         server_cert: Arc<RotatingCert>,
         settings: Settings,
     ) -> Pki {
@@ -145,7 +152,7 @@ impl Pki {
             dir: dir.clone(),
             ca,
             signer: std::sync::RwLock::new(Arc::new(signer)),
-            trust_root: std::sync::RwLock::new(trust_root),
+            trust_roots: std::sync::RwLock::new(trust_roots),
             server_cert,
             settings,
         }
@@ -159,12 +166,19 @@ impl Pki {
         }
     }
 
-    /// The latest signed trust-root update (none before the first rotation).
-    pub fn trust_root(&self) -> Option<noco_proto::v1::SignedTrustRoot> {
-        match self.trust_root.read() {
+    /// Every signed trust-root update, oldest first (none before the first rotation). Sent in
+    /// order, they lead an agent from any earlier root to the current one, each update signed by
+    /// a key of the root before it.
+    pub fn trust_roots(&self) -> Vec<noco_proto::v1::SignedTrustRoot> {
+        match self.trust_roots.read() {
             Ok(t) => t.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// The latest signed trust-root update.
+    pub fn trust_root(&self) -> Option<noco_proto::v1::SignedTrustRoot> {
+        self.trust_roots().pop()
     }
 
     /// The keys agents should trust: those of the latest update, else the signing key alone.
@@ -188,7 +202,6 @@ impl Pki {
         &self,
         now_ms: i64,
     ) -> anyhow::Result<noco_proto::v1::SignedTrustRoot> {
-        use prost::Message;
         let current = self.signer();
         let next = StateSigner::generate();
         let keys = vec![
@@ -208,7 +221,9 @@ impl Pki {
         let signed = noco_certs::state::sign_trust_root(&current, &update);
         // The trust root first: if we crash before the key is replaced, agents trust both keys
         // and the old one keeps signing.
-        keyfile::write_secret(&self.dir.trust_root(), &signed.encode_to_vec())
+        let mut chain = self.trust_roots();
+        chain.push(signed.clone());
+        keyfile::write_secret(&self.dir.trust_root(), &encode_chain(&chain))
             .context("writing trust-root.pb")?;
         keyfile::write_secret(
             &self.dir.signing_key(),
@@ -219,9 +234,9 @@ impl Pki {
             Ok(mut s) => *s = Arc::new(next),
             Err(p) => *p.into_inner() = Arc::new(next),
         }
-        match self.trust_root.write() {
-            Ok(mut t) => *t = Some(signed.clone()),
-            Err(p) => *p.into_inner() = Some(signed.clone()),
+        match self.trust_roots.write() {
+            Ok(mut t) => *t = chain,
+            Err(p) => *p.into_inner() = chain,
         }
         Ok(signed)
     }
@@ -240,15 +255,9 @@ impl Pki {
         let seed = hex::decode(read(&dir.signing_key())?.trim())
             .context("state-signing.key is not hex")?;
         let signer = StateSigner::from_seed(&seed).context("loading state-signing.key")?;
-        let trust_root = match std::fs::read(dir.trust_root()) {
-            Ok(bytes) => {
-                use prost::Message;
-                Some(
-                    noco_proto::v1::SignedTrustRoot::decode(bytes.as_slice())
-                        .context("parsing trust-root.pb")?,
-                )
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let trust_roots = match std::fs::read(dir.trust_root()) {
+            Ok(bytes) => decode_chain(&bytes).context("parsing trust-root.pb")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).context("reading trust-root.pb"),
         };
         let settings: Settings =
@@ -259,7 +268,7 @@ impl Pki {
             dir,
             ca,
             signer,
-            trust_root,
+            trust_roots,
             server_cert,
             settings,
         ))
@@ -319,4 +328,28 @@ fn write_server_cert(dir: &DataDir, chain: &str, key: &str) -> anyhow::Result<()
     keyfile::write_atomic(&dir.server_cert(), chain.as_bytes(), 0o644)
         .context("writing server.crt")?;
     Ok(())
+}
+
+/// `trust-root.pb`: the chain of signed trust-root updates, each length-delimited.
+fn encode_chain(chain: &[noco_proto::v1::SignedTrustRoot]) -> Vec<u8> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for update in chain {
+        // Writing into a Vec cannot fail.
+        let _ = update.encode_length_delimited(&mut out);
+    }
+    out
+}
+
+fn decode_chain(
+    mut bytes: &[u8],
+) -> Result<Vec<noco_proto::v1::SignedTrustRoot>, prost::DecodeError> {
+    use prost::Message;
+    let mut chain = Vec::new();
+    while !bytes.is_empty() {
+        chain.push(noco_proto::v1::SignedTrustRoot::decode_length_delimited(
+            &mut bytes,
+        )?);
+    }
+    Ok(chain)
 }

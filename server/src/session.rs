@@ -86,8 +86,9 @@ impl pb::agent_server::Agent for AgentSvc {
             }))
             .await;
         tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
-        // After a key rotation: the new trust root first, signed by a key the agent trusts.
-        if let Some(root) = shared.pki.trust_root() {
+        // After key rotations: the chain of trust-root updates first, oldest first, each signed
+        // by a key of the root before it (an agent skips those it already holds).
+        for root in shared.pki.trust_roots() {
             let _ = tx
                 .send(Ok(pb::ServerMessage {
                     msg: Some(ServerMsg::TrustRoot(root)),

@@ -7,7 +7,7 @@ use noco_integration_tests::{Fleet, ServerOptions, eventually};
 use crate::support::{Prefix, app_stack, apply, reported};
 
 #[test]
-fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on() {
+fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on_even_after_they_were_away() {
     if !require_docker() {
         return;
     }
@@ -66,18 +66,33 @@ fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on() {
         "the accepted state is signed by the new key"
     );
 
-    // The new root is on disk: a restarted agent still accepts the new key's states.
+    // Offline through two more rotations: on return the agent walks the chain of trust roots,
+    // each signed by a key of the one before, and accepts states signed by the newest key.
     agent.terminate();
+    fleet.ctl_json(&["signing-key", "rotate"]);
+    let newest = fleet.ctl_json(&["signing-key", "rotate"]);
+    let newest_key = newest["key_id"].as_str().unwrap().to_string();
     let _agent = fleet.run_agent_with("web-1", &args);
     fleet.wait_status("web-1", "online");
     let rev3 = apply(&fleet, "shop", "role=web", &app_stack("v3"))["revision"]
         .as_str()
         .unwrap()
         .to_string();
-    eventually("v3 converged after the restart", || {
+    eventually("v3 converged after two rotations offline", || {
         (reported(&fleet, "web-1", "shop") == Some((rev3.clone(), "converged".into())))
             .then_some(())
     });
+    let accepted = std::fs::read(agent_dir.join("state/desired.pb")).unwrap();
+    let envelope =
+        <noco_proto::v1::SignedState as prost::Message>::decode(accepted.as_slice()).unwrap();
+    assert_eq!(envelope.key_id, newest_key);
+    let keys: Vec<String> = trust(&agent_dir)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["key_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(keys.last(), Some(&newest_key), "{keys:?}");
     assert!(
         fleet
             .audit()
