@@ -162,7 +162,25 @@ fn check_service(name: &str, svc: &Service, policy: &Policy, problems: &mut Vec<
             at("network_mode")
         ));
     }
+    // Joining a container outside the stack could join one that has the host's network (or
+    // pid/ipc) namespace: it counts as the host's namespace.
+    if let Some(NetworkMode::Container(target)) = &svc.network_mode
+        && !policy.allow_host_network
+    {
+        problems.push(format!(
+            "{}: joining the network namespace of container {target:?} outside the stack is not allowed by this host's policy (allow_host_network)",
+            at("network_mode")
+        ));
+    }
     for (key, value) in [("pid", &svc.pid), ("ipc", &svc.ipc)] {
+        if let Some(target) = value.as_deref().and_then(|v| v.strip_prefix("container:"))
+            && !policy.allow_host_pid
+        {
+            problems.push(format!(
+                "{}: joining the {key} namespace of container {target:?} is not allowed by this host's policy (allow_host_pid)",
+                at(key)
+            ));
+        }
         if value.as_deref() == Some("host") && !policy.allow_host_pid {
             problems.push(format!(
                 "{}: the host's {key} namespace is not allowed by this host's policy (allow_host_pid)",
@@ -293,6 +311,14 @@ mod tests {
             ),
             (
                 "services:\n  a:\n    image: x\n    pid: host\n",
+                "services.a.pid",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    network_mode: container:other\n",
+                "services.a.network_mode",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    pid: container:other\n",
                 "services.a.pid",
             ),
             (
