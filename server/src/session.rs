@@ -174,6 +174,14 @@ async fn run(
                         let _ = tx.send(Err(Status::unauthenticated("the host's certificate expired and was not renewed"))).await;
                         break "certificate expired".to_string();
                     }
+                    // Every sixth heartbeat, last-seen goes to disk too, so a crashed server
+                    // still knows roughly when each host was last heard from.
+                    Ok(Some(mut h)) if seq % 6 == 5 => {
+                        h.last_seen_ms = reg.last_seen_ms.load(Ordering::Relaxed);
+                        if let Err(e) = shared.store.put_host(&h) {
+                            tracing::warn!("storing last-seen of {host_id}: {e}");
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("reading host {host_id}: {e}"),
                 }
