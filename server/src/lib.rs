@@ -18,6 +18,7 @@ pub mod names;
 pub mod pki;
 pub mod registry;
 pub mod renew;
+pub mod rollout;
 pub mod selector;
 pub mod server;
 pub mod session;
