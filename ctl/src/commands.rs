@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, ago_ms, rfc3339_ms};
-use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, stack, status};
+use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, rollout, stack, status};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let path = config::resolve(cli.config.as_deref())?;
@@ -30,11 +30,15 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             watch,
             timeout,
         } => return status::run(stack, watch, timeout, &path, server, out).await,
+        Command::Rollout(cmd) => return rollout::run(cmd, &path, server, out).await,
         _ => {}
     }
     let (cred, mut ctl) = client::open(&path, server).await?;
     match cli.command {
-        Command::Login { .. } | Command::Stack(_) | Command::Status { .. } => {
+        Command::Login { .. }
+        | Command::Stack(_)
+        | Command::Status { .. }
+        | Command::Rollout(_) => {
             unreachable!("handled above")
         }
         Command::Whoami => {

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod error;
 mod output;
+mod rollout;
 mod stack;
 mod status;
 
@@ -82,6 +83,10 @@ pub enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Rollouts: move a stack to a new revision host by host (canary, then batches), each
+    /// host gated on the health of every service, with automatic rollback on failure.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
 }
 
 /// The compose file and what goes with it, read from this machine.
@@ -142,6 +147,97 @@ pub enum StackCmd {
     },
     /// Remove a stack from every host it runs on. Its volumes are kept on the hosts.
     Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Start a rollout of a new revision: the stack is read and validated here as by
+    /// `stack apply`, then the server updates its hosts step by step.
+    ///
+    /// Settings not given as flags come from the compose file's top-level
+    /// `x-noco: {rollout: {canary, batch, min_healthy, deadline, max_failures, auto_rollback,
+    /// pause_after_canary}}`, else from the built-in defaults.
+    Start {
+        /// The stack (it must exist: create it with `nococtl stack apply`).
+        stack: String,
+        #[command(flatten)]
+        source: StackSource,
+        #[command(flatten)]
+        settings: RolloutFlags,
+        #[command(flatten)]
+        watch: RolloutWatch,
+    },
+    /// The stack's active rollout, else its latest one: steps, hosts and the last events.
+    Status {
+        stack: String,
+        #[command(flatten)]
+        watch: RolloutWatch,
+    },
+    /// Pause the active rollout: hosts in flight finish, no new step starts.
+    Pause { stack: String },
+    /// Resume a paused rollout.
+    Resume { stack: String },
+    /// Abort the active rollout: it stops at once and leaves every host as it is.
+    Abort { stack: String },
+    /// Roll the stack back to its previous revision, as a rollout (compose defaults do not
+    /// apply: the flags, else the built-in defaults).
+    Undo {
+        stack: String,
+        #[command(flatten)]
+        settings: RolloutFlags,
+        #[command(flatten)]
+        watch: RolloutWatch,
+    },
+    /// The stack's rollouts, newest first.
+    History { stack: String },
+}
+
+/// How a rollout proceeds. Each setting left out comes from the compose file's
+/// `x-noco.rollout` (start only), else from the built-in default shown.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RolloutFlags {
+    /// Hosts in the canary step, updated first and alone; 0 for none. [default: 1]
+    #[arg(long, value_name = "N")]
+    pub canary: Option<u32>,
+    /// Hosts per batch after the canary: a count (`2`) or a percentage of all the rollout's
+    /// hosts (`25%`). [default: 25%]
+    #[arg(long, value_name = "N|N%", value_parser = rollout::settings::parse_batch)]
+    pub batch: Option<rollout::settings::Batch>,
+    /// How long every service must stay healthy (or running, without a healthcheck) on a
+    /// host for its update to succeed. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub min_healthy: Option<Duration>,
+    /// How long a step may take; its hosts not healthy by then count as failed. [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
+    /// How many hosts may fail before the rollout stops. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<u32>,
+    /// When the rollout stops on failures, move every host it changed back to the previous
+    /// revision. [default: off]
+    #[arg(long, overrides_with = "no_auto_rollback")]
+    pub auto_rollback: bool,
+    /// Do not roll back automatically (overrides the compose file's `auto_rollback: true`).
+    #[arg(long, overrides_with = "auto_rollback")]
+    pub no_auto_rollback: bool,
+    /// Pause after the canary step until `nococtl rollout resume`. [default: off]
+    #[arg(long, overrides_with = "no_pause_after_canary")]
+    pub pause_after_canary: bool,
+    /// Do not pause after the canary (overrides the compose file's `pause_after_canary: true`).
+    #[arg(long, overrides_with = "pause_after_canary")]
+    pub no_pause_after_canary: bool,
+}
+
+/// Following a rollout until it ends.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RolloutWatch {
+    /// Redraw every second until the rollout ends: exit 0 when it succeeded, 1 when it failed,
+    /// was rolled back or aborted, or --timeout passed.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// How long --watch waits.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]

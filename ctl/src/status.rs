@@ -243,7 +243,7 @@ fn services_text(r: &pb::StackReport) -> String {
     format!("{ready}/{}", r.services.len())
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     let one_line = text.replace('\n', " ");
     if one_line.chars().count() <= max {
         return one_line;

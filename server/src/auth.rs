@@ -57,6 +57,31 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
         None,
     ),
     (
+        "/noco.v1.Control/GetRollout",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ListRollouts",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/StartRollout",
+        Access::Operator(Role::Deployer),
+        Some("rollout.start"),
+    ),
+    (
+        "/noco.v1.Control/ControlRollout",
+        Access::Operator(Role::Deployer),
+        Some("rollout.control"),
+    ),
+    (
+        "/noco.v1.Control/UndoRollout",
+        Access::Operator(Role::Deployer),
+        Some("rollout.undo"),
+    ),
+    (
         "/noco.v1.Control/RotateSigningKey",
         Access::Operator(Role::Admin),
         Some("signing-key.rotate"),

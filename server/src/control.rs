@@ -519,4 +519,58 @@ impl pb::control_server::Control for ControlSvc {
         self.audited(&caller, "signing-key.rotate", &target, outcome)
             .await
     }
+
+    async fn start_rollout(
+        &self,
+        req: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = req.stack.clone();
+        let outcome = crate::rollouts::start(&self.shared, &caller, req).await;
+        let target = match &outcome {
+            Ok(r) => format!("{target} rollout {} to {}", r.id, r.to_revision),
+            Err(_) => target,
+        };
+        self.audited(&caller, "rollout.start", &target, outcome)
+            .await
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        crate::rollouts::get(&self.shared, &req.into_inner().stack).map(Response::new)
+    }
+
+    async fn control_rollout(
+        &self,
+        req: Request<pb::ControlRolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = format!("{} {}", req.stack, req.action);
+        let outcome = crate::rollouts::control(&self.shared, req).await;
+        self.audited(&caller, "rollout.control", &target, outcome)
+            .await
+    }
+
+    async fn undo_rollout(
+        &self,
+        req: Request<pb::UndoRolloutRequest>,
+    ) -> Result<Response<pb::RolloutInfo>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let target = req.stack.clone();
+        let outcome = crate::rollouts::undo(&self.shared, &caller, req).await;
+        self.audited(&caller, "rollout.undo", &target, outcome)
+            .await
+    }
+
+    async fn list_rollouts(
+        &self,
+        req: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        crate::rollouts::list(&self.shared, &req.into_inner().stack).map(Response::new)
+    }
 }

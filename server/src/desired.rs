@@ -14,15 +14,22 @@ use crate::selector::Selector;
 use crate::shared::{Shared, internal};
 use crate::store::HostRecord;
 
-/// The latest report of every host, with when it arrived.
+/// The latest report of every host, with when it arrived; and since when each host × stack has
+/// been continuously healthy on a revision (rollouts gate on it).
 #[derive(Debug, Default)]
-pub struct Reports(Mutex<HashMap<String, (pb::StateReport, i64)>>);
+pub struct Reports(
+    Mutex<HashMap<String, (pb::StateReport, i64)>>,
+    Mutex<HashMap<(String, String), (String, i64)>>,
+);
 
 impl Reports {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (pb::StateReport, i64)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn healthy(&self) -> MutexGuard<'_, HashMap<(String, String), (String, i64)>> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner())
+    }
     pub fn get(&self, host_id: &str) -> Option<(pb::StateReport, i64)> {
         self.lock().get(host_id).cloned()
     }
@@ -44,12 +51,77 @@ pub fn record_report(shared: &Shared, host_id: &str, report: pb::StateReport) {
     {
         tracing::warn!(host = host_id, stack = %s.name, "stack {}: {}", s.state, s.error);
     }
+    let now = shared.now_ms();
+    {
+        let mut healthy = shared.reports.healthy();
+        for s in &report.stacks {
+            let key = (host_id.to_string(), s.name.clone());
+            let ok = s.state == "converged"
+                && s.services.iter().all(|svc| {
+                    svc.running >= svc.desired && (svc.health == "healthy" || svc.health == "none")
+                });
+            if !ok {
+                healthy.remove(&key);
+            } else if healthy.get(&key).is_none_or(|(rev, _)| *rev != s.revision) {
+                healthy.insert(key, (s.revision.clone(), now));
+            }
+        }
+        healthy
+            .retain(|(h, stack), _| h != host_id || report.stacks.iter().any(|s| &s.name == stack));
+    }
     shared
         .reports
         .lock()
-        .insert(host_id.to_string(), (report, shared.now_ms()));
+        .insert(host_id.to_string(), (report, now));
 }
 
+/// What a host reports about a stack, as the rollout state machine reads it.
+pub fn host_report(
+    shared: &Shared,
+    host_id: &str,
+    stack: &str,
+) -> Option<crate::rollout::HostReport> {
+    let (report, _) = shared.reports.get(host_id)?;
+    let s = report.stacks.iter().find(|s| s.name == stack)?;
+    let healthy_since = shared
+        .reports
+        .healthy()
+        .get(&(host_id.to_string(), stack.to_string()))
+        .filter(|(rev, _)| *rev == s.revision)
+        .map(|(_, since)| *since);
+    let failure = (s.state == "failed" || s.state == "refused").then(|| s.error.clone());
+    Some(crate::rollout::HostReport {
+        revision: Some(s.revision.clone()),
+        healthy_since,
+        failure,
+    })
+}
+
+/// Per-host revision pins of stacks under a rollout: the latest rollout of a stack pins its
+/// hosts while the stack's revision is still the one the rollout started from (a finished
+/// rollout moves the stack itself; a failed or aborted one leaves hosts where they are).
+pub fn pins(shared: &Shared, stacks: &[crate::store::StackRecord]) -> Result<Pins, Status> {
+    let mut out = HashMap::new();
+    for r in shared
+        .store
+        .latest_rollouts()
+        .map_err(|e| internal("reading rollouts", e))?
+    {
+        let current = stacks
+            .iter()
+            .find(|s| s.name == r.rollout.stack)
+            .map(|s| s.revision.as_str());
+        if current == Some(r.rollout.from.as_str())
+            && r.rollout.phase != crate::rollout::Phase::Succeeded
+        {
+            out.insert(r.rollout.stack.clone(), r.rollout.targets());
+        }
+    }
+    Ok(out)
+}
+
+/// Stack name → host id → pinned revision.
+pub type Pins = HashMap<String, std::collections::BTreeMap<String, String>>;
 /// The stacks assigned to a host, as `(name, revision)`, by name.
 pub fn assigned(shared: &Shared, host: &HostRecord) -> Result<Vec<(String, String)>, Status> {
     let stacks = shared
@@ -60,12 +132,24 @@ pub fn assigned(shared: &Shared, host: &HostRecord) -> Result<Vec<(String, Strin
 }
 
 fn assigned_from(stacks: &[crate::store::StackRecord], host: &HostRecord) -> Vec<(String, String)> {
+    pinned_from(stacks, host, &Pins::new())
+}
+
+/// The stacks assigned to a host, with a rollout's pin in place of the stack's revision.
+fn pinned_from(
+    stacks: &[crate::store::StackRecord],
+    host: &HostRecord,
+    pins: &Pins,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = stacks
         .iter()
         .filter(|s| {
             Selector::parse(&s.selector).is_ok_and(|sel| sel.matches(&host.name, &host.labels))
         })
-        .map(|s| (s.name.clone(), s.revision.clone()))
+        .map(|s| {
+            let pinned = pins.get(&s.name).and_then(|p| p.get(&host.id)).cloned();
+            (s.name.clone(), pinned.unwrap_or_else(|| s.revision.clone()))
+        })
         .collect();
     out.sort();
     out
@@ -115,10 +199,11 @@ fn next_state(
     shared: &Shared,
     host: &HostRecord,
     stacks: &[crate::store::StackRecord],
+    pins: &Pins,
     agent_generation: u64,
     revisions: &mut RevisionCache,
 ) -> Result<Option<(u64, pb::SignedState)>, Status> {
-    let want = assigned_from(stacks, host);
+    let want = pinned_from(stacks, host, pins);
     let now = shared.now_ms();
     let ttl_ms = shared.limits.state_ttl.as_millis() as i64;
     let signer = shared.pki.signer();
@@ -179,6 +264,7 @@ pub async fn current(
         shared,
         host,
         &stacks,
+        &pins(shared, &stacks)?,
         agent_generation,
         &mut RevisionCache::default(),
     )? {
@@ -225,12 +311,15 @@ pub async fn update_hosts(
         .stacks()
         .map_err(|e| internal("reading stacks", e))?;
     let mut revisions = RevisionCache::default();
+    let pins = pins(shared, &stacks)?;
     let mut issued = Vec::new();
     for host in hosts
         .iter()
         .filter(|h| h.revoked_ms.is_none() && affected(h))
     {
-        if let Some((generation, env)) = next_state(shared, host, &stacks, 0, &mut revisions)? {
+        if let Some((generation, env)) =
+            next_state(shared, host, &stacks, &pins, 0, &mut revisions)?
+        {
             issued.push((host, generation, env));
         }
     }
@@ -271,13 +360,14 @@ pub fn status(shared: &Shared, stack: &str) -> Result<pb::StatusResponse, Status
         .store
         .stacks()
         .map_err(|e| internal("reading stacks", e))?;
+    let pins = pins(shared, &stacks)?;
     let mut records = shared
         .store
         .hosts()
         .map_err(|e| internal("reading hosts", e))?;
     records.sort_by(|a, b| a.name.cmp(&b.name));
     for host in records.iter().filter(|h| h.revoked_ms.is_none()) {
-        let assigned = assigned_from(&stacks, host);
+        let assigned = pinned_from(&stacks, host, &pins);
         if !stack.is_empty() && !assigned.iter().any(|(n, _)| n == stack) {
             continue;
         }

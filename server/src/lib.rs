@@ -19,6 +19,7 @@ pub mod pki;
 pub mod registry;
 pub mod renew;
 pub mod rollout;
+pub mod rollouts;
 pub mod selector;
 pub mod server;
 pub mod session;

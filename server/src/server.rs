@@ -54,6 +54,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         reports: Default::default(),
         desired_lock: tokio::sync::Mutex::new(()),
+        rollout_lock: tokio::sync::Mutex::new(()),
         store,
         pki,
         bans,
@@ -72,7 +73,7 @@ pub async fn run(
 
     spawn_housekeeping(shared.clone());
     spawn_resigning(shared.clone());
-
+    crate::rollouts::spawn_driver(shared.clone());
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

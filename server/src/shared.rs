@@ -47,6 +47,8 @@ pub struct Shared {
     pub reports: crate::desired::Reports,
     /// Serializes desired-state updates so generations are issued in order.
     pub desired_lock: tokio::sync::Mutex<()>,
+    /// Serializes rollout transitions (the driver and operators' pause/resume/abort).
+    pub rollout_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {

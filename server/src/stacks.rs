@@ -39,6 +39,71 @@ fn hosts_matching(shared: &Shared, selector: &Selector) -> Result<Vec<String>, S
     Ok(names)
 }
 
+/// Validate a revision exactly as agents will load it; returns its id and the warnings.
+pub fn check_revision(
+    name: &str,
+    compose: &[u8],
+    env: &std::collections::HashMap<String, String>,
+    files: &[pb::StackFile],
+) -> Result<(String, Vec<String>), Status> {
+    let yaml = std::str::from_utf8(compose)
+        .map_err(|_| Status::invalid_argument("the compose file is not UTF-8 text"))?;
+    let variables: BTreeMap<String, String> = env.clone().into_iter().collect();
+    let source = RevisionSource {
+        compose: compose.to_vec(),
+        env: variables.clone(),
+        files: files
+            .iter()
+            .map(|f| StackFile {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                mode: f.mode,
+            })
+            .collect(),
+    };
+    source.check().map_err(|problems| {
+        Status::invalid_argument(format!("stack {name}: {}", problems.join("; ")))
+    })?;
+    let shipped = Shipped(files);
+    let loaded = noco_compose::load(
+        yaml,
+        &LoadOptions {
+            project_name: Some(name),
+            variables: &variables,
+            files: &shipped,
+        },
+    )
+    .map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        Status::invalid_argument(format!("stack {name} is not valid:\n{}", lines.join("\n")))
+    })?;
+    Ok((
+        source.digest(),
+        loaded.warnings.iter().map(|w| w.to_string()).collect(),
+    ))
+}
+
+/// Store a revision's content (immutable; a no-op when it is there already).
+pub fn store_revision(
+    shared: &Shared,
+    revision: &str,
+    compose: Vec<u8>,
+    env: std::collections::HashMap<String, String>,
+    files: Vec<pb::StackFile>,
+) -> Result<(), Status> {
+    let content = pb::StackState {
+        name: String::new(),
+        revision: revision.to_string(),
+        compose,
+        env,
+        files,
+    };
+    shared
+        .store
+        .put_revision(revision, &content.encode_to_vec())
+        .map_err(|e| internal("storing the revision", e))
+}
+
 pub async fn apply(
     shared: &Shared,
     caller: &Caller,
@@ -60,44 +125,16 @@ pub async fn apply(
         (text, _) => text.to_string(),
     };
     let selector = Selector::parse(&selector_text).map_err(Status::invalid_argument)?;
-    let yaml = std::str::from_utf8(&req.compose)
-        .map_err(|_| Status::invalid_argument("the compose file is not UTF-8 text"))?;
-    let variables: BTreeMap<String, String> = req.env.clone().into_iter().collect();
-    let source = RevisionSource {
-        compose: req.compose.clone(),
-        env: variables.clone(),
-        files: req
-            .files
-            .iter()
-            .map(|f| StackFile {
-                path: f.path.clone(),
-                content: f.content.clone(),
-                mode: f.mode,
-            })
-            .collect(),
-    };
-    source.check().map_err(|problems| {
-        Status::invalid_argument(format!("stack {}: {}", req.name, problems.join("; ")))
-    })?;
-    let files = Shipped(&req.files);
-    let loaded = noco_compose::load(
-        yaml,
-        &LoadOptions {
-            project_name: Some(&req.name),
-            variables: &variables,
-            files: &files,
-        },
-    )
-    .map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        Status::invalid_argument(format!(
-            "stack {} is not valid:\n{}",
+    let (revision, warnings) = check_revision(&req.name, &req.compose, &req.env, &req.files)?;
+    if let Some(active) = crate::rollouts::active(shared, &req.name)? {
+        return Err(Status::failed_precondition(format!(
+            "stack {} has an active rollout ({}, {}): follow it with `nococtl rollout status {}`, or abort it first",
             req.name,
-            lines.join("\n")
-        ))
-    })?;
-    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
-    let revision = source.digest();
+            active.id,
+            crate::rollouts::phase_name(&active.rollout.phase),
+            req.name
+        )));
+    }
     let hosts = hosts_matching(shared, &selector)?;
     let unchanged = existing
         .as_ref()
@@ -111,17 +148,7 @@ pub async fn apply(
         });
     }
 
-    let content = pb::StackState {
-        name: String::new(),
-        revision: revision.clone(),
-        compose: req.compose,
-        env: req.env,
-        files: req.files,
-    };
-    shared
-        .store
-        .put_revision(&revision, &content.encode_to_vec())
-        .map_err(|e| internal("storing the revision", e))?;
+    store_revision(shared, &revision, req.compose, req.env, req.files)?;
     let now = shared.now_ms();
     let entry = HistoryEntry {
         revision: revision.clone(),

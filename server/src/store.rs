@@ -143,6 +143,17 @@ pub struct Store {
     generations: sled::Tree,
     /// Host id → the last prost-encoded `SignedState` issued.
     states: sled::Tree,
+    /// `<stack>/<started ms, 16 digits>/<id>` → a rollout (JSON): time-ordered per stack.
+    rollouts: sled::Tree,
+}
+
+/// A rollout as stored: its id, when it started, and its state machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub started_ms: i64,
+    pub by: String,
+    pub rollout: crate::rollout::Rollout,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,6 +191,7 @@ impl Store {
             revisions: db.open_tree("revisions")?,
             generations: db.open_tree("generations")?,
             states: db.open_tree("states")?,
+            rollouts: db.open_tree("rollouts")?,
             db,
         })
     }
@@ -438,6 +450,40 @@ impl Store {
     pub async fn put_signed_state(&self, host_id: &str, encoded: &[u8]) -> Result<()> {
         self.states.insert(host_id.as_bytes(), encoded)?;
         self.flush().await
+    }
+
+    // ------------------------------------------------------------------ rollouts
+
+    fn rollout_key(r: &RolloutRecord) -> String {
+        format!("{}/{:016}/{}", r.rollout.stack, r.started_ms.max(0), r.id)
+    }
+
+    pub async fn put_rollout(&self, r: &RolloutRecord) -> Result<()> {
+        self.rollouts
+            .insert(Self::rollout_key(r).as_bytes(), encode(r))?;
+        self.flush().await
+    }
+
+    /// A stack's rollouts, newest first.
+    pub fn rollouts_of(&self, stack: &str) -> Result<Vec<RolloutRecord>> {
+        let mut out = self
+            .rollouts
+            .scan_prefix(format!("{stack}/").as_bytes())
+            .values()
+            .map(|v| decode("rollouts", &v?))
+            .collect::<Result<Vec<RolloutRecord>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The latest rollout of every stack that has one.
+    pub fn latest_rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        let mut latest: BTreeMap<String, RolloutRecord> = BTreeMap::new();
+        for v in self.rollouts.iter().values() {
+            let r: RolloutRecord = decode("rollouts", &v?)?;
+            latest.insert(r.rollout.stack.clone(), r);
+        }
+        Ok(latest.into_values().collect())
     }
 
     // ------------------------------------------------------------------ audit

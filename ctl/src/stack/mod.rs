@@ -43,7 +43,10 @@ pub async fn run(
 
 /// Read and validate the local stack; warnings and problems go to stderr, and when there are
 /// problems nothing is sent.
-fn read_valid(source: &StackSource, name: &str) -> Result<(LocalStack, Loaded), CtlError> {
+pub(crate) fn read_valid(
+    source: &StackSource,
+    name: &str,
+) -> Result<(LocalStack, Loaded), CtlError> {
     let local = source::read(source)?;
     match local.load(name) {
         Ok(loaded) => {
@@ -83,15 +86,7 @@ async fn apply(
             selector,
             compose: local.compose.clone().into_bytes(),
             env: local.env.clone().into_iter().collect(),
-            files: local
-                .files
-                .iter()
-                .map(|f| pb::StackFile {
-                    path: f.path.clone(),
-                    content: f.content.clone(),
-                    mode: f.mode,
-                })
-                .collect(),
+            files: wire_files(&local),
             dry_run,
         })
         .await
@@ -135,6 +130,19 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// The shipped files as sent to the server.
+pub(crate) fn wire_files(local: &LocalStack) -> Vec<pb::StackFile> {
+    local
+        .files
+        .iter()
+        .map(|f| pb::StackFile {
+            path: f.path.clone(),
+            content: f.content.clone(),
+            mode: f.mode,
+        })
+        .collect()
 }
 
 /// The local warnings (with file and line), then the server's that do not repeat one of them.
@@ -465,7 +473,7 @@ fn summary_json(s: &pb::StackSummary) -> Value {
     })
 }
 
-fn or_dash(s: &str) -> String {
+pub(crate) fn or_dash(s: &str) -> String {
     if s.is_empty() {
         "-".to_string()
     } else {

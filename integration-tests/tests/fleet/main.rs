@@ -11,4 +11,5 @@ mod assignment;
 mod autonomy;
 mod policy;
 mod refusals;
+mod rollouts;
 mod rotation;

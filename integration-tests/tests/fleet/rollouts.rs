@@ -1,0 +1,301 @@
+//! Rollouts across four real agents: a good revision goes canary-then-batches and becomes the
+//! stack's revision; a bad one is rolled back everywhere; pause, resume, abort and undo; a server
+//! killed mid-rollout finishes it after its restart.
+
+use noco_integration_tests::docker::require_docker;
+use noco_integration_tests::{Fleet, ServerOptions, Value, eventually, path_str};
+
+use crate::support::{Prefix, app_stack, apply, reported, write_stack};
+
+/// Four agents labelled role=web, each owning the projects under its own prefix.
+fn four(fleet: &Fleet, p: &str) -> (Vec<Prefix>, Vec<noco_integration_tests::Proc>) {
+    let mut prefixes = Vec::new();
+    let mut agents = Vec::new();
+    for i in 1..=4 {
+        let name = format!("web-{i}");
+        fleet.enroll(&name, "role=web");
+        let prefix = Prefix::new(&format!("{p}{i}"), &["shop"]);
+        agents.push(fleet.run_agent_with(&name, &["--project-prefix", &prefix.0]));
+        prefixes.push(prefix);
+    }
+    for i in 1..=4 {
+        fleet.wait_status(&format!("web-{i}"), "online");
+    }
+    (prefixes, agents)
+}
+
+/// `nococtl rollout start shop -f <stack> --env-file stack.env <flags> -o json`.
+fn start(fleet: &Fleet, yaml: &str, flags: &[&str]) -> Value {
+    let file = write_stack(fleet, yaml);
+    let env = fleet.path("stack.env");
+    let mut args = vec![
+        "rollout",
+        "start",
+        "shop",
+        "-f",
+        path_str(&file),
+        "--env-file",
+        path_str(&env),
+    ];
+    args.extend(flags);
+    fleet.ctl_json(&args)
+}
+
+fn rollout(fleet: &Fleet) -> Value {
+    fleet.ctl_json(&["rollout", "status", "shop"])
+}
+
+fn wait_phase(fleet: &Fleet, phase: &str) -> Value {
+    eventually(&format!("the rollout to be {phase}"), || {
+        let r = rollout(fleet);
+        (r["phase"] == phase).then_some(r)
+    })
+}
+
+fn all_on(fleet: &Fleet, revision: &str) -> bool {
+    (1..=4).all(|i| {
+        reported(fleet, &format!("web-{i}"), "shop")
+            == Some((revision.to_string(), "converged".into()))
+    })
+}
+
+const FAST: &[&str] = &[
+    "--canary",
+    "1",
+    "--batch",
+    "2",
+    "--min-healthy",
+    "1s",
+    "--deadline",
+    "60s",
+];
+
+#[test]
+fn a_good_revision_rolls_out_canary_first_then_in_batches() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rgood");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+
+    let started = start(&fleet, &app_stack("v2"), FAST);
+    let v2 = started["to_revision"].as_str().unwrap().to_string();
+    assert_eq!(started["steps"], 3, "{started}");
+    let done = wait_phase(&fleet, "succeeded");
+    assert!(all_on(&fleet, &v2));
+    // Order and concurrency from the event log: one canary host, then batches of two; a step
+    // starts only after every host of the previous one was healthy for min-healthy.
+    let events = done["events"].as_array().unwrap();
+    let at = |host: &str, what: &str| {
+        events
+            .iter()
+            .find(|e| e["host"] == host && e["what"].as_str().unwrap_or_default().contains(what))
+            .and_then(|e| e["at_unix_ms"].as_i64())
+            .unwrap_or_else(|| panic!("no {what:?} event for {host}: {events:?}"))
+    };
+    let hosts = done["hosts"].as_array().unwrap();
+    let by_step = |s: u64| -> Vec<String> {
+        hosts
+            .iter()
+            .filter(|h| h["step"] == s)
+            .map(|h| h["host"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (canary, b1, b2) = (by_step(1), by_step(2), by_step(3));
+    assert_eq!((canary.len(), b1.len(), b2.len()), (1, 2, 1), "{hosts:?}");
+    let canary_healthy = at(&canary[0], "healthy on");
+    for h in &b1 {
+        assert!(
+            at(h, "updating to") >= canary_healthy,
+            "{h} started before the canary passed"
+        );
+        assert_eq!(
+            at(h, "updating to"),
+            at(&b1[0], "updating to"),
+            "batch hosts start together"
+        );
+    }
+    let b1_healthy = b1.iter().map(|h| at(h, "healthy on")).max().unwrap();
+    assert!(
+        at(&b2[0], "updating to") >= b1_healthy,
+        "batch 2 started before batch 1 passed"
+    );
+    let stacks = fleet.ctl_json(&["stack", "ls"]);
+    assert_eq!(
+        stacks[0]["revision"],
+        v2.as_str(),
+        "the stack moved to the new revision: {stacks}"
+    );
+    assert!(
+        fleet
+            .audit()
+            .iter()
+            .any(|r| r["action"] == "rollout.start" && r["result"] == "ok")
+    );
+}
+
+#[test]
+fn a_bad_revision_is_rolled_back_on_every_host_it_reached() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rbad");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+
+    let bad = "services:\n  app:\n    image: ${IMAGE}\n    environment: { VERSION: bad, FAIL_HEALTH: \"1\" }\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 300ms\n      retries: 2\n";
+    let mut flags = FAST.to_vec();
+    flags.push("--auto-rollback");
+    start(&fleet, bad, &flags);
+    let end = wait_phase(&fleet, "rolled_back");
+    assert!(
+        !end["reason"].as_str().unwrap_or_default().is_empty(),
+        "the reason is given: {end}"
+    );
+    eventually("every host back on v1 and healthy", || {
+        all_on(&fleet, &v1).then_some(())
+    });
+    let stacks = fleet.ctl_json(&["stack", "ls"]);
+    assert_eq!(stacks[0]["revision"], v1.as_str(), "the stack stays on v1");
+}
+
+#[test]
+fn pause_after_the_canary_resume_abort_and_undo() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rctl");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+
+    let mut flags = FAST.to_vec();
+    flags.push("--pause-after-canary");
+    let v2 = start(&fleet, &app_stack("v2"), &flags)["to_revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let paused = wait_phase(&fleet, "paused");
+    let on_v2 = |r: &Value| {
+        r["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["target_revision"] == v2.as_str())
+            .count()
+    };
+    assert_eq!(on_v2(&paused), 1, "only the canary while paused");
+    fleet.ctl_ok(&["rollout", "resume", "shop"]);
+    eventually("batch 1 to start", || {
+        (on_v2(&rollout(&fleet)) == 3).then_some(())
+    });
+    fleet.ctl_ok(&["rollout", "abort", "shop"]);
+    let aborted = rollout(&fleet);
+    assert_eq!(aborted["phase"], "aborted");
+    assert_eq!(on_v2(&aborted), 3, "abort leaves hosts as they are");
+
+    // A plain apply during an active rollout is refused; after it, undo goes back as a rollout.
+    let v3 = start(&fleet, &app_stack("v3"), FAST);
+    let refused = fleet.ctl(&[
+        "stack",
+        "apply",
+        "-f",
+        path_str(&fleet.path("compose.yaml")),
+        "--name",
+        "shop",
+        "--env-file",
+        path_str(&fleet.path("stack.env")),
+    ]);
+    assert!(
+        !refused.status.success(),
+        "stack apply during a rollout is refused"
+    );
+    wait_phase(&fleet, "succeeded");
+    let v3 = v3["to_revision"].as_str().unwrap().to_string();
+    eventually("v3 everywhere", || all_on(&fleet, &v3).then_some(()));
+    let undo = fleet.ctl_json(&[
+        "rollout",
+        "undo",
+        "shop",
+        "--canary",
+        "1",
+        "--batch",
+        "2",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "60s",
+    ]);
+    assert_eq!(undo["from_revision"], v3.as_str());
+    wait_phase(&fleet, "succeeded");
+    let back = undo["to_revision"].as_str().unwrap().to_string();
+    eventually("every host back on the previous revision", || {
+        all_on(&fleet, &back).then_some(())
+    });
+    let history = fleet.ctl_json(&["rollout", "history", "shop"]);
+    assert!(history.as_array().unwrap().len() >= 3, "{history}");
+}
+
+#[test]
+fn a_server_killed_mid_rollout_finishes_it_after_its_restart() {
+    if !require_docker() {
+        return;
+    }
+    let mut fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rkill");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    let flags = [
+        "--canary",
+        "1",
+        "--batch",
+        "1",
+        "--min-healthy",
+        "2s",
+        "--deadline",
+        "60s",
+    ];
+    let v2 = start(&fleet, &app_stack("v2"), &flags)["to_revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollout to reach step 2", || {
+        (rollout(&fleet)["step"].as_u64()? >= 2).then_some(())
+    });
+    if let Some(server) = fleet.server.as_mut() {
+        server.kill();
+    }
+    fleet.start_server();
+    let done = wait_phase(&fleet, "succeeded");
+    assert!(all_on(&fleet, &v2), "{done}");
+    let events = done["events"].as_array().unwrap();
+    for i in 1..=4 {
+        let host = format!("web-{i}");
+        let starts = events
+            .iter()
+            .filter(|e| {
+                e["host"] == host.as_str()
+                    && e["what"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with("updating to")
+            })
+            .count();
+        assert_eq!(starts, 1, "{host}'s step ran exactly once: {events:?}");
+    }
+}
