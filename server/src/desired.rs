@@ -73,6 +73,7 @@ pub fn record_report(shared: &Shared, host_id: &str, report: pb::StateReport) {
         .reports
         .lock()
         .insert(host_id.to_string(), (report, now));
+    shared.rollout_wake.notify_one();
 }
 
 /// What a host reports about a stack, as the rollout state machine reads it.

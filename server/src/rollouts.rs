@@ -413,10 +413,16 @@ pub fn spawn_driver(shared: Arc<Shared>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         loop {
-            tick.tick().await;
+            // Every report may complete a host step; the tick catches deadlines.
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shared.rollout_wake.notified() => {}
+            }
             if let Err(e) = tick_all(&shared).await {
                 tracing::error!("advancing rollouts: {}", e.message());
             }
+            // Reports arrive in bursts: judge at most every 20 ms.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
 }

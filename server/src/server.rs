@@ -55,6 +55,7 @@ pub async fn run(
         reports: Default::default(),
         desired_lock: tokio::sync::Mutex::new(()),
         rollout_lock: tokio::sync::Mutex::new(()),
+        rollout_wake: tokio::sync::Notify::new(),
         store,
         pki,
         bans,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub desired_lock: tokio::sync::Mutex<()>,
     /// Serializes rollout transitions (the driver and operators' pause/resume/abort).
     pub rollout_lock: tokio::sync::Mutex<()>,
+    /// Wakes the rollout driver when an agent reports, so a host step is judged at once.
+    pub rollout_wake: tokio::sync::Notify,
 }
 
 impl Shared {

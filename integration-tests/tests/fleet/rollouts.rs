@@ -299,3 +299,120 @@ fn a_server_killed_mid_rollout_finishes_it_after_its_restart() {
         assert_eq!(starts, 1, "{host}'s step ran exactly once: {events:?}");
     }
 }
+
+#[test]
+fn an_agent_offline_during_its_step_fails_at_the_deadline_and_catches_up_later() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (prefixes, mut agents) = four(&fleet, "roff");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    agents[2].terminate();
+    fleet.wait_status("web-3", "offline");
+
+    let flags = [
+        "--canary",
+        "1",
+        "--batch",
+        "2",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "8s",
+        "--max-failures",
+        "1",
+    ];
+    let v2 = start(&fleet, &app_stack("v2"), &flags)["to_revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_phase(&fleet, "succeeded");
+    let web3 = done["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "web-3")
+        .cloned()
+        .unwrap();
+    assert_eq!(web3["phase"], "failed", "{done}");
+    assert!(
+        web3["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{web3}"
+    );
+    for i in [1, 2, 4] {
+        assert_eq!(
+            reported(&fleet, &format!("web-{i}"), "shop"),
+            Some((v2.clone(), "converged".into()))
+        );
+    }
+    // Back online, it takes the stack's new revision.
+    agents[2] = fleet.run_agent_with("web-3", &["--project-prefix", &prefixes[2].0]);
+    eventually("web-3 to catch up", || {
+        (reported(&fleet, "web-3", "shop") == Some((v2.clone(), "converged".into()))).then_some(())
+    });
+}
+
+#[test]
+fn a_failure_in_a_later_batch_rolls_back_the_hosts_already_updated() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rlate");
+    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    // The four agents share this machine's Docker engine: the canary takes the fixed host port,
+    // so the hosts of the next batch cannot — a failure that only shows after the canary.
+    let port = noco_integration_tests::free_port();
+    let v2 = format!(
+        "services:\n  app:\n    image: ${{IMAGE}}\n    environment: {{ VERSION: v2 }}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 300ms\n      retries: 20\n"
+    );
+    let flags = [
+        "--canary",
+        "1",
+        "--batch",
+        "2",
+        "--min-healthy",
+        "1s",
+        "--deadline",
+        "20s",
+        "--auto-rollback",
+    ];
+    start(&fleet, &v2, &flags);
+    let end = wait_phase(&fleet, "rolled_back");
+    let events = end["events"].as_array().unwrap();
+    let canary = end["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["step"] == 1)
+        .map(|h| h["host"].as_str().unwrap().to_string())
+        .unwrap();
+    let said = |host: &str, what: &str| {
+        events
+            .iter()
+            .any(|e| e["host"] == host && e["what"].as_str().unwrap_or_default().contains(what))
+    };
+    assert!(
+        said(&canary, "healthy on"),
+        "the canary passed first: {events:?}"
+    );
+    assert!(
+        said(&canary, "back on"),
+        "and was rolled back with the batch: {events:?}"
+    );
+    eventually("every host back on v1", || {
+        all_on(&fleet, &v1).then_some(())
+    });
+}
