@@ -404,6 +404,9 @@ struct StepFigures {
     judge: i64,
     /// Last `healthy on` event → next step (or Succeeded).
     advance: i64,
+    /// Distinct times of the step's `healthy on` events: about how many driver passes (each a
+    /// persisted transition) it took to judge the step's hosts.
+    passes: usize,
 }
 
 #[derive(Debug)]
@@ -448,12 +451,13 @@ impl RunFigures {
         );
         for (i, s) in self.steps.iter().enumerate() {
             println!(
-                "  step {:>2} ({} hosts): {:>4} ms = push {:>3} ms + judge {:>3} ms + advance {:>3} ms",
+                "  step {:>2} ({} hosts): {:>4} ms = push {:>3} ms + judge {:>3} ms (driver passes: {}) + advance {:>3} ms",
                 i + 1,
                 s.hosts,
                 s.duration,
                 s.push,
                 s.judge,
+                s.passes,
                 s.advance
             );
         }
@@ -618,20 +622,22 @@ fn step_figures(
                 .with_context(|| format!("{h} never received {}", short(&info.to_revision)))?;
             received = received.max(at);
         }
-        let healthy = info
+        let mut judged: Vec<i64> = info
             .events
             .iter()
             .filter(|e| hosts.contains(&e.host.as_str()) && e.what.starts_with("healthy on"))
             .map(|e| e.at_unix_ms)
-            .max()
-            .unwrap_or(end)
-            .max(received);
+            .collect();
+        judged.sort();
+        judged.dedup();
+        let healthy = judged.last().copied().unwrap_or(end).max(received);
         steps.push(StepFigures {
             hosts: hosts.len(),
             duration: end - begin,
             push: received - begin,
             judge: healthy - received,
             advance: end - healthy,
+            passes: judged.len(),
         });
     }
     Ok(RunFigures {

@@ -528,3 +528,92 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
         _ => None,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A client inside a stack's network
+
+/// What a probe saw: requests answered, requests failed, the versions that answered, and its
+/// whole output (for failure messages).
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub ok: u64,
+    pub failed: u64,
+    pub versions: Vec<String>,
+    pub output: String,
+}
+
+/// Start a probe container named `name` on `network`: it calls `url` every 20 ms for `ms`
+/// milliseconds, resolving the name for every request (see testapp's `probe` mode). The caller
+/// removes it (e.g. with [`remove_container`]).
+pub fn start_probe(name: &str, network: &str, url: &str, ms: u64) {
+    let image = testapp_image();
+    let (n, net, url) = (name.to_string(), network.to_string(), url.to_string());
+    with_docker(|docker| async move {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image),
+            cmd: Some(vec!["probe".into(), url, ms.to_string(), "20".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some(net),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(
+                Some(
+                    bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                        .name(&n)
+                        .build(),
+                ),
+                body,
+            )
+            .await?;
+        docker.start_container(&n, None).await?;
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("starting probe {name}: {e:#}"));
+}
+
+/// Wait for a probe to finish and read its summary line `probe ok=N failed=M versions=a,b`.
+pub fn probe_result(name: &str) -> ProbeResult {
+    let n = name.to_string();
+    let output = with_docker(|docker| async move {
+        let mut wait = docker.wait_container(&n, None);
+        while let Some(r) = wait.next().await {
+            r?;
+        }
+        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = docker.logs(&n, Some(opts));
+        let mut text = String::new();
+        while let Some(chunk) = logs.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+        }
+        Ok(text)
+    })
+    .unwrap_or_else(|e| panic!("reading probe {name}: {e:#}"));
+    let summary = output
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("probe "))
+        .unwrap_or_else(|| panic!("no summary in probe {name}'s output:\n{output}"));
+    let field = |key: &str| {
+        summary
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    ProbeResult {
+        ok: field("ok").parse().unwrap_or(0),
+        failed: field("failed").parse().unwrap_or(u64::MAX),
+        versions: field("versions")
+            .split(',')
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect(),
+        output,
+    }
+}

@@ -28,16 +28,26 @@ pub fn patience() -> Duration {
 }
 
 /// Poll `check` until it returns `Some`, or panic after [`patience`] naming `what`.
-pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + patience();
+pub fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    eventually_within(what, patience(), check)
+}
+
+/// [`eventually`] for waits that are long by nature (a whole rollout): at least `at_least`,
+/// and never less than [`patience`].
+pub fn eventually_within<T>(
+    what: &str,
+    at_least: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let wait = at_least.max(patience());
+    let deadline = Instant::now() + wait;
     loop {
         if let Some(v) = check() {
             return v;
         }
         assert!(
             Instant::now() < deadline,
-            "gave up after {:?} waiting for: {what}",
-            patience()
+            "gave up after {wait:?} waiting for: {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -125,6 +125,8 @@ async fn run(
     let mut seq = 0u64;
     let reason = loop {
         tokio::select! {
+            // A cut (replaced, revoked, shutting down) wins over everything else pending.
+            biased;
             cut = &mut reg.cut => {
                 match cut {
                     Ok(status) => {
@@ -137,6 +139,12 @@ async fn run(
             }
             changed = reg.state.changed() => {
                 if changed.is_err() {
+                    // The registry dropped this session: replaced or cut. Say why, if it said.
+                    if let Ok(status) = reg.cut.try_recv() {
+                        let reason = status.message().to_string();
+                        let _ = tx.send(Err(status)).await;
+                        break reason;
+                    }
                     break "session removed".to_string();
                 }
                 let state = reg.state.borrow_and_update().clone();

@@ -50,8 +50,9 @@
 //! # Signals
 //!
 //! As PID 1 in a container, a process without a handler is not killed by SIGTERM. SIGTERM and
-//! SIGINT are therefore handled, gracefully: the listening socket is shut (new connections are
-//! refused), requests in flight finish (at most 5 s), then the program exits 0.
+//! SIGINT are therefore handled, gracefully: connections already queued are accepted and served,
+//! the listener is closed (new connections are refused), requests in flight finish (at most
+//! 5 s), then the program exits 0.
 
 // Synchronous by design (a thread per connection; timers are sleeping threads): blocking
 // sleeps are what we want here.
@@ -280,12 +281,21 @@ fn serve() {
     app.failed.store(app.config.fail_health, Ordering::Relaxed);
 
     signals::set_listener(&listener);
-    for stream in listener.incoming() {
-        if signals::stopping() {
-            break;
-        }
-        let stream = match stream {
-            Ok(s) => s,
+    // Polling accept, so that on SIGTERM every connection already queued is accepted and served
+    // before the listener closes (closing a listener resets what is still in its queue).
+    if let Err(e) = listener.set_nonblocking(true) {
+        fatal(1, format!("making the listener non-blocking: {e}"));
+    }
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if signals::stopping() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 log(format_args!("accept: {e}"));
@@ -293,6 +303,7 @@ fn serve() {
                 continue;
             }
         };
+        let _ = stream.set_nonblocking(false);
         if app.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             app.connections.fetch_sub(1, Ordering::SeqCst);
             log("too many connections: closing a new one");
@@ -307,8 +318,9 @@ fn serve() {
             log(format_args!("spawning a connection thread: {e}"));
         }
     }
-    // SIGTERM: the listener is shut, so new connections are refused (clients try the service's
-    // other addresses); requests in flight finish, then the process exits 0.
+    drop(listener);
+    // SIGTERM: the queue was drained and the listener closed, so new connections are refused
+    // (clients try the service's other addresses); requests in flight finish, then exit 0.
     let deadline = Instant::now() + Duration::from_secs(5);
     let open = app.connections.load(Ordering::SeqCst);
     log(format_args!(
@@ -682,7 +694,6 @@ mod signals {
     // The same numbers on every Linux architecture.
     const SIGINT: c_int = 2;
     const SIGTERM: c_int = 15;
-    const SHUT_RDWR: c_int = 2;
     /// `SIG_ERR`, `(sighandler_t) -1`.
     const SIG_ERR: usize = usize::MAX;
 
@@ -692,25 +703,22 @@ mod signals {
     unsafe extern "C" {
         fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
         fn write(fd: c_int, buf: *const u8, count: usize) -> isize;
-        fn shutdown(fd: c_int, how: c_int) -> c_int;
         fn _exit(status: c_int) -> !;
     }
 
-    /// Graceful stop: mark the process stopping and shut the listening socket, which wakes the
-    /// accept loop; the main thread drains connections and exits. Before the server listens
-    /// there is nothing to drain, so the process exits at once.
+    /// Graceful stop: mark the process stopping; the accept loop drains the listener's queue,
+    /// closes it, lets requests in flight finish and exits. Before the server listens there is
+    /// nothing to drain, so the process exits at once.
     extern "C" fn on_terminate(_signum: c_int) {
         const MSG: &[u8] = b"noco-testapp: terminating on signal\n";
         STOPPING.store(true, Ordering::SeqCst);
-        let fd = LISTENER.load(Ordering::SeqCst);
-        // SAFETY: only async-signal-safe calls (write(2), shutdown(2), _exit(2)) on a static
-        // buffer and a descriptor this process owns.
+        let serving = LISTENER.load(Ordering::SeqCst) >= 0;
+        // SAFETY: only async-signal-safe calls (write(2), _exit(2)) on a static buffer.
         unsafe {
             let _ = write(1, MSG.as_ptr(), MSG.len());
-            if fd < 0 {
+            if !serving {
                 _exit(0)
             }
-            let _ = shutdown(fd, SHUT_RDWR);
         }
     }
 
@@ -718,7 +726,7 @@ mod signals {
         STOPPING.load(Ordering::SeqCst)
     }
 
-    /// The socket a signal shuts; it must stay open for the life of the process.
+    /// Marks the process as serving (a signal then drains instead of exiting at once).
     pub fn set_listener(listener: &std::net::TcpListener) {
         use std::os::fd::AsRawFd;
         LISTENER.store(listener.as_raw_fd(), Ordering::SeqCst);

@@ -2,8 +2,10 @@
 //! stack's revision; a bad one is rolled back everywhere; pause, resume, abort and undo; a server
 //! killed mid-rollout finishes it after its restart.
 
-use noco_integration_tests::docker::require_docker;
-use noco_integration_tests::{Fleet, ServerOptions, Value, eventually, path_str};
+use noco_integration_tests::docker::{probe_result, remove_container, require_docker, start_probe};
+use noco_integration_tests::{
+    Fleet, ServerOptions, Value, eventually, eventually_within, path_str,
+};
 
 use crate::support::{Prefix, app_stack, apply, reported, write_stack};
 
@@ -45,11 +47,16 @@ fn rollout(fleet: &Fleet) -> Value {
     fleet.ctl_json(&["rollout", "status", "shop"])
 }
 
+/// A whole rollout takes a few health-gated steps: wait up to three minutes.
 fn wait_phase(fleet: &Fleet, phase: &str) -> Value {
-    eventually(&format!("the rollout to be {phase}"), || {
-        let r = rollout(fleet);
-        (r["phase"] == phase).then_some(r)
-    })
+    eventually_within(
+        &format!("the rollout to be {phase}"),
+        std::time::Duration::from_secs(180),
+        || {
+            let r = rollout(fleet);
+            (r["phase"] == phase).then_some(r)
+        },
+    )
 }
 
 fn all_on(fleet: &Fleet, revision: &str) -> bool {
@@ -76,14 +83,28 @@ fn a_good_revision_rolls_out_canary_first_then_in_batches() {
         return;
     }
     let fleet = Fleet::start(ServerOptions::default());
-    let (_p, _agents) = four(&fleet, "rgood");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
+    let (prefixes, _agents) = four(&fleet, "rgood");
+    let v1 = apply(&fleet, "shop", "role=web", &ha_stack("v1"))["revision"]
         .as_str()
         .unwrap()
         .to_string();
     eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    // On every host, a client in the stack's network calls the service by name throughout.
+    let probes: Vec<Probe> = prefixes
+        .iter()
+        .map(|p| {
+            let name = format!("{}shop-probe", p.0);
+            start_probe(
+                &name,
+                &format!("{}shop_default", p.0),
+                "http://app:8080/version",
+                25_000,
+            );
+            Probe(name)
+        })
+        .collect();
 
-    let started = start(&fleet, &app_stack("v2"), FAST);
+    let started = start(&fleet, &ha_stack("v2"), FAST);
     let v2 = started["to_revision"].as_str().unwrap().to_string();
     assert_eq!(started["steps"], 3, "{started}");
     let done = wait_phase(&fleet, "succeeded");
@@ -137,6 +158,37 @@ fn a_good_revision_rolls_out_canary_first_then_in_batches() {
             .iter()
             .any(|r| r["action"] == "rollout.start" && r["result"] == "ok")
     );
+    for probe in &probes {
+        let seen = probe_result(&probe.0);
+        assert_eq!(
+            seen.failed, 0,
+            "{}: requests failed during the rollout:\n{}",
+            probe.0, seen.output
+        );
+        assert!(
+            seen.versions.iter().any(|v| v == "v1") && seen.versions.iter().any(|v| v == "v2"),
+            "{}: {:?}",
+            probe.0,
+            seen.versions
+        );
+    }
+}
+
+/// A probe container, removed when the test ends.
+struct Probe(String);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        remove_container(&self.0);
+    }
+}
+
+/// [`app_stack`] with two replicas replaced start-first: zero downtime on each host.
+fn ha_stack(version: &str) -> String {
+    format!(
+        "{}    deploy:\n      replicas: 2\n      update_config:\n        order: start-first\n",
+        app_stack(version)
+    )
 }
 
 #[test]
