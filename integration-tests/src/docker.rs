@@ -546,12 +546,24 @@ pub struct ProbeResult {
 /// milliseconds, resolving the name for every request (see testapp's `probe` mode). The caller
 /// removes it (e.g. with [`remove_container`]).
 pub fn start_probe(name: &str, network: &str, url: &str, ms: u64) {
+    start_probe_until(name, network, url, ms, None);
+}
+
+/// [`start_probe`] that stops two seconds after it first sees `until` answer (`ms` is then an
+/// upper bound).
+pub fn start_probe_until(name: &str, network: &str, url: &str, ms: u64, until: Option<&str>) {
     let image = testapp_image();
     let (n, net, url) = (name.to_string(), network.to_string(), url.to_string());
+    let until = until.map(str::to_string);
     with_docker(|docker| async move {
         let body = bollard::models::ContainerCreateBody {
             image: Some(image),
-            cmd: Some(vec!["probe".into(), url, ms.to_string(), "20".into()]),
+            cmd: Some(
+                ["probe".to_string(), url, ms.to_string(), "20".to_string()]
+                    .into_iter()
+                    .chain(until)
+                    .collect(),
+            ),
             host_config: Some(bollard::models::HostConfig {
                 network_mode: Some(net),
                 ..Default::default()

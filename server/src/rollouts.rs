@@ -16,6 +16,52 @@ use crate::selector::Selector;
 use crate::shared::{Shared, internal};
 use crate::store::{AuditRecord, HistoryEntry, RolloutRecord};
 
+/// Tracing spans of the rollouts this server is driving: one per rollout, and a child per host
+/// step, opened and closed by the rollout's own events — so a tracing/OpenTelemetry layer sees
+/// one trace per rollout. (After a server restart, the spans of a resumed rollout start anew.)
+#[derive(Debug, Default)]
+pub struct Spans(std::sync::Mutex<std::collections::HashMap<String, RolloutSpans>>);
+
+/// A rollout's span and the spans of its host steps in flight, by host.
+type RolloutSpans = (
+    tracing::Span,
+    std::collections::HashMap<String, tracing::Span>,
+);
+
+impl Spans {
+    /// Record a rollout's new events as span transitions.
+    fn follow(&self, rec: &RolloutRecord, new_events: &[crate::rollout::Event]) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (rollout_span, hosts) = all.entry(rec.id.clone()).or_insert_with(|| {
+            (tracing::info_span!("rollout", rollout.id = %rec.id, stack = %rec.rollout.stack, to = %rec.rollout.to), Default::default())
+        });
+        for e in new_events {
+            let Some(host) = &e.host else {
+                rollout_span.in_scope(|| tracing::info!("{}", e.what));
+                continue;
+            };
+            if e.what.starts_with("updating to") || e.what.starts_with("rolling back to") {
+                let span = tracing::info_span!(parent: &*rollout_span, "host_step", host = %host, what = %e.what);
+                hosts.insert(host.clone(), span);
+            }
+            match hosts.get(host) {
+                Some(span) => span.in_scope(|| tracing::info!("{}", e.what)),
+                None => rollout_span.in_scope(|| tracing::info!(host = %host, "{}", e.what)),
+            }
+            if e.what.starts_with("healthy on")
+                || e.what.starts_with("failed")
+                || e.what.starts_with("back on")
+                || e.what.starts_with("rollback failed")
+            {
+                hosts.remove(host);
+            }
+        }
+        if !rec.rollout.phase.is_active() {
+            all.remove(&rec.id);
+        }
+    }
+}
+
 /// How often active rollouts are advanced.
 pub const TICK: Duration = Duration::from_millis(200);
 
@@ -197,8 +243,10 @@ async fn commit(
         .map_err(|e| internal("storing the rollout", e))?;
     let r = &rec.rollout;
     let seen = before.map(|b| b.events.len()).unwrap_or(0);
+    shared
+        .rollout_spans
+        .follow(rec, &r.events[seen.min(r.events.len())..]);
     for e in r.events.iter().skip(seen) {
-        tracing::info!(rollout = %rec.id, stack = %r.stack, host = e.host.as_deref().unwrap_or(""), "{}", e.what);
         let record = AuditRecord {
             time_ms: e.at,
             caller: format!("rollout {}", rec.id),

@@ -56,6 +56,7 @@ pub async fn run(
         desired_lock: tokio::sync::Mutex::new(()),
         rollout_lock: tokio::sync::Mutex::new(()),
         rollout_wake: tokio::sync::Notify::new(),
+        rollout_spans: Default::default(),
         store,
         pki,
         bans,

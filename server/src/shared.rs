@@ -51,6 +51,8 @@ pub struct Shared {
     pub rollout_lock: tokio::sync::Mutex<()>,
     /// Wakes the rollout driver when an agent reports, so a host step is judged at once.
     pub rollout_wake: tokio::sync::Notify,
+    /// Tracing spans of the rollouts in progress.
+    pub rollout_spans: crate::rollouts::Spans,
 }
 
 impl Shared {

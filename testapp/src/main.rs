@@ -80,7 +80,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const USAGE: &str =
     "usage: noco-testapp            serve HTTP (configured by environment variables)
        noco-testapp health [port]  GET 127.0.0.1:<port>/health; exit 0 on 200, else 1
-       noco-testapp probe <url> <duration-ms> <interval-ms>   call <url> repeatedly, print a summary";
+       noco-testapp probe <url> <duration-ms> <interval-ms> [<until-version>]   call <url> repeatedly, print a summary";
 
 fn main() {
     signals::install();
@@ -90,7 +90,10 @@ fn main() {
         [] => serve(),
         ["health"] => exit(health(None)),
         ["health", port] => exit(health(Some(port))),
-        ["probe", url, duration, interval] => exit(probe::run(url, duration, interval)),
+        ["probe", url, duration, interval] => exit(probe::run(url, duration, interval, None)),
+        ["probe", url, duration, interval, until] => {
+            exit(probe::run(url, duration, interval, Some(until)))
+        }
         _ => {
             eprintln!("{USAGE}");
             exit(2)

@@ -1,4 +1,4 @@
-//! `noco-testapp probe <url> <duration-ms> <interval-ms>`: a client that calls `http://<name>:<port><path>`
+//! `noco-testapp probe <url> <duration-ms> <interval-ms> [<until-version>]`: a client that calls `http://<name>:<port><path>`
 //! every interval for the duration, resolving the name before every request, and prints one
 //! summary line `probe ok=N failed=M versions=a,b` (the distinct first words of the bodies), plus a
 //! line per failure. Like ordinary HTTP clients it tries the name's next address when a
@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn run(url: &str, duration_ms: &str, interval_ms: &str) -> i32 {
+/// `until`: once a response's version is this one, keep going for two more seconds and stop
+/// (the duration is then only an upper bound).
+pub fn run(url: &str, duration_ms: &str, interval_ms: &str, until: Option<&str>) -> i32 {
     let (Ok(duration), Ok(interval)) = (duration_ms.parse::<u64>(), interval_ms.parse::<u64>())
     else {
         eprintln!("probe: duration and interval are milliseconds");
@@ -25,7 +27,7 @@ pub fn run(url: &str, duration_ms: &str, interval_ms: &str) -> i32 {
         eprintln!("probe: {url:?} is not http://host:port/path");
         return 2;
     };
-    let end = Instant::now() + Duration::from_millis(duration);
+    let mut end = Instant::now() + Duration::from_millis(duration);
     let (mut ok, mut failed) = (0u64, 0u64);
     let mut versions = BTreeSet::new();
     let mut turn = 0usize;
@@ -34,12 +36,15 @@ pub fn run(url: &str, duration_ms: &str, interval_ms: &str) -> i32 {
         match resolve(&host).and_then(|ips| call(&ips, turn, port, &host, &path)) {
             Ok(body) => {
                 ok += 1;
-                versions.insert(
-                    body.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
+                let version = body
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                if until == Some(version.as_str()) && !versions.contains(&version) {
+                    end = end.min(Instant::now() + Duration::from_secs(2));
+                }
+                versions.insert(version);
             }
             Err(e) => {
                 failed += 1;

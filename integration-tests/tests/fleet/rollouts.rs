@@ -2,7 +2,9 @@
 //! stack's revision; a bad one is rolled back everywhere; pause, resume, abort and undo; a server
 //! killed mid-rollout finishes it after its restart.
 
-use noco_integration_tests::docker::{probe_result, remove_container, require_docker, start_probe};
+use noco_integration_tests::docker::{
+    probe_result, remove_container, require_docker, start_probe_until,
+};
 use noco_integration_tests::{
     Fleet, ServerOptions, Value, eventually, eventually_within, path_str,
 };
@@ -94,11 +96,12 @@ fn a_good_revision_rolls_out_canary_first_then_in_batches() {
         .iter()
         .map(|p| {
             let name = format!("{}shop-probe", p.0);
-            start_probe(
+            start_probe_until(
                 &name,
                 &format!("{}shop_default", p.0),
                 "http://app:8080/version",
-                25_000,
+                150_000,
+                Some("v2"),
             );
             Probe(name)
         })
