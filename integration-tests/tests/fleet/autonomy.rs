@@ -4,7 +4,7 @@
 use noco_integration_tests::docker::{require_docker, with_docker};
 use noco_integration_tests::{Fleet, ServerOptions, eventually};
 
-use crate::support::{Prefix, app_stack, apply, host_status, reported, running};
+use crate::support::{Prefix, app_stack, apply_converged, host_status, reported, running};
 
 #[test]
 fn an_agent_restarted_while_the_server_is_down_keeps_its_stacks_and_corrects_drift() {
@@ -19,13 +19,7 @@ fn an_agent_restarted_while_the_server_is_down_keeps_its_stacks_and_corrects_dri
         &["--project-prefix", &p.0, "--reconcile-interval", "2s"],
     );
     fleet.wait_status("web-1", "online");
-    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("shop converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(())
-    });
+    let rev = apply_converged(&fleet, &app_stack("v1"), &["web-1"]);
     let generation = host_status(&fleet, "web-1")["applied_generation"]
         .as_u64()
         .unwrap();
@@ -79,14 +73,7 @@ fn generations_continue_across_a_server_restart() {
     fleet.enroll("web-1", "role=web");
     let _agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0]);
     fleet.wait_status("web-1", "online");
-    let rev1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into())))
-            .then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v1"), &["web-1"]);
     let g1 = host_status(&fleet, "web-1")["desired_generation"]
         .as_u64()
         .unwrap();
@@ -94,14 +81,7 @@ fn generations_continue_across_a_server_restart() {
     fleet.stop_server();
     fleet.start_server();
     fleet.wait_status("web-1", "online");
-    let rev2 = apply(&fleet, "shop", "role=web", &app_stack("v2"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v2 converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into())))
-            .then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v2"), &["web-1"]);
     let h = host_status(&fleet, "web-1");
     let g2 = h["desired_generation"].as_u64().unwrap();
     assert!(

@@ -13,7 +13,7 @@ use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::support::{Prefix, app_stack, apply, reported, running};
+use crate::support::{Prefix, app_stack, apply_converged, running};
 
 #[derive(Clone)]
 struct Scripted {
@@ -92,13 +92,7 @@ fn replayed_foreign_tampered_and_expired_states_are_refused_reported_and_change_
     let agent_dir = fleet.enroll("web-1", "role=web");
     let _agent = fleet.run_agent_with("web-1", &["--project-prefix", &p.0]);
     fleet.wait_status("web-1", "online");
-    let rev = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("shop converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev.clone(), "converged".into()))).then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v1"), &["web-1"]);
     let before = running(&p.project("shop"));
 
     // What the agent accepted, and the key that signed it.

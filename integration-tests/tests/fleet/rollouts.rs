@@ -9,7 +9,7 @@ use noco_integration_tests::{
     Fleet, ServerOptions, Value, eventually, eventually_within, path_str,
 };
 
-use crate::support::{Prefix, app_stack, apply, reported, write_stack};
+use crate::support::{Prefix, app_stack, apply_converged, reported, write_stack};
 
 /// Four agents labelled role=web, each owning the projects under its own prefix.
 fn four(fleet: &Fleet, p: &str) -> (Vec<Prefix>, Vec<noco_integration_tests::Proc>) {
@@ -86,11 +86,11 @@ fn a_good_revision_rolls_out_canary_first_then_in_batches() {
     }
     let fleet = Fleet::start(ServerOptions::default());
     let (prefixes, _agents) = four(&fleet, "rgood");
-    let v1 = apply(&fleet, "shop", "role=web", &ha_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    apply_converged(
+        &fleet,
+        &ha_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
     // On every host, a client in the stack's network calls the service by name throughout.
     let probes: Vec<Probe> = prefixes
         .iter()
@@ -201,11 +201,11 @@ fn a_bad_revision_is_rolled_back_on_every_host_it_reached() {
     }
     let fleet = Fleet::start(ServerOptions::default());
     let (_p, _agents) = four(&fleet, "rbad");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    let v1 = apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
 
     let bad = "services:\n  app:\n    image: ${IMAGE}\n    environment: { VERSION: bad, FAIL_HEALTH: \"1\" }\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 300ms\n      retries: 2\n";
     let mut flags = FAST.to_vec();
@@ -230,11 +230,11 @@ fn pause_after_the_canary_resume_abort_and_undo() {
     }
     let fleet = Fleet::start(ServerOptions::default());
     let (_p, _agents) = four(&fleet, "rctl");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
 
     let mut flags = FAST.to_vec();
     flags.push("--pause-after-canary");
@@ -310,11 +310,11 @@ fn a_server_killed_mid_rollout_finishes_it_after_its_restart() {
     }
     let mut fleet = Fleet::start(ServerOptions::default());
     let (_p, _agents) = four(&fleet, "rkill");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
     let flags = [
         "--canary",
         "1",
@@ -362,11 +362,11 @@ fn an_agent_offline_during_its_step_fails_at_the_deadline_and_catches_up_later()
     }
     let fleet = Fleet::start(ServerOptions::default());
     let (prefixes, mut agents) = four(&fleet, "roff");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
     agents[2].terminate();
     fleet.wait_status("web-3", "offline");
 
@@ -422,11 +422,11 @@ fn a_failure_in_a_later_batch_rolls_back_the_hosts_already_updated() {
     }
     let fleet = Fleet::start(ServerOptions::default());
     let (_p, _agents) = four(&fleet, "rlate");
-    let v1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 everywhere", || all_on(&fleet, &v1).then_some(()));
+    let v1 = apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
     // The four agents share this machine's Docker engine: the canary takes the fixed host port,
     // so the hosts of the next batch cannot — a failure that only shows after the canary.
     let port = noco_integration_tests::free_port();

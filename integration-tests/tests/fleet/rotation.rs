@@ -4,7 +4,7 @@
 use noco_integration_tests::docker::require_docker;
 use noco_integration_tests::{Fleet, ServerOptions, eventually};
 
-use crate::support::{Prefix, app_stack, apply, reported};
+use crate::support::{Prefix, app_stack, apply_converged};
 
 #[test]
 fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on_even_after_they_were_away() {
@@ -17,14 +17,7 @@ fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on_even_after_they_w
     let args = ["--project-prefix", p.0.as_str()];
     let mut agent = fleet.run_agent_with("web-1", &args);
     fleet.wait_status("web-1", "online");
-    let rev1 = apply(&fleet, "shop", "role=web", &app_stack("v1"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v1 converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev1.clone(), "converged".into())))
-            .then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v1"), &["web-1"]);
     let trust = |dir: &std::path::Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.join("trust-root.json")).unwrap()).unwrap()
     };
@@ -50,14 +43,7 @@ fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on_even_after_they_w
     });
 
     // A new revision is signed with the new key, and applied.
-    let rev2 = apply(&fleet, "shop", "role=web", &app_stack("v2"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v2 converged", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev2.clone(), "converged".into())))
-            .then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v2"), &["web-1"]);
     let accepted = std::fs::read(agent_dir.join("state/desired.pb")).unwrap();
     let envelope =
         <noco_proto::v1::SignedState as prost::Message>::decode(accepted.as_slice()).unwrap();
@@ -74,14 +60,7 @@ fn a_rotated_signing_key_reaches_agents_and_signs_from_then_on_even_after_they_w
     let newest_key = newest["key_id"].as_str().unwrap().to_string();
     let _agent = fleet.run_agent_with("web-1", &args);
     fleet.wait_status("web-1", "online");
-    let rev3 = apply(&fleet, "shop", "role=web", &app_stack("v3"))["revision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    eventually("v3 converged after two rotations offline", || {
-        (reported(&fleet, "web-1", "shop") == Some((rev3.clone(), "converged".into())))
-            .then_some(())
-    });
+    apply_converged(&fleet, &app_stack("v3"), &["web-1"]);
     let accepted = std::fs::read(agent_dir.join("state/desired.pb")).unwrap();
     let envelope =
         <noco_proto::v1::SignedState as prost::Message>::decode(accepted.as_slice()).unwrap();

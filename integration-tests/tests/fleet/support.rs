@@ -114,3 +114,19 @@ impl Drop for Prefix {
         }
     }
 }
+
+/// Apply `yaml` as stack `shop` to `role=web` and wait until every host in `hosts` reports it
+/// converged; returns its revision.
+pub fn apply_converged(fleet: &Fleet, yaml: &str, hosts: &[&str]) -> String {
+    let revision = apply(fleet, "shop", "role=web", yaml)["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    noco_integration_tests::eventually(&format!("{revision} converged on {hosts:?}"), || {
+        hosts
+            .iter()
+            .all(|h| reported(fleet, h, "shop") == Some((revision.clone(), "converged".into())))
+            .then_some(())
+    });
+    revision
+}
