@@ -22,7 +22,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server refused or failed 
 3 the server could not be reached.";
 
 #[derive(Debug, Parser)]
-#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, status, hosts, tokens, operators, audit", after_help = EXIT_CODES)]
+#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, hosts, tokens, operators, audit", after_help = EXIT_CODES)]
 pub struct Cli {
     /// Credential file (default: $XDG_CONFIG_HOME/noco/config.toml or ~/.config/noco/config.toml).
     #[arg(long, global = true, env = "NOCO_CONFIG")]
