@@ -3,7 +3,10 @@
 //! [`renewal`] renews the certificate before it expires, [`facts`] describes the host,
 //! [`datadir`] is what the agent keeps on disk. Desired state: [`desired`] receives it (verified
 //! and persisted by [`state`]), [`stacks`] applies it (files in [`stackdir`], checked against
-//! the host [`policy`]) and keeps it converged, [`report`] says how it went.
+//! the host [`policy`]) and keeps it converged, [`report`] says how it went. The command line
+//! writes through [`out`].
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backoff;
 pub mod config;
@@ -13,6 +16,7 @@ pub mod engine;
 pub mod enroll;
 pub mod facts;
 pub mod local;
+pub mod out;
 pub mod policy;
 pub mod renewal;
 pub mod report;

@@ -106,10 +106,19 @@ fn stack_dir(file: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// A file's text: unreadable is an environment problem (exit 2), not UTF-8 is invalid input
+/// (exit 1).
+fn read_text(path: &Path, what: &str) -> Result<String, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Environment(format!("reading {what}{}: {e}", path.display())))?;
+    noco_compose::text(&bytes)
+        .map(str::to_owned)
+        .map_err(|d| Failure::Invalid(format!("{}: {d}", path.display())))
+}
+
 /// Read the file and its variables, and load the model; warnings go to stderr.
 fn load(args: &FileArgs) -> Result<(Project, PathBuf), Failure> {
-    let yaml = std::fs::read_to_string(&args.file)
-        .map_err(|e| Failure::Environment(format!("reading {}: {e}", args.file.display())))?;
+    let yaml = read_text(&args.file, "")?;
     let dir = stack_dir(&args.file);
     let mut variables = BTreeMap::new();
     let mut env_files = args.env_file.clone();
@@ -117,9 +126,7 @@ fn load(args: &FileArgs) -> Result<(Project, PathBuf), Failure> {
         env_files.push(dir.join(".env"));
     }
     for path in &env_files {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::Environment(format!("reading env file {}: {e}", path.display()))
-        })?;
+        let text = read_text(path, "env file ")?;
         let vars = noco_compose::parse_env_file(&text)
             .map_err(|d| Failure::Invalid(format!("{}: {d}", path.display())))?;
         variables.extend(vars);
@@ -139,7 +146,7 @@ fn load(args: &FileArgs) -> Result<(Project, PathBuf), Failure> {
     match noco_compose::load(&yaml, &opts) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                eprintln!("warning: {}: {w}", args.file.display());
+                crate::errln!("warning: {}: {w}", args.file.display());
             }
             Ok((loaded.project, dir))
         }
@@ -165,11 +172,11 @@ pub async fn run(cmd: ComposeCmd, config: Option<&Path>) -> ExitCode {
     match run_inner(cmd, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid(msg)) => {
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
             ExitCode::from(1)
         }
         Err(Failure::Environment(msg)) => {
-            eprintln!("noco-agent compose: {msg}");
+            crate::errln!("noco-agent compose: {msg}");
             ExitCode::from(2)
         }
     }
@@ -179,7 +186,7 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
     match cmd {
         ComposeCmd::Validate(args) => {
             let (project, _) = load(&args)?;
-            println!(
+            crate::outln!(
                 "{}: valid — project {}, {} services, {} networks, {} volumes",
                 args.file.display(),
                 project.name,
@@ -192,7 +199,7 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             let (project, _) = load(&args)?;
             let docker = connect().await?;
             let plan = project::plan(&docker, &project).await?;
-            print!("{plan}");
+            crate::out!("{plan}");
         }
         ComposeCmd::Up {
             file,
@@ -213,23 +220,23 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             let started = std::time::Instant::now();
             let (plan, report) = project::up(&docker, &project, &opts).await?;
             if plan.is_noop() {
-                println!(
+                crate::outln!(
                     "{}: up to date ({} ms)",
                     project.name,
                     started.elapsed().as_millis()
                 );
             } else {
                 for a in &report.actions {
-                    println!("{a}");
+                    crate::outln!("{a}");
                 }
-                println!(
+                crate::outln!(
                     "{}: converged in {:.1} s",
                     project.name,
                     started.elapsed().as_secs_f64()
                 );
             }
             if watch {
-                println!(
+                crate::outln!(
                     "watching {} (reconcile every {})",
                     project.name,
                     humantime::format_duration(interval)
@@ -256,19 +263,19 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
                             })
                         })
                         .collect();
-                    println!(
+                    crate::outln!(
                         "{}",
                         serde_json::to_string_pretty(&rows).unwrap_or_default()
                     );
                 }
                 Output::Table => {
-                    println!("{:<20} {:<32} {:<14} HEALTH", "SERVICE", "NAME", "STATE");
+                    crate::outln!("{:<20} {:<32} {:<14} HEALTH", "SERVICE", "NAME", "STATE");
                     for c in &list {
                         let health = c
                             .health
                             .map(|h| h.to_string())
                             .unwrap_or_else(|| "-".into());
-                        println!(
+                        crate::outln!(
                             "{:<20} {:<32} {:<14} {health}",
                             c.service,
                             c.name,
@@ -285,19 +292,19 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             let docker = connect().await?;
             let report = project::down(&docker, &name, volumes).await?;
             for c in &report.containers {
-                println!("container {c}: removed");
+                crate::outln!("container {c}: removed");
             }
             for n in &report.networks {
-                println!("network {n}: removed");
+                crate::outln!("network {n}: removed");
             }
             for v in &report.volumes {
-                println!("volume {v}: removed");
+                crate::outln!("volume {v}: removed");
             }
             if report.containers.is_empty()
                 && report.networks.is_empty()
                 && report.volumes.is_empty()
             {
-                println!("{name}: nothing to remove");
+                crate::outln!("{name}: nothing to remove");
             }
         }
     }

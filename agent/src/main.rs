@@ -1,5 +1,10 @@
 //! noco-agent: the command line. `enroll` joins this host to a server; `run` keeps it there.
 
+// Output goes through `noco_agent::{outln, errln}`, never `println!`, which panics when the
+// reader of stdout has gone away (`noco-agent compose validate … | head -1`); a `println!` still
+// in the library ends quietly through `out::exit_quietly_on_closed_stdout_panics`.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +13,7 @@ use clap::{Parser, Subcommand};
 use noco_agent::datadir::DataDir;
 use noco_agent::enroll::{EnrollOptions, enroll};
 use noco_agent::session::{Exit, RunOptions, run};
+use noco_agent::{errln, outln};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -83,6 +89,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    noco_agent::out::exit_quietly_on_closed_stdout_panics();
     noco_certs::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -107,20 +114,20 @@ async fn main() -> ExitCode {
                 Ok(e) => {
                     let labels: Vec<String> =
                         e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!(
+                    outln!(
                         "enrolled as {} (id {}), labels [{}]",
                         e.name,
                         e.host_id,
                         labels.join(",")
                     );
-                    println!(
+                    outln!(
                         "start the agent: noco-agent run --data-dir {}",
                         dir.root.display()
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("noco-agent enroll: {e:#}");
+                    errln!("noco-agent enroll: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -131,7 +138,7 @@ async fn main() -> ExitCode {
                 match noco_agent::config::AgentConfig::load(cli.config.as_deref()) {
                     Ok(c) => c,
                     Err(e) => {
-                        eprintln!("noco-agent: {e:#}");
+                        errln!("noco-agent: {e:#}");
                         return ExitCode::FAILURE;
                     }
                 };
@@ -150,11 +157,11 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(Exit::Revoked(why)) => {
-                    eprintln!("noco-agent: {why}");
+                    errln!("noco-agent: {why}");
                     ExitCode::from(noco_agent::EXIT_REVOKED)
                 }
                 Err(e) => {
-                    eprintln!("noco-agent: {e:#}");
+                    errln!("noco-agent: {e:#}");
                     ExitCode::FAILURE
                 }
             }

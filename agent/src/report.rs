@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use noco_compose::model::Project;
-use noco_compose::plan::{Health, ObservedContainer};
+use noco_compose::plan::{Health, ObservedContainer, RunState};
 use noco_proto::v1 as pb;
 use prost::Message;
 
@@ -93,7 +93,12 @@ pub fn health<'a>(containers: impl IntoIterator<Item = &'a ObservedContainer>) -
 }
 
 /// Per-service reports: every service of the project (desired = its replicas) and any other
-/// service that still has containers (desired 0).
+/// service that still has containers (desired 0). They say what the planner and the applier
+/// say: `running` counts the containers in the state their service wants — running, or for a
+/// one-shot ([`Project::is_one_shot`]) exited 0 — so a stopped container (being started again)
+/// is not counted, and a completed one-shot is. `health` is "none" only for a service without
+/// a healthcheck: one with a healthcheck and fewer such containers than desired is at best
+/// "starting".
 pub fn services(
     project: Option<&Project>,
     observed: &[ObservedContainer],
@@ -112,11 +117,23 @@ pub fn services(
         .map(|(name, want)| {
             let mine: Vec<&ObservedContainer> =
                 observed.iter().filter(|c| c.service == name).collect();
+            let one_shot = project.is_some_and(|p| p.is_one_shot(name));
+            let running = mine
+                .iter()
+                .filter(|c| c.state.is_running() || (one_shot && c.state == RunState::Exited(0)))
+                .count() as u32;
+            let checked = project
+                .and_then(|p| p.services.get(name))
+                .is_some_and(|s| s.has_healthcheck());
+            let health = match health(mine.iter().copied()) {
+                "healthy" | "none" if checked && !one_shot && running < want => "starting",
+                h => h,
+            };
             pb::ServiceReport {
                 name: name.to_string(),
-                running: mine.iter().filter(|c| c.state.is_running()).count() as u32,
+                running,
                 desired: want,
-                health: health(mine.iter().copied()).to_string(),
+                health: health.to_string(),
             }
         })
         .collect()
@@ -125,8 +142,6 @@ pub fn services(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-
-    use noco_compose::plan::RunState;
 
     use super::*;
 
@@ -197,6 +212,60 @@ mod tests {
                 ("web", 1, 2, "healthy")
             ]
         );
+    }
+
+    #[test]
+    fn a_stopped_service_is_not_running_and_a_completed_one_shot_is_done() {
+        let vars = BTreeMap::new();
+        let opts = noco_compose::LoadOptions {
+            project_name: Some("p"),
+            variables: &vars,
+            files: &noco_compose::NoFiles,
+        };
+        let project = noco_compose::load(
+            "services:\n  migrate:\n    image: x\n  api:\n    image: x\n    healthcheck: { test: [\"CMD\", \"true\"] }\n    depends_on:\n      migrate: { condition: service_completed_successfully }\n  worker:\n    image: x\n",
+            &opts,
+        )
+        .unwrap()
+        .project;
+        let view = |observed: &[ObservedContainer]| -> Vec<(String, u32, u32, String)> {
+            services(Some(&project), observed)
+                .into_iter()
+                .map(|s| (s.name, s.running, s.desired, s.health))
+                .collect()
+        };
+        let row = |n: &str, r, d, h: &str| (n.to_string(), r, d, h.to_string());
+        // `docker stop` on every container: each exited 0.
+        let stopped = [
+            c("api", RunState::Exited(0), None),
+            c("migrate", RunState::Exited(0), None),
+            c("worker", RunState::Exited(0), None),
+        ];
+        assert_eq!(
+            view(&stopped),
+            [
+                row("api", 0, 1, "starting"),
+                row("migrate", 1, 1, "none"),
+                row("worker", 0, 1, "none")
+            ]
+        );
+        // Started again.
+        let back = [
+            c("api", RunState::Running, Some(Health::Healthy)),
+            c("migrate", RunState::Exited(0), None),
+            c("worker", RunState::Running, None),
+        ];
+        assert_eq!(
+            view(&back),
+            [
+                row("api", 1, 1, "healthy"),
+                row("migrate", 1, 1, "none"),
+                row("worker", 1, 1, "none")
+            ]
+        );
+        // A one-shot that failed is not done.
+        let failed = [c("migrate", RunState::Exited(1), None)];
+        assert_eq!(view(&failed)[1], row("migrate", 0, 1, "none"));
     }
 
     #[test]

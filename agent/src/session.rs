@@ -26,7 +26,7 @@ use crate::renewal::{self, LiveCredential};
 use crate::report::Status;
 use crate::stacks::{self, ApplierConfig};
 
-pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+pub const MAX_MESSAGE: usize = noco_proto::limits::MAX_SESSION_MESSAGE;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slow heartbeat of state reports.

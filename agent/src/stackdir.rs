@@ -22,7 +22,7 @@ use noco_proto::v1::StackState;
 use crate::datadir::DataDir;
 
 /// The compose file's name inside a revision directory.
-pub const COMPOSE_FILE: &str = "compose.yaml";
+pub use noco_compose::revision::COMPOSE_FILE;
 const DEFAULT_MODE: u32 = 0o640;
 const DIR_MODE: u32 = 0o750;
 
@@ -96,13 +96,6 @@ pub fn check_stack(stack: &StackState) -> Result<String, String> {
             "revision {} does not match its content (computed {digest})",
             stack.revision
         ));
-    }
-    for f in &stack.files {
-        if f.path == COMPOSE_FILE && f.content != stack.compose {
-            return Err(format!(
-                "shipped file {COMPOSE_FILE:?} would replace the stack's compose file"
-            ));
-        }
     }
     Ok(dir)
 }
@@ -356,7 +349,11 @@ mod tests {
         s.name = "../etc".into();
         assert!(check_stack(&s).unwrap_err().contains("stack name"));
         let s = stack(vec![file("compose.yaml", "other", 0)]);
-        assert!(check_stack(&s).unwrap_err().contains("replace"));
+        assert!(
+            check_stack(&s)
+                .unwrap_err()
+                .contains("differs from the compose file")
+        );
         assert!(revision_dir_name("sha256:abc").is_err());
     }
 

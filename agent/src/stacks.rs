@@ -423,8 +423,8 @@ impl Applier {
         .map_err(|e| e.to_string())
         .and_then(|r| r)
         .map_err(|e| Unusable::failed(format!("writing the stack's files: {e}"), false))?;
-        let compose = std::str::from_utf8(&stack.compose)
-            .map_err(|e| Unusable::failed(format!("the compose file is not UTF-8: {e}"), true))?;
+        let compose = noco_compose::text(&stack.compose)
+            .map_err(|d| Unusable::failed(format!("compose file: {d}"), true))?;
         let project_name = self.project_name(&stack.name);
         let variables: BTreeMap<String, String> = stack.env.clone().into_iter().collect();
         let files = RevisionFiles(dir.clone());

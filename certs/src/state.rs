@@ -12,8 +12,8 @@ use prost::Message;
 use crate::sha256_hex;
 use crate::signing::{StateSigner, TrustRoot};
 
-/// The largest payload an agent decodes.
-pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// The largest payload an agent decodes: the largest host state the server issues.
+pub const MAX_PAYLOAD: usize = noco_proto::limits::MAX_HOST_STATE;
 
 /// Why a signed state was refused. Each is reported to the server and shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,11 +6,11 @@
 //! caller's variables → validation → normalization, reporting every problem at once as
 //! [`Diagnostic`]s. [`config_hash`] fingerprints a service for "recreate or not".
 //!
-//! Code map: `parse` (YAML → tree with lines), `interpolate` (`${VAR:-d}` …), `read` (typed
-//! reads of tree nodes), `load` (top level, volumes, networks), `service` (one service) with
-//! `environment`, `relations` (depends_on, links, networks), `ports`, `mounts`, `deploy`;
-//! `validate` (project-wide checks), `units` (durations, sizes), `shell` (splitting string
-//! commands), `envfile` (`.env` syntax), `hash`, `diag`.
+//! Code map: `parse` (bytes → UTF-8 text, YAML → tree with lines), `interpolate` (`${VAR:-d}`
+//! …), `read` (typed reads of tree nodes), `load` (top level, volumes, networks), `service` (one
+//! service) with `environment`, `relations` (depends_on, links, networks), `ports`, `mounts`,
+//! `deploy`; `validate` (project-wide checks), `units` (durations, sizes), `shell` (splitting
+//! string commands), `envfile` (`.env` syntax), `hash`, `diag`.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +38,7 @@ pub use diag::Diagnostic;
 pub use envfile::parse_env_file;
 pub use hash::config_hash;
 pub use load::load;
+pub use parse::text;
 
 /// Where the loader reads files a compose file names (`env_file:`). The loader itself does
 /// no I/O; the caller decides what a path means (the stack's directory, a revision's shipped

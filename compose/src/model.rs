@@ -21,6 +21,20 @@ pub struct Project {
     pub volumes: BTreeMap<String, Volume>,
 }
 
+impl Project {
+    /// Whether `service` is a one-shot: another service waits for it with `depends_on: {service:
+    /// {condition: service_completed_successfully}}`. Only a one-shot's containers are meant to
+    /// finish (exit 0) and stay exited; every other service's containers are meant to be
+    /// running, and one that stopped — whatever its exit code — is started again.
+    pub fn is_one_shot(&self, service: &str) -> bool {
+        self.services.values().any(|s| {
+            s.depends_on
+                .get(service)
+                .is_some_and(|d| d.condition == DependencyCondition::ServiceCompletedSuccessfully)
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
     pub name: String,
@@ -77,6 +91,15 @@ pub struct Service {
     pub links: Vec<String>,
     pub cpu_shares: Option<i64>,
     pub group_add: Vec<String>,
+}
+
+impl Service {
+    /// Whether the service has a healthcheck: a `healthcheck:` in the file that does not disable
+    /// it (`disable: true`, `test: ["NONE"]`). One without `test` keeps the image's own test.
+    /// An image's HEALTHCHECK alone does not count: it cannot be known without the image.
+    pub fn has_healthcheck(&self) -> bool {
+        self.healthcheck.as_ref().is_some_and(|h| !h.disabled())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -14,8 +14,8 @@ use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, NonFiniteFloatPolicy, Spa
 
 use crate::diag::Diagnostic;
 
-/// Largest compose file we accept.
-pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Largest compose file we accept (one limit for every part: see `noco_proto::limits`).
+pub const MAX_INPUT_BYTES: usize = noco_proto::limits::MAX_COMPOSE_FILE;
 /// Budget for the tree built from one file, counting aliases as the copies they expand to:
 /// nodes, and bytes of scalar text.
 const MAX_TREE_NODES: usize = 200_000;
@@ -101,6 +101,28 @@ fn float_text(f: f64) -> String {
     } else {
         f.to_string()
     }
+}
+
+/// A file's bytes as text. Compose and env files are UTF-8; anything else is invalid input
+/// (not an unreadable file), named by the line and column of the first byte that is not.
+pub fn text(bytes: &[u8]) -> Result<&str, Diagnostic> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+        let line = valid.matches('\n').count() + 1;
+        let column = valid
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+        Diagnostic::new(
+            "",
+            Some(line),
+            format!("not UTF-8 text: byte 0x{byte:02X} at column {column}; save the file as UTF-8"),
+        )
+    })
 }
 
 /// Parse YAML text into a tree. Never panics; every failure is one diagnostic.
@@ -352,6 +374,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_that_is_not_utf8_is_named_by_line_and_column() {
+        assert_eq!(text(b"a: caf\xc3\xa9\n"), Ok("a: caf\u{e9}\n"));
+        let d = text(b"a: 1\nb: caf\xe9\n").unwrap_err();
+        assert_eq!(
+            d.to_string(),
+            "line 2: not UTF-8 text: byte 0xE9 at column 7; save the file as UTF-8"
+        );
+        let d = text(b"\xc3\xa9\xff").unwrap_err();
+        assert_eq!((d.line, d.message.contains("column 2")), (Some(1), true));
+    }
 
     fn scalar(yaml: &str) -> Value {
         match parse(&format!("v: {yaml}\n")) {

@@ -314,6 +314,7 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
             }
             _ => None,
         };
+        let one_shot = project.is_one_shot(&name);
         let mut containers = by_service.remove(name.as_str()).unwrap_or_default();
         containers.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let mut steps = Vec::new();
@@ -366,7 +367,7 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
                                 restart_for.join(", ")
                             ),
                         }
-                    } else if c.state.is_running() || completed(svc, c.state) {
+                    } else if c.state.is_running() || (one_shot && c.state == RunState::Exited(0)) {
                         Step::Keep {
                             id,
                             name: cname,
@@ -377,7 +378,7 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
                             id,
                             name: cname,
                             number,
-                            reason: format!("the container is {}", c.state),
+                            reason: stopped_reason(c.state, one_shot),
                         }
                     }
                 }
@@ -441,11 +442,18 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
     }
 }
 
-/// A one-shot container that finished successfully and is not meant to be restarted.
-fn completed(svc: &Service, state: RunState) -> bool {
-    use crate::model::RestartPolicy;
-    matches!(state, RunState::Exited(0))
-        && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure(_))
+/// Why an up-to-date container that is not running is started. A service is meant to be
+/// running, as in docker compose and Swarm: a container that stopped (`docker stop` exits 0
+/// too) or never started is started again, whatever its restart policy or healthcheck. Only a
+/// one-shot ([`Project::is_one_shot`]) that exited 0 is finished, and kept as it is.
+fn stopped_reason(state: RunState, one_shot: bool) -> String {
+    if one_shot {
+        format!("the one-shot container is {state}: it runs until it completes successfully")
+    } else {
+        format!(
+            "the container is {state}; only a one-shot (awaited with service_completed_successfully) may stay stopped"
+        )
+    }
 }
 
 fn short(hash: &str) -> &str {

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-/// The largest total size of a revision's files.
-pub const MAX_FILES_BYTES: usize = 8 * 1024 * 1024;
-pub const MAX_FILES: usize = 256;
+use noco_proto::limits::{MAX_ENV_BYTES, MAX_SHIPPED_BYTES, MAX_SHIPPED_FILES};
+
+/// The compose file's name inside a revision's directory on a host: no shipped file may take it
+/// (unless it holds the same bytes).
+pub const COMPOSE_FILE: &str = "compose.yaml";
 
 /// A file shipped with a stack, relative to the stack directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,20 +49,49 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
 }
 
 impl RevisionSource {
-    /// Every problem with the shipped files: paths, duplicates, count and size.
+    /// Every problem that would keep a host from writing this revision: the shipped files'
+    /// paths, duplicates, a file that would replace the compose file, a path that is both a
+    /// file and a directory, count and size; and the size of the variables.
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if self.files.len() > MAX_FILES {
+        if self.files.len() > MAX_SHIPPED_FILES {
             problems.push(format!(
-                "{} files, over the limit of {MAX_FILES}",
+                "{} files, over the limit of {MAX_SHIPPED_FILES}",
                 self.files.len()
             ));
         }
         let total: usize = self.files.iter().map(|f| f.content.len()).sum();
-        if total > MAX_FILES_BYTES {
+        if total > MAX_SHIPPED_BYTES {
             problems.push(format!(
-                "{total} bytes of files, over the limit of {MAX_FILES_BYTES}"
+                "{total} bytes of files, over the limit of {MAX_SHIPPED_BYTES}"
             ));
+        }
+        let env: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env > MAX_ENV_BYTES {
+            problems.push(format!(
+                "{env} bytes of variables, over the limit of {MAX_ENV_BYTES}"
+            ));
+        }
+        for f in &self.files {
+            if f.path == COMPOSE_FILE && f.content != self.compose {
+                problems.push(format!(
+                    "shipped file {COMPOSE_FILE:?} differs from the compose file it would replace on the host: rename it or ship the compose file itself"
+                ));
+            }
+        }
+        let paths: std::collections::BTreeSet<&str> =
+            self.files.iter().map(|f| f.path.as_str()).collect();
+        for f in &self.files {
+            let mut dir = f.path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if paths.contains(parent) {
+                    problems.push(format!(
+                        "shipped file {parent:?} is also a directory of shipped file {:?}: a path cannot be both",
+                        f.path
+                    ));
+                }
+                dir = parent;
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.files {
@@ -118,6 +149,46 @@ mod tests {
             content: content.into(),
             mode: 0o640,
         }
+    }
+
+    /// Regression (issue 8, defect 5): these revisions were stored, signed and sent, and every
+    /// agent then failed them.
+    #[test]
+    fn a_revision_no_host_could_write_is_refused_with_the_reason() {
+        let mut r = RevisionSource {
+            compose: b"services: {}".to_vec(),
+            env: BTreeMap::new(),
+            files: vec![file("compose.yaml", "services: {x: {}}")],
+        };
+        let problems = r.check().unwrap_err().join("; ");
+        assert!(
+            problems.contains("differs from the compose file"),
+            "{problems}"
+        );
+        r.files = vec![file("compose.yaml", "services: {}")];
+        r.check().unwrap();
+        r.files = vec![file("cfg", "1"), file("cfg/a.txt", "2"), file("x/y/z", "3")];
+        let problems = r.check().unwrap_err().join("; ");
+        assert!(
+            problems.contains("\"cfg\" is also a directory"),
+            "{problems}"
+        );
+        assert!(!problems.contains("x/y"), "{problems}");
+        r.files = vec![file("a/b", "1"), file("a/b/c/d", "2")];
+        assert!(
+            r.check()
+                .unwrap_err()
+                .join("; ")
+                .contains("\"a/b\" is also a directory")
+        );
+        r.files.clear();
+        r.env.insert("BIG".into(), "x".repeat(MAX_ENV_BYTES));
+        assert!(
+            r.check()
+                .unwrap_err()
+                .join("; ")
+                .contains("bytes of variables")
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Project-wide checks, run once every service is loaded: references name things that exist,
-//! no dependency cycles, no clashing container names or published ports.
+//! no dependency cycles, no clashing container names or published ports, and `service_healthy`
+//! only on a service that has a healthcheck.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Network, Volume};
-use crate::read::Reader;
+use crate::model::{DependencyCondition, Network, Volume};
+use crate::read::{Reader, join};
 use crate::service::Draft;
 
 pub(crate) fn validate(
@@ -60,6 +61,7 @@ pub(crate) fn validate(
         }
     }
     check_container_names(r, drafts);
+    check_health_dependencies(r, drafts);
     check_cycles(r, drafts, &names);
     check_ports(r, drafts);
 }
@@ -76,6 +78,53 @@ fn check_container_names(r: &mut Reader, drafts: &[Draft]) {
                 d.line,
                 format!(
                     "services {first:?} and {:?} both set container_name {container_name:?}",
+                    d.service.name
+                ),
+            );
+        }
+    }
+}
+
+/// `service_healthy` needs a dependency that has a healthcheck ([`Service::has_healthcheck`]):
+/// without one it never becomes healthy, and every host would fail the stack. Compose also
+/// accepts a dependency whose image has a HEALTHCHECK, but the image cannot be known here; a
+/// `healthcheck:` without `test` (even `healthcheck: {}`) says to use the image's own.
+///
+/// [`Service::has_healthcheck`]: crate::model::Service::has_healthcheck
+fn check_health_dependencies(r: &mut Reader, drafts: &[Draft]) {
+    let by_name: BTreeMap<&str, &Draft> = drafts
+        .iter()
+        .map(|d| (d.service.name.as_str(), d))
+        .collect();
+    for d in drafts {
+        for (dep, how) in &d.service.depends_on {
+            if how.condition != DependencyCondition::ServiceHealthy {
+                continue;
+            }
+            let Some(target) = by_name.get(dep.as_str()).map(|t| &t.service) else {
+                continue; // an unknown service, reported as such
+            };
+            if target.has_healthcheck() {
+                continue;
+            }
+            let why = if target.healthcheck.is_some() {
+                format!("{dep:?} disables its healthcheck (disable: true, or test: [\"NONE\"])")
+            } else {
+                format!(
+                    "{dep:?} has no healthcheck: add one under services.{dep}.healthcheck (`healthcheck: {{}}` uses its image's own)"
+                )
+            };
+            let path = join(&join(&d.path, "depends_on"), dep);
+            let line = d
+                .dependencies
+                .iter()
+                .find(|r| r.path == path)
+                .and_then(|r| r.line);
+            r.error(
+                &path,
+                line,
+                format!(
+                    "service {:?} depends on {dep:?} being healthy (service_healthy), but {why}",
                     d.service.name
                 ),
             );

@@ -13,7 +13,7 @@ use common::{errors, load_with, show};
 use noco_compose::model::*;
 
 /// A file with service `s` (`image: img` unless the fragment sets one, then the fragment),
-/// a second service `other`, and
+/// a second service `other` (with a healthcheck, so that `s` may wait for it to be healthy), and
 /// top-level networks `front`/`back` and volume `data` for the fragment to refer to.
 fn file(fragment: &str) -> String {
     let body: String = fragment.lines().map(|l| format!("    {l}\n")).collect();
@@ -23,7 +23,7 @@ fn file(fragment: &str) -> String {
         "    image: img\n"
     };
     format!(
-        "services:\n  s:\n{image}{body}  other:\n    image: other\n\
+        "services:\n  s:\n{image}{body}  other:\n    image: other\n    healthcheck: {{}}\n\
          networks:\n  front: {{}}\n  back: {{}}\nvolumes:\n  data: {{}}\n"
     )
 }

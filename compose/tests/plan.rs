@@ -154,29 +154,74 @@ fn containers_of_services_gone_from_the_file_are_orphans() {
     );
 }
 
+/// Why a stopped service container is started again, as the plan says it.
+const MUST_RUN: &str =
+    "only a one-shot (awaited with service_completed_successfully) may stay stopped";
+
 #[test]
-fn stopped_containers_are_started_but_finished_jobs_are_left_alone() {
-    let p =
-        project("services:\n  job:\n    image: app\n  web:\n    image: app\n    restart: always\n");
-    let mut o = converged(&p);
-    o.containers[0].state = RunState::Exited(0);
-    o.containers[1].state = RunState::Exited(0);
-    assert_eq!(
-        changes(&p, &o),
-        ["web: start p-web-1 (the container is exited (0))"]
+fn a_stopped_service_container_is_started_again_with_or_without_a_healthcheck() {
+    // `docker stop` exits 0 (SIGTERM handled); neither restart policy nor healthcheck makes a
+    // service a finished job.
+    let p = project(
+        "services:\n  api:\n    image: app\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n  worker:\n    image: app\n  web:\n    image: app\n    restart: on-failure\n",
     );
-    o.containers[0].state = RunState::Exited(1);
+    let mut o = converged(&p);
+    for c in &mut o.containers {
+        c.state = RunState::Exited(0);
+    }
     assert_eq!(
         changes(&p, &o),
         [
-            "job: start p-job-1 (the container is exited (1))",
-            "web: start p-web-1 (the container is exited (0))"
+            format!("api: start p-api-1 (the container is exited (0); {MUST_RUN})"),
+            format!("web: start p-web-1 (the container is exited (0); {MUST_RUN})"),
+            format!("worker: start p-worker-1 (the container is exited (0); {MUST_RUN})"),
+        ]
+    );
+    let printed = plan(&p, &o, config_hash).to_string();
+    assert!(
+        printed.contains(&format!(
+            "  start     p-api-1: the container is exited (0); {MUST_RUN}"
+        )),
+        "{printed}"
+    );
+    assert!(!printed.contains("up to date"), "{printed}");
+    o.containers[0].state = RunState::Exited(137);
+    o.containers[1].state = RunState::Created;
+    assert_eq!(
+        changes(&p, &o)[..2],
+        [
+            format!("api: start p-api-1 (the container is exited (137); {MUST_RUN})"),
+            format!("web: start p-web-1 (the container is created; {MUST_RUN})"),
         ]
     );
     o.containers[0].state = RunState::Dead;
     assert_eq!(
         changes(&p, &o)[0],
-        "job: recreate p-job-1 (the container is dead)"
+        "api: recreate p-api-1 (the container is dead)"
+    );
+}
+
+#[test]
+fn a_completed_one_shot_is_left_alone_and_a_failed_one_runs_again() {
+    let p = project(
+        "services:\n  migrate:\n    image: app\n  app:\n    image: app\n    depends_on:\n      migrate: { condition: service_completed_successfully }\n",
+    );
+    let mut o = converged(&p);
+    let migrate = o
+        .containers
+        .iter()
+        .position(|c| c.service == "migrate")
+        .unwrap();
+    o.containers[migrate].state = RunState::Exited(0);
+    let done = plan(&p, &o, config_hash);
+    assert!(done.is_noop(), "{done}");
+    assert!(done.to_string().contains("up to date"));
+    o.containers[migrate].state = RunState::Exited(1);
+    assert_eq!(
+        changes(&p, &o),
+        [
+            "migrate: start p-migrate-1 (the one-shot container is exited (1): it runs until it completes successfully)"
+        ]
     );
 }
 

@@ -1,5 +1,5 @@
-//! The five seed stacks (shared/stacks/seeds): each loads, given what it needs, or is refused
-//! naming exactly the services noco cannot run (those that only `build:`).
+//! The five seed stacks (integration-tests/fixtures/seeds): each loads, given what it needs, or
+//! is refused naming exactly the services noco cannot run (those that only `build:`).
 
 mod common;
 

@@ -220,9 +220,54 @@ services:
 }
 
 #[test]
+fn service_healthy_needs_a_healthcheck_the_file_declares() {
+    // Refused by every loader (nococtl, the server, the agent) rather than by every agent at
+    // apply time: the dependency has no healthcheck, or disables it either way.
+    let dependent =
+        "  web:\n    image: web\n    depends_on:\n      db: { condition: service_healthy }\n";
+    for (db, why) in [
+        ("  db:\n    image: pg\n", "\"db\" has no healthcheck"),
+        (
+            "  db:\n    image: pg\n    healthcheck:\n      disable: true\n",
+            "\"db\" disables its healthcheck",
+        ),
+        (
+            "  db:\n    image: pg\n    healthcheck:\n      test: [\"NONE\"]\n",
+            "\"db\" disables its healthcheck",
+        ),
+    ] {
+        let yaml = format!("services:\n{dependent}{db}");
+        assert_errors(
+            &yaml,
+            &[(
+                "services.web.depends_on.db",
+                &format!(
+                    "service \"web\" depends on \"db\" being healthy (service_healthy), but {why}"
+                ),
+            )],
+        );
+        let line = errors(&yaml)[0].line;
+        assert_eq!(line, Some(5), "the depends_on entry's line");
+    }
+    // A healthcheck of its own, or `healthcheck: {}` (or only timings), which keeps the
+    // image's own HEALTHCHECK test: the file says the service has one.
+    for db in [
+        "  db:\n    image: pg\n    healthcheck:\n      test: [\"CMD\", \"pg_isready\"]\n",
+        "  db:\n    image: pg\n    healthcheck: {}\n",
+        "  db:\n    image: pg\n    healthcheck:\n      interval: 5s\n",
+    ] {
+        project(&format!("services:\n{dependent}{db}"));
+    }
+    // Other conditions need no healthcheck.
+    project(
+        "services:\n  web:\n    image: web\n    depends_on:\n      db: { condition: service_started }\n      job: { condition: service_completed_successfully }\n  db:\n    image: pg\n  job:\n    image: j\n",
+    );
+}
+
+#[test]
 fn dependency_cycles_are_named() {
     assert_errors(
-        "services:\n  a:\n    image: a\n    depends_on: [b]\n  b:\n    image: b\n    depends_on:\n      c:\n        condition: service_healthy\n  c:\n    image: c\n    links: [a]\n  d:\n    image: d\n    depends_on: [d]\n",
+        "services:\n  a:\n    image: a\n    depends_on: [b]\n  b:\n    image: b\n    depends_on:\n      c:\n        condition: service_healthy\n  c:\n    image: c\n    healthcheck: {}\n    links: [a]\n  d:\n    image: d\n    depends_on: [d]\n",
         &[
             ("services.a", "dependency cycle: a -> b -> c -> a"),
             ("services.d", "dependency cycle: d -> d"),

@@ -12,9 +12,9 @@ use tonic::transport::Channel;
 
 use crate::config;
 use crate::error::CtlError;
+use crate::output::errln;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Load the credential at `path` (renewing it if due) and connect to the Control service.
 pub async fn open(
@@ -51,15 +51,15 @@ pub async fn renew_if_due(cred: &mut Credential, path: &Path) {
         Ok(next) => match next.save(path) {
             Ok(()) => *cred = next,
             Err(e) => {
-                eprintln!("nococtl: warning: renewed the certificate but could not save it: {e}")
+                errln!("nococtl: warning: renewed the certificate but could not save it: {e}")
             }
         },
-        Err(e) => eprintln!("nococtl: warning: could not renew the certificate: {e}"),
+        Err(e) => errln!("nococtl: warning: could not renew the certificate: {e}"),
     }
 }
 
 pub fn control(channel: Channel) -> ControlClient<Channel> {
     ControlClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(noco_proto::limits::MAX_CONTROL_RESPONSE)
+        .max_encoding_message_size(noco_proto::limits::MAX_CONTROL_REQUEST)
 }

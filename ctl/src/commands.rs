@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, ago_ms, rfc3339_ms};
+use crate::output::{self, Format, ago_ms, errln, outln, rfc3339_ms};
 use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, rollout, stack, status};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                     "name": r.name, "id": r.operator_id, "role": r.role, "server": cred.server,
                     "cert_not_after": rfc3339_ms(r.cert_not_after_unix_ms), "server_version": r.server_version,
                 })),
-                Format::Table => println!(
+                Format::Table => outln!(
                     "{} ({}) on {} — certificate valid until {}, server {}",
                     r.name,
                     r.role,
@@ -82,8 +82,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                     &json!({"token": r.token, "id": r.token_id, "expires": rfc3339_ms(r.expires_unix_ms)}),
                 ),
                 Format::Table => {
-                    println!("{}", r.token);
-                    eprintln!(
+                    outln!("{}", r.token);
+                    errln!(
                         "single-use, expires {}. On the host: noco-agent enroll --server {} --token <token>",
                         rfc3339_ms(r.expires_unix_ms),
                         cred.server
@@ -150,7 +150,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .into_inner();
             match out {
                 Format::Json => output::json(&host_json(&h)),
-                Format::Table => println!("{}: {}", h.name, labels_text(&h.labels)),
+                Format::Table => outln!("{}: {}", h.name, labels_text(&h.labels)),
             }
         }
         Command::Host(HostCmd::Revoke { host }) => {
@@ -161,9 +161,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .into_inner();
             match out {
                 Format::Json => output::json(&host_json(&h)),
-                Format::Table => println!(
+                Format::Table => outln!(
                     "revoked host {} ({}): its session is cut and it can no longer connect",
-                    h.name, h.id
+                    h.name,
+                    h.id
                 ),
             }
         }
@@ -229,7 +230,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .into_inner();
             match out {
                 Format::Json => output::json(&operator_json(&o)),
-                Format::Table => println!("revoked operator {} ({})", o.name, o.id),
+                Format::Table => outln!("revoked operator {} ({})", o.name, o.id),
             }
         }
         Command::SigningKey(crate::SigningKeyCmd::Rotate) => {
@@ -242,7 +243,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 Format::Json => {
                     output::json(&json!({"key_id": r.key_id, "trusted_key_ids": r.trusted_key_ids}))
                 }
-                Format::Table => println!(
+                Format::Table => outln!(
                     "signing with key {} now; agents trust {} (they reconnect once to take it)",
                     r.key_id,
                     r.trusted_key_ids.join(", ")
@@ -333,7 +334,7 @@ async fn login(
         Format::Json => output::json(
             &json!({"name": r.name, "id": r.operator_id, "role": r.role, "config": path.display().to_string()}),
         ),
-        Format::Table => println!(
+        Format::Table => outln!(
             "logged in as {} ({}); credential written to {}",
             r.name,
             r.role,
@@ -350,8 +351,8 @@ fn print_login_token(r: &pb::AddOperatorResponse, cred: &Credential, out: Format
             "operator": operator_json(&op), "login_token": r.login_token, "expires": rfc3339_ms(r.expires_unix_ms),
         })),
         Format::Table => {
-            println!("{}", r.login_token);
-            eprintln!(
+            outln!("{}", r.login_token);
+            errln!(
                 "one-time login token for {} ({}), expires {}. They run:\n  nococtl login --server {} --token <token>",
                 op.name,
                 op.role,

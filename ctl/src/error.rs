@@ -1,6 +1,7 @@
 //! nococtl's failures and the exit codes scripts can rely on:
 //! 0 success · 1 the server refused or failed the request · 2 usage or local problem (no or bad
-//! credential, expired certificate) · 3 the server could not be reached.
+//! credential, expired certificate) · 3 the server could not be reached. (A closed stdout is
+//! not a failure: see `output`.)
 
 use std::fmt;
 

@@ -1,5 +1,9 @@
 //! nococtl: the operator's command line for noco.
 
+// Output goes through `output::{outln, out, errln}`, never `println!`, which panics when the
+// reader of stdout has gone away (`nococtl audit | head -1`).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 mod client;
 mod commands;
 mod config;
@@ -15,11 +19,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Format;
+use crate::output::{Format, errln};
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server refused or failed the request; \
 2 usage or local problem (no credential, expired certificate, bad arguments); \
-3 the server could not be reached.";
+3 the server could not be reached. Output into a pipe whose reader has gone away \
+(`nococtl audit | head -1`) ends nococtl quietly with 0.";
 
 #[derive(Debug, Parser)]
 #[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, hosts, tokens, operators, audit", after_help = EXIT_CODES)]
@@ -314,7 +319,7 @@ async fn main() -> ExitCode {
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nococtl: {e}");
+            errln!("nococtl: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -1,6 +1,55 @@
-//! Output for people (aligned tables, relative times) and for scripts (`-o json`).
+//! Output for people (aligned tables, relative times) and for scripts (`-o json`), and the one
+//! way it is written: [`outln!`] and [`out!`] instead of `println!`/`print!` (which panic when
+//! the reader of stdout has gone away, `nococtl audit | head -1`). A closed stdout ends nococtl
+//! at once with exit 0, as `head`'s writer expects; another write error is a local problem
+//! (exit 2). Lines for stderr go through [`errln!`], which never fails.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `println!` for nococtl's output: see the module's documentation.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for nococtl's output: see the module's documentation.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that does not panic: when stderr cannot be written there is nobody to tell.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};
+
+/// Write to stdout; when that fails, end nococtl (exit 0 when the reader went away).
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        write_stderr(format_args!("nococtl: writing to stdout: {e}\n"));
+        std::process::exit(2);
+    }
+}
+
+/// Write to stderr, ignoring failure.
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -29,7 +78,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&" ".repeat(pad));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -38,7 +87,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
     );

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::client;
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, rfc3339_ms, short_revision};
+use crate::output::{self, Format, errln, out, outln, rfc3339_ms, short_revision};
 
 /// How long the ERROR column may be in the table.
 const ERROR_WIDTH: usize = 80;
@@ -219,7 +219,7 @@ pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
 fn reported_state(r: &pb::StackReport) -> State {
     match r.state.as_str() {
         "converged" => {
-            if r.services.iter().all(service_ready) {
+            if noco_proto::health::stack_healthy(r) {
                 State::Healthy
             } else if r.services.iter().any(|s| s.health == "unhealthy") {
                 State::Unhealthy
@@ -234,12 +234,12 @@ fn reported_state(r: &pb::StackReport) -> State {
     }
 }
 
-fn service_ready(s: &pb::ServiceReport) -> bool {
-    s.running >= s.desired && matches!(s.health.as_str(), "healthy" | "none" | "")
-}
-
 fn services_text(r: &pb::StackReport) -> String {
-    let ready = r.services.iter().filter(|s| service_ready(s)).count();
+    let ready = r
+        .services
+        .iter()
+        .filter(|s| noco_proto::health::service_ready(s))
+        .count();
     format!("{ready}/{}", r.services.len())
 }
 
@@ -282,7 +282,7 @@ pub async fn run(
             Format::Table => {
                 let rows = all_rows(&hosts, only);
                 if rows.is_empty() {
-                    println!("{}", nothing_text(only));
+                    outln!("{}", nothing_text(only));
                 } else {
                     output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
                 }
@@ -315,13 +315,13 @@ pub async fn run(
         let verdict = verdict(&rows);
         if out == Format::Table {
             if tty {
-                print!("\x1b[H\x1b[2J");
+                out!("\x1b[H\x1b[2J");
                 if rows.is_empty() {
-                    println!("{}", nothing_text(only));
+                    outln!("{}", nothing_text(only));
                 } else {
                     output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
                 }
-                println!(
+                outln!(
                     "\n{} — {} elapsed of {}",
                     verdict.summary(),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
@@ -332,7 +332,7 @@ pub async fn run(
             }
         }
         if let Some(p) = &problem {
-            eprintln!("nococtl: {p} (retrying)");
+            errln!("nococtl: {p} (retrying)");
         }
         let finish = |result: Result<(), CtlError>| {
             if out == Format::Json {
@@ -342,7 +342,7 @@ pub async fn run(
         };
         if !verdict.failed.is_empty() {
             for r in &verdict.failed {
-                eprintln!(
+                errln!(
                     "{} on {}: {}: {}",
                     r.stack,
                     r.host,
@@ -361,7 +361,7 @@ pub async fn run(
         }
         if problem.is_none() && verdict.waiting.is_empty() {
             if out == Format::Table && !tty {
-                println!("{}", verdict.summary());
+                outln!("{}", verdict.summary());
             }
             return finish(Ok(()));
         }
@@ -449,13 +449,13 @@ fn print_changes(rows: &[Row], shown: &mut BTreeMap<(String, String), String>) {
             }
         );
         if shown.get(&key) != Some(&line) {
-            println!("{now} {line}");
+            outln!("{now} {line}");
         }
         seen.insert(key, line);
     }
     for (host, stack) in shown.keys() {
         if !seen.contains_key(&(host.clone(), stack.clone())) {
-            println!("{now} {host} {stack} gone");
+            outln!("{now} {host} {stack} gone");
         }
     }
     *shown = seen;
@@ -579,6 +579,19 @@ mod tests {
         let not_reported = only_row(&host("online", &[("shop", R2)], vec![]));
         assert_eq!(not_reported.state, State::Pending);
         assert_eq!(not_reported.services, "-");
+    }
+
+    /// Regression (issue 8): nococtl counted a service with no reported health as healthy,
+    /// where the server (stack summaries, rollout gates) did not; one predicate now.
+    #[test]
+    fn a_service_with_no_reported_health_is_not_healthy() {
+        let h = host(
+            "online",
+            &[("shop", R1)],
+            vec![report("shop", R1, "converged", &[(1, 1, "")])],
+        );
+        assert_eq!(only_row(&h).state, State::Starting);
+        assert_eq!(only_row(&h).services, "0/1");
     }
 
     #[test]

@@ -38,6 +38,8 @@
 // runtimes): blocking sleeps are what we want here.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -49,6 +51,8 @@ use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::ListContainersOptionsBuilder;
+use clap::Parser;
+use common::{parse_args, positive};
 use noco_integration_tests::docker::{
     COMPOSE_PROJECT_LABEL, cleanup_project, require_docker, testapp_image, with_docker,
 };
@@ -135,53 +139,23 @@ const EXIT_POLL: Duration = Duration::from_millis(1);
 
 // ------------------------------------------------------------------------------------ main
 
-#[derive(Debug)]
+/// `noco-agent compose up` next to `docker-compose` (v1) on the same 5-service stack.
+#[derive(Debug, Parser)]
+#[command(
+    name = "compose",
+    bin_name = "cargo bench -p noco-integration-tests --bench compose --"
+)]
 struct Args {
+    /// Rounds measured per tool.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     runs: usize,
+    /// Rounds run first and not counted.
+    #[arg(long, default_value_t = 1)]
     warmup: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { runs: 5, warmup: 1 };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut number = |name: &str| -> anyhow::Result<usize> {
-            let v = inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value"))?;
-            v.parse()
-                .with_context(|| format!("{name} {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--runs" => args.runs = number("--runs")?,
-            "--warmup" => args.warmup = number("--warmup")?,
-            // cargo bench passes `--bench` to every benchmark.
-            "--bench" => {}
-            other => bail!("unknown argument {other:?}"),
-        }
-    }
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("compose benchmark: {e:#}");
-            eprintln!(
-                "usage: cargo bench -p noco-integration-tests --bench compose -- [--runs 5] [--warmup 1]"
-            );
-            return ExitCode::from(2);
-        }
-    };
+    let args: Args = parse_args();
     if !require_docker() {
         return ExitCode::SUCCESS;
     }

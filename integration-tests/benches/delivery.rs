@@ -31,74 +31,36 @@
 //!
 //! Each session costs a file descriptor on both sides and a loopback source port. The soft
 //! open-files limit is raised to the hard one (with `prlimit`) when it is lower; an N that still
-//! does not fit is skipped, with the reason printed.
+//! does not fit is skipped, with the reason printed. `--help` lists the arguments.
 
 mod common;
 
-use common::*;
-use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
-use noco_certs::credential::Credential;
-use noco_certs::dial::{self, ServerAddr};
-use noco_certs::signing::TrustRoot;
-use noco_certs::state::{self as signed, Accepted, Verdict};
-use noco_certs::token::Token;
-use noco_certs::{csr, tls};
-use noco_integration_tests::{Fleet, Proc, ServerOptions, bin_dir};
+use anyhow::bail;
+use clap::Parser;
+use common::*;
+use noco_certs::dial::ServerAddr;
+use noco_integration_tests::{Fleet, Proc, ServerOptions};
 use noco_proto::v1 as pb;
-use pb::agent_message::Msg as AgentMsg;
-use pb::server_message::Msg as ServerMsg;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
-/// Deadline of one TCP + TLS connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deadline of one unary call, and of the session call and its Welcome.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often Status is polled while waiting for every host to apply a state.
 const STATUS_POLL: Duration = Duration::from_millis(100);
-/// Enrollments in flight (key, CSR, connection, call).
-const ENROLL_CONCURRENCY: usize = 64;
-/// Calls in flight that make the server write and flush its database (CreateToken, Enroll).
-const WRITE_CONCURRENCY: usize = 64;
-/// Concurrent session handshakes (connect, TLS, Hello, Welcome).
-const HANDSHAKE_CONCURRENCY: usize = 128;
-/// Server heartbeat for the simulated part.
-const SIM_HEARTBEAT: &str = "10s";
-/// File descriptors (and ports) needed beyond one per session.
-const FD_MARGIN: u64 = 256;
-/// Status and ListHosts of many hosts are larger than tonic's default 4 MiB limit.
-const MAX_LIST_MESSAGE: usize = 256 * 1024 * 1024;
-/// Fewer established sessions than this share of N is a failure.
-const MIN_ESTABLISHED: f64 = 0.99;
-/// Simulated host names: `sim-00042`.
-const SIM_PREFIX: &str = "sim-";
 /// The stack applied to the simulated hosts, and its compose file per change.
 const SIM_STACK: &str = "bench";
 /// The stack the real agents run.
 const REAL_STACK: &str = "app";
 /// How long real agents may take to come online, and to converge a stack.
 const REAL_TIMEOUT: Duration = Duration::from_secs(180);
-
-type Control = pb::control_client::ControlClient<Channel>;
-
-fn sim_compose(change: usize) -> String {
-    if change == 0 {
-        "services:\n  app:\n    image: noco-testapp:latest\n".to_string()
-    } else {
-        format!(
-            "services:\n  app:\n    image: noco-testapp:latest\n    environment:\n      VERSION: \"{change}\"\n"
-        )
-    }
-}
+/// How long making tokens, enrolling, opening sessions or delivering a state to N simulated
+/// hosts may take in all.
+const PHASE: PhaseLimit = PhaseLimit {
+    base: Duration::from_secs(120),
+    per_host: Duration::from_millis(20),
+};
 
 /// The real agents' stack: the test image through `${IMAGE}`, with a health check.
 fn real_compose(version: &str) -> String {
@@ -109,194 +71,51 @@ fn real_compose(version: &str) -> String {
 
 // ------------------------------------------------------------------------------------ main
 
-#[derive(Debug)]
+/// The time from `stack apply` to every matching agent having the new state, with simulated
+/// agents and with real ones.
+#[derive(Debug, Parser)]
+#[command(
+    name = "delivery",
+    bin_name = "cargo bench -p noco-integration-tests --bench delivery --"
+)]
 struct Args {
+    /// How many simulated agents, each count on a fresh server (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000", value_parser = positive)]
     sessions: Vec<usize>,
+    /// How many real `noco-agent` processes, on the local Docker engine (0: none).
+    #[arg(long, default_value_t = 3)]
     agents: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        sessions: vec![1000, 10000],
-        agents: 3,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "--sessions" => {
-                let v = value("--sessions")?;
-                args.sessions = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| match s.parse::<usize>() {
-                        Ok(n) if n > 0 => Ok(n),
-                        _ => Err(anyhow!("--sessions {v:?}: {s:?} is not a positive number")),
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            "--agents" => {
-                let v = value("--agents")?;
-                args.agents = v
-                    .parse()
-                    .with_context(|| format!("--agents {v:?} is not a number"))?;
-            }
-            // cargo bench passes `--bench`; anything else is not ours either.
-            _ => {}
-        }
-    }
-    Ok(args)
-}
-
-fn main() -> ExitCode {
-    noco_certs::install_crypto_provider();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("delivery benchmark: {e:#}");
-            eprintln!(
-                "usage: cargo bench -p noco-integration-tests --bench delivery -- [--sessions 1000,10000] [--agents 3]"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("delivery benchmark: starting the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ok = runtime.block_on(bench(args));
-    // Session tasks of a failed N may still be parked; do not wait for them.
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+fn main() -> std::process::ExitCode {
+    run_async("delivery", bench(parse_args()))
 }
 
 /// Run both parts, print the summary; whether everything that ran succeeded.
 async fn bench(args: Args) -> bool {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    println!(
-        "noco state delivery benchmark: --sessions {:?} --agents {}",
-        args.sessions, args.agents
-    );
-    println!("{}", raise_open_files_limit());
-    let build = match harness("building the noco binaries", || bin_dir().to_path_buf()) {
-        Ok(dir) => {
-            let profile = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            println!("binaries: {}", dir.display());
-            format!("{profile} build")
-        }
-        Err(e) => {
-            eprintln!("delivery benchmark failed: {e:#}");
-            return false;
-        }
+    let settings = format!("--sessions {:?} --agents {}", args.sessions, args.agents);
+    let Some(machine) = begin("delivery", "state delivery", &settings) else {
+        return false;
     };
-
-    let mut ok = true;
-    let mut summary = vec![format!(
-        "== noco state delivery benchmark ({cores} cores, {build}) =="
-    )];
-
+    let mut summary = Summary::new(
+        "delivery",
+        format!("== noco state delivery benchmark ({machine}) =="),
+    );
     for &n in &args.sessions {
         println!();
         println!("-- {n} simulated agents");
-        match simulated(n).await {
-            Outcome::Measured(lines) => summary.extend(lines),
-            Outcome::Partial(lines, why) => {
-                ok = false;
-                println!("FAILED: {why}");
-                summary.extend(lines);
-                summary.push(format!("  {n} simulated agents: FAILED: {why}"));
-            }
-            Outcome::Skipped(why) => {
-                println!("skipped: {why}");
-                summary.push(format!("{n} simulated agents: skipped: {why}"));
-            }
-            Outcome::Failed(why) => {
-                ok = false;
-                println!("FAILED: {why}");
-                summary.push(format!("{n} simulated agents: FAILED: {why}"));
-            }
-        }
+        summary.add(&format!("{n} simulated agents"), simulated(n).await);
     }
-
     if args.agents > 0 {
         let n = args.agents;
         println!();
         println!("-- {n} real agents");
-        match real_agents(n).await {
-            Outcome::Measured(lines) => summary.extend(lines),
-            Outcome::Partial(lines, why) => {
-                ok = false;
-                println!("FAILED: {why}");
-                summary.extend(lines);
-                summary.push(format!("{n} real agents: FAILED: {why}"));
-            }
-            Outcome::Skipped(why) => {
-                println!("skipped: {why}");
-                summary.push(format!("{n} real agents: skipped: {why}"));
-            }
-            Outcome::Failed(why) => {
-                ok = false;
-                println!("FAILED: {why}");
-                summary.push(format!("{n} real agents: FAILED: {why}"));
-            }
-        }
+        summary.add(&format!("{n} real agents"), real_agents(n).await);
     }
-
-    println!();
-    for line in summary {
-        println!("{line}");
-    }
-    if !ok {
-        eprintln!("delivery benchmark: FAILED (see above)");
-    }
-    ok
-}
-
-enum Outcome {
-    /// Summary lines.
-    Measured(Vec<String>),
-    /// Summary lines of what was measured, and what then failed.
-    Partial(Vec<String>, String),
-    Skipped(String),
-    Failed(String),
+    summary.finish()
 }
 
 // ------------------------------------------------------------------------------------ part 1
-
-/// A simulated host's credential and trust root.
-struct SimHost {
-    name: String,
-    host_id: String,
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-    trust: Arc<TrustRoot>,
-}
 
 /// A desired state a session received.
 #[derive(Debug, Clone)]
@@ -324,75 +143,30 @@ impl SessionLog {
     fn received_any(&self) -> bool {
         !lock(&self.arrivals).is_empty()
     }
-}
 
-/// Counters over all sessions.
-#[derive(Debug, Default)]
-struct Counters {
-    verify_failures: AtomicUsize,
-    first_failure: Mutex<Option<String>>,
-    /// Why sessions ended on their own.
-    lost: Mutex<Failures>,
-}
-
-/// Failed operations: how many, and the first distinct messages with their counts.
-#[derive(Debug, Default)]
-struct Failures {
-    total: usize,
-    distinct: Vec<(String, usize)>,
-}
-
-impl Failures {
-    fn add(&mut self, message: String) {
-        self.total += 1;
-        if let Some(entry) = self.distinct.iter_mut().find(|(m, _)| *m == message) {
-            entry.1 += 1;
-        } else if self.distinct.len() < 20 {
-            self.distinct.push((message, 1));
-        }
-    }
-
-    fn report(&self, what: &str) {
-        if self.total == 0 {
-            return;
-        }
-        println!("{} {what} failed; first distinct errors:", self.total);
-        for (message, count) in self.distinct.iter().take(5) {
-            println!("  {count} × {message}");
-        }
+    /// Record `state`, which arrived at `at`.
+    fn arrived(&self, at: Instant, state: &pb::DesiredState) {
+        lock(&self.arrivals).push(Arrival {
+            at,
+            generation: state.generation,
+            revision: state
+                .stacks
+                .iter()
+                .find(|s| s.name == SIM_STACK)
+                .map(|s| s.revision.clone()),
+        });
     }
 }
 
+/// On a fresh server: enroll `n` simulated hosts, open their sessions, time two changes, drop
+/// the sessions.
 async fn simulated(n: usize) -> Outcome {
-    if let Err(why) = fits(n, "this process", "self") {
-        return Outcome::Skipped(why);
-    }
-    let mut fleet = match harness("starting the server", || {
-        Fleet::start(ServerOptions {
-            heartbeat: SIM_HEARTBEAT.into(),
-            ..ServerOptions::default()
-        })
-    }) {
-        Ok(f) => f,
-        Err(e) => return Outcome::Failed(format!("{e:#}")),
-    };
-    let server_pid = fleet
-        .server
-        .as_ref()
-        .map(Proc::pid)
-        .unwrap_or(0)
-        .to_string();
-    let outcome = match fits(n, "the server", &server_pid) {
-        Err(why) => Outcome::Skipped(why),
-        Ok(()) => measure_simulated(&fleet, &server_pid, n).await,
-    };
-    if let Err(e) = harness("stopping the server", || fleet.stop_server()) {
-        println!("warning: {e:#}");
-    }
-    outcome
+    on_fresh_server(n, async |fleet, server_pid| {
+        measure_simulated(fleet, server_pid, n).await
+    })
+    .await
 }
 
-/// Enroll `n` simulated hosts, open their sessions, time two changes, drop the sessions.
 async fn measure_simulated(fleet: &Fleet, server_pid: &str, n: usize) -> Outcome {
     let addr = match ServerAddr::parse(&fleet.url) {
         Ok(a) => a,
@@ -402,34 +176,34 @@ async fn measure_simulated(fleet: &Fleet, server_pid: &str, n: usize) -> Outcome
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
+    let enrolled = match enroll_sims(fleet, &control, n, "delivery benchmark", PHASE).await {
+        Ok(e) => e,
+        Err(e) => return Outcome::Failed(format!("{e:#}")),
+    };
 
-    let start = Instant::now();
-    let gate = WriteGate::new();
-    let tokens = create_tokens(&control, &gate, n).await;
-    println!(
-        "created {} join tokens in {}",
-        tokens.len(),
-        fmt_s(start.elapsed())
-    );
-    let start = Instant::now();
-    let hosts = enroll_all(&addr, &gate, tokens).await;
-    let enroll_time = start.elapsed();
-    println!(
-        "enrolled {} hosts in {} ({}/s)",
-        hosts.len(),
-        fmt_s(enroll_time),
-        rate(hosts.len(), enroll_time)
-    );
-    if (hosts.len() as f64) < n as f64 * MIN_ESTABLISHED {
-        return Outcome::Failed(format!(
-            "only {} of {n} hosts enrolled; sessions not attempted",
-            hosts.len()
-        ));
-    }
-
+    // Each session verifies, records and acks every desired state at once.
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
-    let (tasks, logs) = open_sessions(&addr, hosts, counters.clone()).await;
+    let shared = counters.clone();
+    let (tasks, logs) = open_sessions(&addr, enrolled.hosts, PHASE, move |host, live| {
+        let counters = shared.clone();
+        let log = Arc::new(SessionLog::default());
+        (log.clone(), async move {
+            let mut acker = Acker::new(host);
+            serve(live, &counters.lost, |env, at| {
+                Some(acker.receive(env, at, &counters, |state, now| {
+                    log.arrived(at, state);
+                    state
+                        .stacks
+                        .iter()
+                        .map(|s| converged(&s.name, &s.revision, now))
+                        .collect()
+                }))
+            })
+            .await
+        })
+    })
+    .await;
     let established = logs.len();
     println!(
         "established {established}/{n} sessions in {} ({}/s)",
@@ -442,12 +216,7 @@ async fn measure_simulated(fleet: &Fleet, server_pid: &str, n: usize) -> Outcome
         deliveries(control, server_pid, n, &logs, &counters).await
     };
     lock(&counters.lost).report("sessions (ended on their own)");
-    for task in &tasks {
-        task.abort();
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
+    drop_sessions(tasks).await;
     result
 }
 
@@ -460,7 +229,7 @@ async fn deliveries(
     counters: &Counters,
 ) -> Outcome {
     let start = Instant::now();
-    let deadline = phase_deadline(logs.len());
+    let deadline = PHASE.deadline(logs.len());
     loop {
         let got = logs.iter().filter(|l| l.received_any()).count();
         if got == logs.len() {
@@ -584,7 +353,7 @@ async fn one_change(
 ) -> anyhow::Result<ChangeFigures> {
     let failures_before = counters.verify_failures.load(Ordering::Relaxed);
     let cpu_before = cpu_seconds(server_pid);
-    let deadline = phase_deadline(logs.len());
+    let deadline = PHASE.deadline(logs.len());
     let request = pb::ApplyStackRequest {
         name: SIM_STACK.to_string(),
         selector: "role=sim".to_string(),
@@ -692,14 +461,7 @@ async fn one_change(
 /// Hosts whose Status shows `revision` of [`SIM_STACK`] assigned and applied: the reported
 /// generation is the desired one and the stack is reported at that revision.
 async fn count_applied(control: &mut Control, revision: &str) -> anyhow::Result<usize> {
-    let request = pb::StatusRequest {
-        stack: SIM_STACK.to_string(),
-    };
-    let hosts = match tokio::time::timeout(CALL_TIMEOUT, control.status(request)).await {
-        Ok(Ok(resp)) => resp.into_inner().hosts,
-        Ok(Err(status)) => bail!("Status: {}", status_text(&status)),
-        Err(_) => bail!("Status did not answer within {CALL_TIMEOUT:?}"),
-    };
+    let hosts = stack_status(control, SIM_STACK).await?;
     Ok(hosts
         .iter()
         .filter(|h| {
@@ -709,267 +471,6 @@ async fn count_applied(control: &mut Control, revision: &str) -> anyhow::Result<
                 && h.reported.iter().any(|s| s.revision == revision)
         })
         .count())
-}
-
-/// Admits [`WRITE_CONCURRENCY`] write calls at a time. Once one times out (the server's writes
-/// are stuck) the rest fail at once instead of each waiting out its timeout.
-struct WriteGate {
-    permits: Semaphore,
-    stuck: AtomicBool,
-}
-
-impl WriteGate {
-    fn new() -> Arc<Self> {
-        Arc::new(WriteGate {
-            permits: Semaphore::new(WRITE_CONCURRENCY),
-            stuck: AtomicBool::new(false),
-        })
-    }
-
-    async fn call<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        if self.stuck.load(Ordering::Relaxed) {
-            return Err(format!("{what} not sent: an earlier write call timed out"));
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
-            Err(_) => {
-                self.stuck.store(true, Ordering::Relaxed);
-                Err(format!(
-                    "{what} did not answer within {CALL_TIMEOUT:?}: the server's writes seem stuck"
-                ))
-            }
-        }
-    }
-}
-
-/// `n` join tokens for `role=sim`, made through `gate`; failures are reported and left out.
-async fn create_tokens(control: &Control, gate: &Arc<WriteGate>, n: usize) -> Vec<String> {
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut control = control.clone();
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let request = pb::CreateTokenRequest {
-                    labels: HashMap::from([("role".to_string(), "sim".to_string())]),
-                    ttl_seconds: 3600,
-                    description: "delivery benchmark".to_string(),
-                };
-                let resp = gate
-                    .call("CreateToken", control.create_token(request))
-                    .await?;
-                Ok(resp.token)
-            })
-        })
-        .collect();
-    let (tokens, failures) = collect_tasks("join tokens made", tasks, phase_deadline(n)).await;
-    failures.report("token creations");
-    tokens
-}
-
-async fn enroll_one(
-    addr: &ServerAddr,
-    gate: &WriteGate,
-    token: String,
-    name: String,
-) -> Result<SimHost, String> {
-    let parsed: Token = token
-        .parse()
-        .map_err(|e| format!("reading the join token: {e}"))?;
-    let csr::KeyAndCsr { key_pem, csr_pem } =
-        csr::generate(&name).map_err(|e| format!("making a key and CSR: {e}"))?;
-    let config = Arc::new(
-        tls::pinned_client_config(&parsed.ca_fingerprint)
-            .map_err(|e| format!("pinned TLS configuration: {e}"))?,
-    );
-    let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| format!("connecting to enroll: {}", noco_certs::dial::describe(&e)))?;
-    let request = pb::EnrollRequest {
-        token,
-        csr_pem,
-        requested_name: name.clone(),
-        facts: Some(facts(&name)),
-    };
-    let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
-    let resp = gate.call("Enroll", client.enroll(request)).await?;
-    let keys: Vec<Vec<u8>> = resp
-        .trust_root
-        .iter()
-        .map(|k| k.public_key.clone())
-        .collect();
-    let trust = TrustRoot::new(&keys).map_err(|e| format!("the enrolled trust root: {e}"))?;
-    Ok(SimHost {
-        name: resp.name,
-        host_id: resp.host_id,
-        ca_pem: resp.ca_pem,
-        cert_pem: resp.cert_pem,
-        key_pem,
-        trust: Arc::new(trust),
-    })
-}
-
-/// Open a session per host with bounded concurrency. Returns the tasks holding the sessions
-/// (abort them to drop the sessions) and the logs of the established ones.
-async fn open_sessions(
-    addr: &ServerAddr,
-    hosts: Vec<SimHost>,
-    counters: Arc<Counters>,
-) -> (Vec<tokio::task::JoinHandle<()>>, Vec<Arc<SessionLog>>) {
-    let limit = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
-    let total = hosts.len();
-    let mut tasks = Vec::with_capacity(total);
-    let mut results = Vec::with_capacity(total);
-    for host in hosts {
-        let (done_tx, done_rx) = oneshot::channel::<Result<Arc<SessionLog>, String>>();
-        let done_rx = async move {
-            done_rx
-                .await
-                .unwrap_or_else(|_| Err("the session task ended without a result".to_string()))
-        };
-        let addr = addr.clone();
-        let limit = limit.clone();
-        let counters = counters.clone();
-        tasks.push(tokio::spawn(async move {
-            let opened = match limit.acquire_owned().await {
-                Ok(_permit) => open_session(&addr, &host).await,
-                Err(e) => Err(e.to_string()),
-            };
-            match opened {
-                Ok(live) => {
-                    let log = Arc::new(SessionLog::default());
-                    let _ = done_tx.send(Ok(log.clone()));
-                    serve(live, &host, &log, &counters).await;
-                }
-                Err(e) => {
-                    let _ = done_tx.send(Err(e));
-                }
-            }
-        }));
-        results.push(done_rx);
-    }
-    let (established, failures) = collect("established", results, phase_deadline(total)).await;
-    failures.report("sessions");
-    (tasks, established)
-}
-
-/// An established session.
-struct Live {
-    // Held so that the connection stays up as long as the session.
-    _client: pb::agent_client::AgentClient<Channel>,
-    tx: mpsc::Sender<pb::AgentMessage>,
-    inbound: tonic::Streaming<pb::ServerMessage>,
-    heartbeat: Duration,
-}
-
-/// Verify, record and ack every desired state; heartbeat every interval; until the session
-/// ends (recorded in `counters.lost`) or the task is aborted.
-async fn serve(mut live: Live, host: &SimHost, log: &SessionLog, counters: &Counters) {
-    let mut tick = tokio::time::interval(live.heartbeat);
-    tick.tick().await;
-    let mut seq = 0u64;
-    let mut last: Option<(Accepted, pb::StateReport)> = None;
-    let why = loop {
-        let reply = tokio::select! {
-            msg = live.inbound.message() => match msg {
-                Ok(Some(pb::ServerMessage { msg: Some(ServerMsg::DesiredState(env)) })) => {
-                    let at = Instant::now();
-                    Some(judge(&env, host, &mut last, at, log, counters))
-                }
-                Ok(Some(_)) => None,
-                Ok(None) => break "the server closed the session".to_string(),
-                Err(status) => break format!("session ended: {}", status_text(&status)),
-            },
-            _ = tick.tick() => {
-                seq += 1;
-                Some(AgentMsg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms: unix_ms() }))
-            }
-        };
-        if let Some(msg) = reply
-            && live
-                .tx
-                .send(pb::AgentMessage { msg: Some(msg) })
-                .await
-                .is_err()
-        {
-            break "the session's send side closed".to_string();
-        }
-    };
-    lock(&counters.lost).add(why);
-}
-
-/// Verify a received state as an agent would; record it; the report to send back.
-fn judge(
-    env: &pb::SignedState,
-    host: &SimHost,
-    last: &mut Option<(Accepted, pb::StateReport)>,
-    at: Instant,
-    log: &SessionLog,
-    counters: &Counters,
-) -> AgentMsg {
-    let accepted = last.as_ref().map(|(a, _)| a);
-    let state = match signed::verify(&host.trust, env, &host.host_id, accepted, SystemTime::now()) {
-        Ok(Verdict::New(state)) => state,
-        Ok(Verdict::Same) => {
-            // A re-send of what is applied: report it again, record nothing new.
-            let report = last.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-            return AgentMsg::Report(pb::StateReport {
-                sent_unix_ms: unix_ms(),
-                ..report
-            });
-        }
-        Err(refusal) => {
-            counters.verify_failures.fetch_add(1, Ordering::Relaxed);
-            lock(&counters.first_failure).get_or_insert_with(|| refusal.to_string());
-            let report = last.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-            return AgentMsg::Report(pb::StateReport {
-                refused: refusal.to_string(),
-                refused_generation: decoded_generation(env),
-                sent_unix_ms: unix_ms(),
-                ..report
-            });
-        }
-    };
-    let now = unix_ms();
-    lock(&log.arrivals).push(Arrival {
-        at,
-        generation: state.generation,
-        revision: state
-            .stacks
-            .iter()
-            .find(|s| s.name == SIM_STACK)
-            .map(|s| s.revision.clone()),
-    });
-    let report = pb::StateReport {
-        generation: state.generation,
-        stacks: state
-            .stacks
-            .iter()
-            .map(|s| pb::StackReport {
-                name: s.name.clone(),
-                revision: s.revision.clone(),
-                state: "converged".to_string(),
-                applied_unix_ms: now,
-                ..Default::default()
-            })
-            .collect(),
-        sent_unix_ms: now,
-        ..Default::default()
-    };
-    *last = Some((signed::accepted(env, state.generation), report.clone()));
-    AgentMsg::Report(report)
-}
-
-/// The generation a refused envelope claims, if its payload decodes (0 if not).
-fn decoded_generation(env: &pb::SignedState) -> u64 {
-    <pb::DesiredState as prost::Message>::decode(env.payload.as_slice())
-        .map(|s| s.generation)
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------------------------ part 2
@@ -1121,11 +622,7 @@ async fn real_change(
         ..Default::default()
     };
     let start = Instant::now();
-    let resp = match tokio::time::timeout(CALL_TIMEOUT, control.apply_stack(request)).await {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => bail!("ApplyStack: {}", status_text(&status)),
-        Err(_) => bail!("ApplyStack did not answer within {CALL_TIMEOUT:?}"),
-    };
+    let resp = apply_stack(control, request).await?;
     if resp.hosts.len() != n {
         bail!(
             "the stack was assigned to {} hosts, not {n}",
@@ -1135,14 +632,7 @@ async fn real_change(
     let revision = resp.revision;
     let mut last_states = Vec::new();
     while start.elapsed() < REAL_TIMEOUT {
-        let request = pb::StatusRequest {
-            stack: REAL_STACK.to_string(),
-        };
-        let hosts = match tokio::time::timeout(CALL_TIMEOUT, control.status(request)).await {
-            Ok(Ok(resp)) => resp.into_inner().hosts,
-            Ok(Err(status)) => bail!("Status: {}", status_text(&status)),
-            Err(_) => bail!("Status did not answer within {CALL_TIMEOUT:?}"),
-        };
+        let hosts = stack_status(control, REAL_STACK).await?;
         let converged = hosts
             .iter()
             .filter(|h| {
@@ -1173,89 +663,6 @@ async fn real_change(
     )
 }
 
-// ------------------------------------------------------------------------------------ helpers
-
-/// How long a phase over `n` hosts may take in all; a safety net, far above expected times.
-fn phase_deadline(n: usize) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(120) + Duration::from_millis(20) * n as u32
-}
-
-/// Await `results` in order until `deadline`: the successes, and the failures (late ones count
-/// as failed). Prints progress every few seconds.
-async fn collect<T>(
-    what: &'static str,
-    results: Vec<impl Future<Output = Result<T, String>>>,
-    deadline: tokio::time::Instant,
-) -> (Vec<T>, Failures) {
-    let total = results.len();
-    let mut done = Vec::with_capacity(total);
-    let mut failures = Failures::default();
-    let mut progress = Progress::new(what, total);
-    for result in results {
-        match tokio::time::timeout_at(deadline, result).await {
-            Ok(Ok(v)) => done.push(v),
-            Ok(Err(e)) => failures.add(e),
-            Err(_) => failures.add("not done before the phase deadline".to_string()),
-        }
-        progress.tick(done.len());
-    }
-    (done, failures)
-}
-
-/// [`collect`] for spawned tasks; those still running at the deadline are aborted.
-async fn collect_tasks<T: Send + 'static>(
-    what: &'static str,
-    tasks: Vec<tokio::task::JoinHandle<Result<T, String>>>,
-    deadline: tokio::time::Instant,
-) -> (Vec<T>, Failures) {
-    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let results = tasks
-        .into_iter()
-        .map(|t| async move { t.await.map_err(|e| format!("task: {e}")).and_then(|r| r) })
-        .collect();
-    let collected = collect(what, results, deadline).await;
-    for a in aborts {
-        a.abort();
-    }
-    collected
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-// ------------------------------------------------------------------------------------ limits
-
-/// CPU time (user + system) a process has used, in seconds, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its `)` start at field 3.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15: indexes 11 and 12 after field 2.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks() as f64)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 when that fails, the Linux default).
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
-}
-
 // ------------------------------------------------------------------------------------ formatting
 
 /// The `p`th percentile (nearest rank) of sorted durations; not empty.
@@ -1270,9 +677,4 @@ fn fmt_latency(d: Duration) -> String {
     } else {
         format!("{:.2} s", d.as_secs_f64())
     }
-}
-
-/// `sha256:0123456789ab` of a revision.
-fn short(revision: &str) -> &str {
-    revision.get(..19).unwrap_or(revision)
 }

@@ -25,180 +25,77 @@
 //! ```text
 //! cargo bench -p noco-integration-tests --bench rollout -- [--hosts 100] [--batch 10] [--runs 3] [--canary 0]
 //! ```
+//!
+//! `--help` lists the arguments.
 
 mod common;
 
-use common::*;
-use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::StreamExt;
-use noco_certs::credential::Credential;
-use noco_certs::dial::{self, ServerAddr};
-use noco_certs::signing::TrustRoot;
-use noco_certs::state::{self as signed, Accepted, Verdict};
-use noco_certs::token::Token;
-use noco_certs::{csr, tls};
-use noco_integration_tests::{Fleet, ServerOptions, bin_dir};
+use clap::Parser;
+use common::*;
+use noco_certs::dial::ServerAddr;
+use noco_integration_tests::{Fleet, ServerOptions};
 use noco_proto::v1 as pb;
-use pb::agent_message::Msg as AgentMsg;
-use pb::server_message::Msg as ServerMsg;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
-/// Deadline of one TCP + TLS connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deadline of one unary call, and of the session call and its Welcome.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often GetRollout (and Status, while waiting for the first revision) is polled.
 const POLL: Duration = Duration::from_millis(20);
-/// Enrollments in flight (key, CSR, connection, call).
-const ENROLL_CONCURRENCY: usize = 64;
-/// Calls in flight that make the server write and flush its database (CreateToken, Enroll).
-const WRITE_CONCURRENCY: usize = 64;
-/// Concurrent session handshakes.
-const HANDSHAKE_CONCURRENCY: usize = 128;
-/// Server heartbeat: slow, so heartbeats do not add to what is measured.
-const SIM_HEARTBEAT: &str = "10s";
-/// File descriptors (and ports) needed beyond one per session.
-const FD_MARGIN: u64 = 256;
-/// Status and ListHosts of many hosts are larger than tonic's default 4 MiB limit.
-const MAX_LIST_MESSAGE: usize = 256 * 1024 * 1024;
-/// Simulated host names: `sim-00042`.
-const SIM_PREFIX: &str = "sim-";
 /// The stack rolled out.
 const STACK: &str = "bench";
 /// The rollout's per-step deadline (a host not healthy by then fails the rollout).
 const STEP_DEADLINE_MS: u64 = 60_000;
 /// How many events of a rollout that did not succeed are printed.
 const LAST_EVENTS: usize = 15;
-
-type Control = pb::control_client::ControlClient<Channel>;
-
-/// The stack's compose file at `version` (1: the first revision, applied with ApplyStack).
-fn compose(version: usize) -> String {
-    if version <= 1 {
-        "services:\n  app:\n    image: noco-testapp:latest\n".to_string()
-    } else {
-        format!(
-            "services:\n  app:\n    image: noco-testapp:latest\n    environment:\n      VERSION: \"{version}\"\n"
-        )
-    }
-}
-
-/// How long a phase over `n` hosts may take in all; a safety net, far above expected times.
-fn phase_deadline(n: usize) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(60) + Duration::from_millis(20) * n as u32
-}
+/// How long making tokens, enrolling, opening sessions or converging N hosts may take in all.
+const PHASE: PhaseLimit = PhaseLimit {
+    base: Duration::from_secs(60),
+    per_host: Duration::from_millis(20),
+};
 
 // ------------------------------------------------------------------------------------ main
 
-#[derive(Debug)]
+/// noco's own overhead per batch of a rollout over simulated hosts that apply instantly.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rollout",
+    bin_name = "cargo bench -p noco-integration-tests --bench rollout --"
+)]
 struct Args {
+    /// How many simulated hosts the stack runs on.
+    #[arg(long, default_value_t = 100, value_parser = positive)]
     hosts: usize,
+    /// Hosts per batch after the canary.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
     batch: usize,
+    /// How many rollouts are timed, one after the other.
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     runs: usize,
+    /// Hosts in the canary step (0: none).
+    #[arg(long, default_value_t = 0)]
     canary: usize,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        hosts: 100,
-        batch: 10,
-        runs: 3,
-        canary: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let target = match flag.as_str() {
-            "--hosts" => &mut args.hosts,
-            "--batch" => &mut args.batch,
-            "--runs" => &mut args.runs,
-            "--canary" => &mut args.canary,
-            // cargo bench passes `--bench`; anything else is not ours either.
-            _ => continue,
-        };
-        let v = inline
-            .or_else(|| it.next())
-            .with_context(|| format!("{flag} needs a value"))?;
-        *target = v
-            .parse()
-            .with_context(|| format!("{flag} {v:?} is not a number"))?;
-    }
-    if args.hosts == 0 || args.batch == 0 || args.runs == 0 {
-        bail!("--hosts, --batch and --runs must be positive");
-    }
-    Ok(args)
-}
-
-fn main() -> ExitCode {
-    noco_certs::install_crypto_provider();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("rollout benchmark: {e:#}");
-            eprintln!(
-                "usage: cargo bench -p noco-integration-tests --bench rollout -- [--hosts 100] [--batch 10] [--runs 3] [--canary 0]"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rollout benchmark: starting the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ok = runtime.block_on(bench(args));
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+fn main() -> std::process::ExitCode {
+    run_async("rollout", bench(parse_args()))
 }
 
 /// Start the server, measure, print; whether every rollout succeeded.
 async fn bench(args: Args) -> bool {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    println!(
-        "noco rollout benchmark: --hosts {} --batch {} --runs {} --canary {} (min-healthy 0)",
+    let settings = format!(
+        "--hosts {} --batch {} --runs {} --canary {} (min-healthy 0)",
         args.hosts, args.batch, args.runs, args.canary
     );
-    println!("{}", raise_open_files_limit());
+    let Some(machine) = begin("rollout", "rollout", &settings) else {
+        return false;
+    };
     if let Err(why) = fits(args.hosts, "this process", "self") {
         eprintln!("rollout benchmark: {why}");
         return false;
     }
-    let build = match harness("building the noco binaries", || bin_dir().to_path_buf()) {
-        Ok(dir) => {
-            println!("binaries: {}", dir.display());
-            dir.file_name()
-                .map(|n| format!("{} build", n.to_string_lossy()))
-                .unwrap_or_default()
-        }
-        Err(e) => {
-            eprintln!("rollout benchmark failed: {e:#}");
-            return false;
-        }
-    };
     let mut fleet = match harness("starting the server", || {
         Fleet::start(ServerOptions {
             heartbeat: SIM_HEARTBEAT.into(),
@@ -226,7 +123,7 @@ async fn bench(args: Args) -> bool {
     }
 
     println!();
-    println!("== noco rollout benchmark ({cores} cores, {build}) ==");
+    println!("== noco rollout benchmark ({machine}) ==");
     println!(
         "{} simulated hosts, canary {}, batch {}, min-healthy 0; agents apply instantly",
         args.hosts, args.canary, args.batch
@@ -269,18 +166,19 @@ async fn measure(fleet: &Fleet, args: &Args) -> Result<Vec<RunFigures>, (Vec<Run
     let mut control = admin_client(fleet).await.map_err(fail)?;
     let n = args.hosts;
 
-    let start = Instant::now();
-    let gate = WriteGate::new();
-    let tokens = create_tokens(&control, &gate, n).await;
-    let hosts = enroll_all(&addr, &gate, tokens).await;
-    if hosts.len() < n {
-        return Err(fail(anyhow!("only {} of {n} hosts enrolled", hosts.len())));
+    let enrolled = enroll_sims(fleet, &control, n, "rollout benchmark", PHASE)
+        .await
+        .map_err(fail)?;
+    if enrolled.hosts.len() < n {
+        return Err(fail(anyhow!(
+            "only {} of {n} hosts enrolled",
+            enrolled.hosts.len()
+        )));
     }
-    println!("enrolled {n} hosts in {}", fmt_s(start.elapsed()));
 
     let start = Instant::now();
     let counters = Arc::new(Counters::default());
-    let agents = Agents::connect(&addr, hosts, counters.clone()).await;
+    let agents = Agents::connect(&addr, enrolled.hosts, counters.clone()).await;
     if agents.logs.len() < n {
         return Err(fail(anyhow!(
             "only {} of {n} sessions established",
@@ -290,15 +188,8 @@ async fn measure(fleet: &Fleet, args: &Args) -> Result<Vec<RunFigures>, (Vec<Run
     println!("established {n} sessions in {}", fmt_s(start.elapsed()));
 
     let result = rollouts(&mut control, args, &agents, &counters).await;
-    let lost = lock(&counters.lost).clone();
-    if lost.total > 0 {
-        println!(
-            "{} sessions ended on their own; first: {}",
-            lost.total,
-            lost.first.unwrap_or_default()
-        );
-    }
-    agents.stop().await;
+    lock(&counters.lost).report("sessions (ended on their own)");
+    drop_sessions(agents.tasks).await;
     result
 }
 
@@ -339,14 +230,10 @@ async fn first_revision(control: &mut Control, n: usize) -> anyhow::Result<Strin
     let request = pb::ApplyStackRequest {
         name: STACK.to_string(),
         selector: "role=sim".to_string(),
-        compose: compose(1).into_bytes(),
+        compose: sim_compose(0).into_bytes(),
         ..Default::default()
     };
-    let resp = match tokio::time::timeout(CALL_TIMEOUT, control.apply_stack(request)).await {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => bail!("ApplyStack: {}", status_text(&status)),
-        Err(_) => bail!("ApplyStack did not answer within {CALL_TIMEOUT:?}"),
-    };
+    let resp = apply_stack(control, request).await?;
     if resp.hosts.len() != n {
         bail!(
             "the stack was assigned to {} hosts, not {n}",
@@ -359,17 +246,10 @@ async fn first_revision(control: &mut Control, n: usize) -> anyhow::Result<Strin
 
 /// Wait until the stack is at `revision` and Status shows all `n` hosts reporting it converged.
 async fn wait_converged(control: &mut Control, revision: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = phase_deadline(n);
+    let deadline = PHASE.deadline(n);
     let mut seen = 0;
     while tokio::time::Instant::now() < deadline {
-        let request = pb::StatusRequest {
-            stack: STACK.to_string(),
-        };
-        let hosts = match tokio::time::timeout(CALL_TIMEOUT, control.status(request)).await {
-            Ok(Ok(resp)) => resp.into_inner().hosts,
-            Ok(Err(status)) => bail!("Status: {}", status_text(&status)),
-            Err(_) => bail!("Status did not answer within {CALL_TIMEOUT:?}"),
-        };
+        let hosts = stack_status(control, STACK).await?;
         seen = hosts
             .iter()
             .filter(|h| {
@@ -483,7 +363,7 @@ async fn one_rollout(
     counters.apply_max_ns.store(0, Ordering::Relaxed);
     let request = pb::StartRolloutRequest {
         stack: STACK.to_string(),
-        compose: compose(version).into_bytes(),
+        compose: sim_compose(version).into_bytes(),
         config: Some(pb::RolloutConfig {
             canary: args.canary as u32,
             batch_count: args.batch as u32,
@@ -663,39 +543,19 @@ fn step_number(what: &str) -> Option<usize> {
 
 // ------------------------------------------------------------------------------------ agents
 
-/// A simulated host's credential and trust root.
-struct SimHost {
-    name: String,
-    host_id: String,
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-    trust: Arc<TrustRoot>,
-}
-
-/// An established session.
-struct Live {
-    // Held so that the connection stays up as long as the session.
-    _client: pb::agent_client::AgentClient<Channel>,
-    tx: mpsc::Sender<pb::AgentMessage>,
-    inbound: tonic::Streaming<pb::ServerMessage>,
-    heartbeat: Duration,
-}
-
 /// When one host received each revision of [`STACK`] (first receipt, Unix ms).
 #[derive(Debug, Default)]
 struct HostLog {
     received: Mutex<HashMap<String, i64>>,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    verify_failures: AtomicUsize,
-    first_failure: Mutex<Option<String>>,
-    /// The longest receipt → report queued, in ns, since the last reset.
-    apply_max_ns: AtomicU64,
-    /// Why sessions ended on their own.
-    lost: Mutex<Failures>,
+impl HostLog {
+    /// Record the revision of [`STACK`] in `state`, if any, as received at `at` (Unix ms).
+    fn received(&self, state: &pb::DesiredState, at: i64) {
+        if let Some(s) = state.stacks.iter().find(|s| s.name == STACK) {
+            lock(&self.received).entry(s.revision.clone()).or_insert(at);
+        }
+    }
 }
 
 /// The sessions of the simulated hosts, by host name.
@@ -705,306 +565,51 @@ struct Agents {
 }
 
 impl Agents {
-    /// Open a session per host (bounded concurrency) and serve each in its own task.
+    /// Open a session per host; each verifies every desired state as an agent would and at once
+    /// acks it "applied": every stack in it converged, its one service `app` running and
+    /// without a healthcheck.
     async fn connect(addr: &ServerAddr, hosts: Vec<SimHost>, counters: Arc<Counters>) -> Agents {
-        let deadline = phase_deadline(hosts.len());
-        let opened: Vec<(SimHost, Result<Live, String>)> = futures_util::stream::iter(hosts)
-            .map(|host| async move {
-                let live = match tokio::time::timeout_at(deadline, open_session(addr, &host)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err("not connected before the phase deadline".to_string()),
-                };
-                (host, live)
+        let (tasks, logs) = open_sessions(addr, hosts, PHASE, move |host, live| {
+            let counters = counters.clone();
+            let log = Arc::new(HostLog::default());
+            let kept = (host.name.clone(), log.clone());
+            (kept, async move {
+                let mut acker = Acker::new(host);
+                serve(live, &counters.lost, |env, at| {
+                    let received = unix_ms();
+                    Some(acker.receive(env, at, &counters, |state, now| {
+                        log.received(state, received);
+                        state
+                            .stacks
+                            .iter()
+                            .map(|s| pb::StackReport {
+                                services: vec![pb::ServiceReport {
+                                    name: "app".to_string(),
+                                    running: 1,
+                                    desired: 1,
+                                    health: "none".to_string(),
+                                }],
+                                ..converged(&s.name, &s.revision, now)
+                            })
+                            .collect()
+                    }))
+                })
+                .await
             })
-            .buffer_unordered(HANDSHAKE_CONCURRENCY)
-            .collect()
-            .await;
-        let mut agents = Agents {
-            logs: HashMap::new(),
-            tasks: Vec::new(),
-        };
-        let mut failures = Failures::default();
-        for (host, live) in opened {
-            match live {
-                Ok(live) => {
-                    let log = Arc::new(HostLog::default());
-                    agents.logs.insert(host.name.clone(), log.clone());
-                    let counters = counters.clone();
-                    agents.tasks.push(tokio::spawn(async move {
-                        serve(live, &host, &log, &counters).await;
-                    }));
-                }
-                Err(e) => failures.add(e),
-            }
+        })
+        .await;
+        Agents {
+            logs: logs.into_iter().collect(),
+            tasks,
         }
-        failures.report("sessions");
-        agents
     }
 
     fn received(&self, host: &str, revision: &str) -> Option<i64> {
         lock(&self.logs.get(host)?.received).get(revision).copied()
     }
-
-    async fn stop(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Verify and ack every desired state at once; heartbeat every interval; until the session
-/// ends (recorded in `counters.lost`) or the task is aborted.
-async fn serve(mut live: Live, host: &SimHost, log: &HostLog, counters: &Counters) {
-    let mut tick = tokio::time::interval(live.heartbeat);
-    tick.tick().await;
-    let mut seq = 0u64;
-    let mut last: Option<(Accepted, pb::StateReport)> = None;
-    let why = loop {
-        let reply = tokio::select! {
-            msg = live.inbound.message() => match msg {
-                Ok(Some(pb::ServerMessage { msg: Some(ServerMsg::DesiredState(env)) })) => {
-                    let at = Instant::now();
-                    let reply = apply(&env, host, &mut last, log, counters);
-                    counters
-                        .apply_max_ns
-                        .fetch_max(at.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    Some(reply)
-                }
-                Ok(Some(_)) => None,
-                Ok(None) => break "the server closed the session".to_string(),
-                Err(status) => break format!("session ended: {}", status_text(&status)),
-            },
-            _ = tick.tick() => {
-                seq += 1;
-                Some(AgentMsg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms: unix_ms() }))
-            }
-        };
-        if let Some(msg) = reply
-            && live
-                .tx
-                .send(pb::AgentMessage { msg: Some(msg) })
-                .await
-                .is_err()
-        {
-            break "the session's send side closed".to_string();
-        }
-    };
-    lock(&counters.lost).add(why);
-}
-
-/// Verify a received state as an agent would and "apply" it instantly: the report saying every
-/// stack in it converged, its one service running and without a healthcheck.
-fn apply(
-    env: &pb::SignedState,
-    host: &SimHost,
-    last: &mut Option<(Accepted, pb::StateReport)>,
-    log: &HostLog,
-    counters: &Counters,
-) -> AgentMsg {
-    let now = unix_ms();
-    let accepted = last.as_ref().map(|(a, _)| a);
-    let previous = || last.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-    let state = match signed::verify(&host.trust, env, &host.host_id, accepted, SystemTime::now()) {
-        Ok(Verdict::New(state)) => state,
-        Ok(Verdict::Same) => {
-            return AgentMsg::Report(pb::StateReport {
-                sent_unix_ms: now,
-                ..previous()
-            });
-        }
-        Err(refusal) => {
-            counters.verify_failures.fetch_add(1, Ordering::Relaxed);
-            lock(&counters.first_failure).get_or_insert_with(|| refusal.to_string());
-            return AgentMsg::Report(pb::StateReport {
-                refused: refusal.to_string(),
-                sent_unix_ms: now,
-                ..previous()
-            });
-        }
-    };
-    if let Some(s) = state.stacks.iter().find(|s| s.name == STACK) {
-        lock(&log.received).entry(s.revision.clone()).or_insert(now);
-    }
-    let report = pb::StateReport {
-        generation: state.generation,
-        stacks: state
-            .stacks
-            .iter()
-            .map(|s| pb::StackReport {
-                name: s.name.clone(),
-                revision: s.revision.clone(),
-                state: "converged".to_string(),
-                services: vec![pb::ServiceReport {
-                    name: "app".to_string(),
-                    running: 1,
-                    desired: 1,
-                    health: "none".to_string(),
-                }],
-                applied_unix_ms: now,
-                ..Default::default()
-            })
-            .collect(),
-        sent_unix_ms: now,
-        ..Default::default()
-    };
-    *last = Some((signed::accepted(env, state.generation), report.clone()));
-    AgentMsg::Report(report)
-}
-
-// ------------------------------------------------------------------------------------ enrollment
-// What `common::enroll_all` expects of the benchmark using it.
-
-/// Admits [`WRITE_CONCURRENCY`] write calls at a time, each bounded by [`CALL_TIMEOUT`].
-struct WriteGate {
-    permits: Semaphore,
-}
-
-impl WriteGate {
-    fn new() -> Arc<Self> {
-        Arc::new(WriteGate {
-            permits: Semaphore::new(WRITE_CONCURRENCY),
-        })
-    }
-
-    async fn call<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
-            Err(_) => Err(format!("{what} did not answer within {CALL_TIMEOUT:?}")),
-        }
-    }
-}
-
-/// `n` join tokens for `role=sim`; failures are reported and left out.
-async fn create_tokens(control: &Control, gate: &WriteGate, n: usize) -> Vec<String> {
-    let calls = (0..n).map(|_| {
-        let mut control = control.clone();
-        async move {
-            let request = pb::CreateTokenRequest {
-                labels: HashMap::from([("role".to_string(), "sim".to_string())]),
-                ttl_seconds: 3600,
-                description: "rollout benchmark".to_string(),
-            };
-            gate.call("CreateToken", control.create_token(request))
-                .await
-                .map(|r| r.token)
-        }
-    });
-    let results: Vec<Result<String, String>> = futures_util::future::join_all(calls).await;
-    let mut failures = Failures::default();
-    let tokens = results
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| failures.add(e)).ok())
-        .collect();
-    failures.report("token creations");
-    tokens
-}
-
-async fn enroll_one(
-    addr: &ServerAddr,
-    gate: &WriteGate,
-    token: String,
-    name: String,
-) -> Result<SimHost, String> {
-    let parsed: Token = token
-        .parse()
-        .map_err(|e| format!("reading the join token: {e}"))?;
-    let csr::KeyAndCsr { key_pem, csr_pem } =
-        csr::generate(&name).map_err(|e| format!("making a key and CSR: {e}"))?;
-    let config = Arc::new(
-        tls::pinned_client_config(&parsed.ca_fingerprint)
-            .map_err(|e| format!("pinned TLS configuration: {e}"))?,
-    );
-    let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| format!("connecting to enroll: {}", noco_certs::dial::describe(&e)))?;
-    let request = pb::EnrollRequest {
-        token,
-        csr_pem,
-        requested_name: name.clone(),
-        facts: Some(facts(&name)),
-    };
-    let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
-    let resp = gate.call("Enroll", client.enroll(request)).await?;
-    let keys: Vec<Vec<u8>> = resp
-        .trust_root
-        .iter()
-        .map(|k| k.public_key.clone())
-        .collect();
-    let trust = TrustRoot::new(&keys).map_err(|e| format!("the enrolled trust root: {e}"))?;
-    Ok(SimHost {
-        name: resp.name,
-        host_id: resp.host_id,
-        ca_pem: resp.ca_pem,
-        cert_pem: resp.cert_pem,
-        key_pem,
-        trust: Arc::new(trust),
-    })
-}
-
-/// Await spawned tasks until `deadline`: the successes, and the failures (late ones count as
-/// failed and are aborted).
-async fn collect_tasks<T: Send + 'static>(
-    what: &'static str,
-    tasks: Vec<tokio::task::JoinHandle<Result<T, String>>>,
-    deadline: tokio::time::Instant,
-) -> (Vec<T>, Failures) {
-    let mut done = Vec::with_capacity(tasks.len());
-    let mut failures = Failures::default();
-    let mut progress = Progress::new(what, tasks.len());
-    for task in tasks {
-        let abort = task.abort_handle();
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok(v))) => done.push(v),
-            Ok(Ok(Err(e))) => failures.add(e),
-            Ok(Err(e)) => failures.add(format!("task: {e}")),
-            Err(_) => {
-                abort.abort();
-                failures.add("not done before the phase deadline".to_string());
-            }
-        }
-        progress.tick(done.len());
-    }
-    (done, failures)
-}
-
-/// Failed operations: how many, and the first message.
-#[derive(Debug, Default, Clone)]
-struct Failures {
-    total: usize,
-    first: Option<String>,
-}
-
-impl Failures {
-    fn add(&mut self, message: String) {
-        self.total += 1;
-        self.first.get_or_insert(message);
-    }
-
-    fn report(&self, what: &str) {
-        if let Some(first) = &self.first {
-            println!("{} {what} failed; first: {first}", self.total);
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------ formatting
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn mean(values: &[i64]) -> f64 {
     if values.is_empty() {
@@ -1020,9 +625,4 @@ fn ms(v: f64) -> String {
 
 fn fmt_ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// `sha256:0123456789ab` of a revision.
-fn short(revision: &str) -> &str {
-    revision.get(..19).unwrap_or(revision)
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod docker;
+pub mod pipe;
 pub mod stack;
 
 /// How long [`eventually`] waits.

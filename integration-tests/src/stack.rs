@@ -61,16 +61,21 @@ impl Stack {
         std::fs::write(p, content).expect("writing a stack file");
     }
 
-    /// `noco-agent compose <sub> <compose.yaml> -p <project> --var IMAGE=<testapp> <extra…>`.
-    pub fn run(&self, sub: &str, extra: &[&str]) -> Output {
+    /// `noco-agent compose <sub> <compose.yaml> -p <project> --var IMAGE=<testapp> <extra…>`,
+    /// to be run.
+    pub fn command(&self, sub: &str, extra: &[&str]) -> Command {
         let image = crate::docker::testapp_image();
         let file = self.file();
-        let mut args: Vec<&str> = vec!["compose", sub, path_str(&file), "-p", &self.project];
-        let var = format!("IMAGE={image}");
-        args.extend(["--var", &var]);
-        args.extend(extra);
-        Command::new(bin("noco-agent"))
-            .args(&args)
+        let mut cmd = Command::new(bin("noco-agent"));
+        cmd.args(["compose", sub, path_str(&file), "-p", &self.project])
+            .args(["--var", &format!("IMAGE={image}")])
+            .args(extra);
+        cmd
+    }
+
+    /// [`Stack::command`], run to its end.
+    pub fn run(&self, sub: &str, extra: &[&str]) -> Output {
+        self.command(sub, extra)
             .output()
             .expect("running noco-agent compose")
     }

@@ -16,7 +16,7 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::clock::rfc3339;
-use crate::shared::Shared;
+use crate::core::Core;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +174,7 @@ impl Caller {
 
 /// Decide on one request. `Ok(None)`: public, no caller. `Err`: refused, and the message says why.
 pub fn authorize(
-    shared: &Shared,
+    core: &Core,
     path: &str,
     certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
 ) -> Result<Option<Caller>, Status> {
@@ -188,14 +188,14 @@ pub fn authorize(
     })?;
     let peer = PeerCert::from_der(leaf)
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    if peer.expired_at(shared.clock.now()) {
+    if peer.expired_at(core.clock.now()) {
         return Err(Status::unauthenticated(format!(
             "certificate of {} expired at {}: run `nococtl login` again (operators) or re-enroll the host (agents)",
             peer.identity,
             rfc3339(peer.not_after)
         )));
     }
-    if shared.bans.is_banned(&peer.identity) {
+    if core.bans.is_banned(&peer.identity) {
         return Err(Status::permission_denied(format!(
             "{} has been revoked",
             peer.identity
@@ -237,12 +237,12 @@ pub fn authorize(
 /// The tower layer that applies [`authorize`] to every request.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
 }
 
 impl AuthLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        AuthLayer { shared }
+    pub fn new(core: Arc<Core>) -> Self {
+        AuthLayer { core }
     }
 }
 
@@ -251,7 +251,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            shared: self.shared.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -259,7 +259,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    core: Arc<Core>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -288,7 +288,7 @@ where
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|i| i.peer_certs());
-        match authorize(&self.shared, &path, certs.as_deref().map(|v| v.as_slice())) {
+        match authorize(&self.core, &path, certs.as_deref().map(|v| v.as_slice())) {
             Ok(Some(caller)) => {
                 req.extensions_mut().insert(caller);
                 Box::pin(inner.call(req))
@@ -302,16 +302,15 @@ where
                         .and_then(|der| PeerCert::from_der(der).ok())
                         .map(|peer| Caller { peer }.describe())
                         .unwrap_or_else(|| "anonymous".to_string());
-                    crate::audit::record::<()>(
-                        &self.shared,
-                        &who,
-                        action,
-                        "",
-                        &Err(status.clone()),
-                    );
-                } else {
-                    tracing::debug!(path, "refused: {}", status.message());
+                    let audit = self.core.audit.clone();
+                    return Box::pin(async move {
+                        audit
+                            .record::<()>(&who, action, "", &Err(status.clone()))
+                            .await;
+                        Ok(status.into_http())
+                    });
                 }
+                tracing::debug!(path, "refused: {}", status.message());
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

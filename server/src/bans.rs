@@ -15,8 +15,8 @@ pub struct BanSet {
 }
 
 impl BanSet {
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let keys = store.bans()?.into_iter().map(|b| b.key).collect();
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let keys = store.bans().await?.into_iter().map(|b| b.key).collect();
         Ok(BanSet {
             keys: RwLock::new(keys),
         })

@@ -34,3 +34,26 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub fn rfc3339_ms(ms: i64) -> String {
     rfc3339(UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
 }
+
+/// A clock that moves only when told: for tests of anything that reads time.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn at_ms(ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH
+            + std::time::Duration::from_millis(
+                self.0.load(std::sync::atomic::Ordering::SeqCst).max(0) as u64,
+            )
+    }
+}

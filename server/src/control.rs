@@ -12,8 +12,9 @@ use noco_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
+use crate::core::Core;
+use crate::error::{Doing, Error};
 use crate::names;
-use crate::shared::{Shared, internal};
 use crate::store::{OperatorRecord, OperatorStatus, TokenKind, TokenRecord};
 use crate::wire;
 
@@ -23,17 +24,17 @@ const MAX_AUDIT: u32 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct ControlSvc {
-    pub shared: Arc<Shared>,
+    pub core: Arc<Core>,
 }
 
-fn ttl(seconds: u64) -> Result<Duration, Status> {
+fn ttl(seconds: u64) -> Result<Duration, Error> {
     let ttl = if seconds == 0 {
         DEFAULT_TOKEN_TTL
     } else {
         Duration::from_secs(seconds)
     };
     if ttl > MAX_TOKEN_TTL {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::Invalid(format!(
             "a token may live at most {}, not {}",
             humantime::format_duration(MAX_TOKEN_TTL),
             humantime::format_duration(ttl)
@@ -49,9 +50,9 @@ impl ControlSvc {
         ttl: Duration,
         caller: &Caller,
         description: String,
-    ) -> Result<(Token, TokenRecord), Status> {
-        let token = Token::generate(&self.shared.pki.ca.fingerprint());
-        let now = self.shared.now_ms();
+    ) -> Result<(Token, TokenRecord), Error> {
+        let token = Token::generate(&self.core.pki.ca.fingerprint());
+        let now = self.core.now_ms();
         let record = TokenRecord {
             id: token.id.clone(),
             kind,
@@ -62,34 +63,24 @@ impl ControlSvc {
             description,
             used_ms: None,
         };
-        self.shared
+        self.core
             .store
             .insert_token(&record)
             .await
-            .map_err(|e| internal("storing token", e))?;
+            .doing("storing token")?;
         Ok((token, record))
-    }
-
-    fn host(&self, name_or_id: &str) -> Result<crate::store::HostRecord, Status> {
-        self.shared
-            .store
-            .find_host(name_or_id)
-            .map_err(|e| internal("reading hosts", e))?
-            .ok_or_else(|| {
-                Status::not_found(format!("no host named {name_or_id:?} (nor with that id)"))
-            })
     }
 
     async fn create_token(
         &self,
         caller: &Caller,
         req: pb::CreateTokenRequest,
-    ) -> Result<pb::CreateTokenResponse, Status> {
+    ) -> Result<pb::CreateTokenResponse, Error> {
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
         names::check_labels(&labels)?;
         if req.description.len() > 256 {
-            return Err(Status::invalid_argument(
-                "a token description is at most 256 bytes",
+            return Err(Error::Invalid(
+                "a token description is at most 256 bytes".into(),
             ));
         }
         let (token, record) = self
@@ -107,37 +98,12 @@ impl ControlSvc {
         })
     }
 
-    async fn label_host(&self, req: pb::LabelHostRequest) -> Result<pb::Host, Status> {
-        let mut host = self.host(&req.host)?;
-        if host.revoked_ms.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "host {} has been revoked",
-                host.name
-            )));
-        }
-        for key in &req.remove {
-            names::check_label_key(key)?;
-            host.labels.remove(key);
-        }
+    async fn label_host(&self, req: pb::LabelHostRequest) -> Result<pb::Host, Error> {
         let set: BTreeMap<String, String> = req.set.into_iter().collect();
-        names::check_labels(&set)?;
-        host.labels.extend(set);
-        names::check_labels(&host.labels)?;
-        self.shared
-            .store
-            .put_host(&host)
-            .map_err(|e| internal("storing host", e))?;
-        self.shared
-            .store
-            .flush()
-            .await
-            .map_err(|e| internal("storing host", e))?;
-        // New labels may give or take stacks: re-issue this host's state now.
-        let id = host.id.clone();
-        crate::desired::update_hosts(&self.shared, |h| h.id == id).await?;
+        let host = self.core.hosts.label(&req.host, set, &req.remove).await?;
         Ok(wire::host_to_wire(
             &host,
-            self.shared.registry.online(&host.id),
+            self.core.registry.online(&host.id),
         ))
     }
 
@@ -145,28 +111,12 @@ impl ControlSvc {
         &self,
         caller: &Caller,
         req: pb::RevokeHostRequest,
-    ) -> Result<pb::Host, Status> {
-        let mut host = self.host(&req.host)?;
-        if host.revoked_ms.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "host {} is already revoked",
-                host.name
-            )));
-        }
-        let identity = Identity::Agent {
-            host_id: host.id.clone(),
-        };
-        // Ban in memory first: from here on, no new handshake or call of this host succeeds.
-        self.shared.bans.add(&identity);
-        self.shared.registry.cut(
-            &host.id,
-            Status::permission_denied(format!("host {} has been revoked", host.name)),
-        );
-        self.shared
-            .store
-            .revoke_host(&mut host, self.shared.now_ms(), &caller.describe())
-            .await
-            .map_err(|e| internal("storing revocation", e))?;
+    ) -> Result<pb::Host, Error> {
+        let host = self
+            .core
+            .hosts
+            .revoke(&req.host, &caller.describe())
+            .await?;
         Ok(wire::host_to_wire(&host, None))
     }
 
@@ -174,27 +124,25 @@ impl ControlSvc {
         &self,
         caller: &Caller,
         req: pb::AddOperatorRequest,
-    ) -> Result<pb::AddOperatorResponse, Status> {
+    ) -> Result<pb::AddOperatorResponse, Error> {
         names::check_name("operator", &req.name)?;
         let existing = self
-            .shared
+            .core
             .store
             .operator_by_name(&req.name)
-            .map_err(|e| internal("reading operators", e))?;
+            .await
+            .doing("reading operators")?;
         let op = match (existing, req.reissue) {
             (Some(op), true) => op,
             (None, true) => {
-                return Err(Status::not_found(format!(
-                    "no operator named {:?}",
-                    req.name
-                )));
+                return Err(Error::NotFound(format!("no operator named {:?}", req.name)));
             }
             (Some(op), false) => {
-                return Err(Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "operator {:?} exists ({}, {}): use `nococtl operator token {}` for a new login token",
                     op.name,
                     op.role,
-                    op.status.as_str(),
+                    wire::operator_status(op.status),
                     op.name
                 )));
             }
@@ -202,19 +150,19 @@ impl ControlSvc {
                 let role: Role = req
                     .role
                     .parse()
-                    .map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
+                    .map_err(|e: noco_certs::CertError| Error::Invalid(e.to_string()))?;
                 let op = OperatorRecord {
                     id: random_hex::<8>(),
                     name: req.name.clone(),
                     role,
                     status: OperatorStatus::Pending,
-                    created_ms: self.shared.now_ms(),
+                    created_ms: self.core.now_ms(),
                 };
-                self.shared
+                self.core
                     .store
                     .put_operator(&op)
                     .await
-                    .map_err(|e| internal("storing operator", e))?;
+                    .doing("storing operator")?;
                 op
             }
         };
@@ -239,59 +187,63 @@ impl ControlSvc {
         &self,
         caller: &Caller,
         req: pb::RevokeOperatorRequest,
-    ) -> Result<pb::Operator, Status> {
-        let store = &self.shared.store;
-        let mut op = store
+    ) -> Result<pb::Operator, Error> {
+        let store = &self.core.store;
+        let op = store
             .operator_by_name(&req.name)
-            .map_err(|e| internal("reading operators", e))?
-            .ok_or_else(|| Status::not_found(format!("no operator named {:?}", req.name)))?;
+            .await
+            .doing("reading operators")?
+            .ok_or_else(|| Error::NotFound(format!("no operator named {:?}", req.name)))?;
         if op.role == Role::Admin && op.status == OperatorStatus::Active {
             let admins = store
                 .operators()
-                .map_err(|e| internal("reading operators", e))?
+                .await
+                .doing("reading operators")?
                 .into_iter()
                 .filter(|o| o.role == Role::Admin && o.status == OperatorStatus::Active)
                 .count();
             if admins <= 1 {
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::Precondition(format!(
                     "{} is the last active admin: add another admin before revoking it",
                     op.name
                 )));
             }
         }
-        self.shared.bans.add(&Identity::Operator {
+        self.core.bans.add(&Identity::Operator {
             operator_id: op.id.clone(),
             role: op.role,
         });
         store
-            .ban_operator(&mut op, self.shared.now_ms(), &caller.describe())
+            .revoke_operator(&op, self.core.now_ms(), &caller.describe())
             .await
-            .map_err(|e| internal("storing revocation", e))?;
+            .doing("storing revocation")?;
+        let mut op = op;
+        op.status = OperatorStatus::Revoked;
         Ok(wire::operator_to_wire(&op))
     }
 
-    async fn rotate_key(&self) -> Result<pb::RotateSigningKeyResponse, Status> {
+    async fn rotate_key(&self) -> Result<pb::RotateSigningKeyResponse, Error> {
         {
             // No state may be signed while the key changes.
-            let _serial = self.shared.desired_lock.lock().await;
-            self.shared
+            let _serial = self.core.desired.exclusive().await;
+            self.core
                 .pki
-                .rotate_signing_key(self.shared.now_ms())
-                .map_err(|e| internal("rotating the signing key", format!("{e:#}")))?;
+                .rotate_signing_key(self.core.now_ms())
+                .map_err(|e| Error::Internal(format!("rotating the signing key: {e:#}")))?;
         }
         let trusted_key_ids = self
-            .shared
+            .core
             .pki
             .trusted_keys()
             .into_iter()
             .map(|k| k.key_id)
             .collect();
         // Every agent reconnects, takes the new trust root, then states signed with the new key.
-        self.shared.registry.cut_all(Status::unavailable(
+        self.core.registry.cut_all(Status::unavailable(
             "the state-signing key was rotated: reconnect",
         ));
         Ok(pb::RotateSigningKeyResponse {
-            key_id: self.shared.pki.signer().key_id(),
+            key_id: self.core.pki.signer().key_id(),
             trusted_key_ids,
         })
     }
@@ -302,9 +254,13 @@ impl ControlSvc {
         caller: &Caller,
         action: &str,
         target: &str,
-        outcome: Result<T, Status>,
+        outcome: Result<T, Error>,
     ) -> Result<Response<T>, Status> {
-        crate::audit::record(&self.shared, &caller.describe(), action, target, &outcome);
+        let outcome = outcome.map_err(Status::from);
+        self.core
+            .audit
+            .record(&caller.describe(), action, target, &outcome)
+            .await;
         outcome.map(Response::new)
     }
 }
@@ -348,19 +304,14 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         _req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        let mut hosts: Vec<pb::Host> = self
-            .shared
-            .store
-            .hosts()
-            .map_err(|e| internal("reading hosts", e))?
+        let hosts = self
+            .core
+            .hosts
+            .list()
+            .await?
             .iter()
-            .map(|h| wire::host_to_wire(h, self.shared.registry.online(&h.id)))
+            .map(|h| wire::host_to_wire(h, self.core.registry.online(&h.id)))
             .collect();
-        hosts.sort_by(|a, b| {
-            a.name
-                .cmp(&b.name)
-                .then(a.enrolled_unix_ms.cmp(&b.enrolled_unix_ms))
-        });
         Ok(Response::new(pb::ListHostsResponse { hosts }))
     }
 
@@ -412,10 +363,11 @@ impl pb::control_server::Control for ControlSvc {
         _req: Request<pb::ListOperatorsRequest>,
     ) -> Result<Response<pb::ListOperatorsResponse>, Status> {
         let mut operators: Vec<pb::Operator> = self
-            .shared
+            .core
             .store
             .operators()
-            .map_err(|e| internal("reading operators", e))?
+            .await
+            .doing("reading operators")?
             .iter()
             .map(wire::operator_to_wire)
             .collect();
@@ -448,10 +400,10 @@ impl pb::control_server::Control for ControlSvc {
             n => n.min(MAX_AUDIT),
         };
         let records = self
-            .shared
-            .store
-            .audit(limit as usize)
-            .map_err(|e| internal("reading audit log", e))?
+            .core
+            .audit
+            .list(limit as usize)
+            .await?
             .into_iter()
             .map(wire::audit_to_wire)
             .collect();
@@ -465,7 +417,7 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = format!("{} selector {:?}", req.name, req.selector);
-        let outcome = crate::stacks::apply(&self.shared, &caller, req).await;
+        let outcome = self.core.stacks.apply(&caller.describe(), req).await;
         let target = match &outcome {
             Ok(r) => format!("{target} revision {}", r.revision),
             Err(_) => target,
@@ -477,14 +429,14 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         _req: Request<pb::ListStacksRequest>,
     ) -> Result<Response<pb::ListStacksResponse>, Status> {
-        crate::stacks::list(&self.shared).map(Response::new)
+        Ok(Response::new(self.core.stacks.list().await?))
     }
 
     async fn get_stack(
         &self,
         req: Request<pb::GetStackRequest>,
     ) -> Result<Response<pb::GetStackResponse>, Status> {
-        crate::stacks::get(&self.shared, req.into_inner()).map(Response::new)
+        Ok(Response::new(self.core.stacks.get(req.into_inner()).await?))
     }
 
     async fn remove_stack(
@@ -494,7 +446,7 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = req.name.clone();
-        let outcome = crate::stacks::remove(&self.shared, &caller, req).await;
+        let outcome = self.core.stacks.remove(req).await;
         self.audited(&caller, "stack.remove", &target, outcome)
             .await
     }
@@ -503,7 +455,16 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        crate::desired::status(&self.shared, &req.into_inner().stack).map(Response::new)
+        let c = &self.core;
+        let status = crate::status::status(
+            &*c.store,
+            &c.desired,
+            &c.reports,
+            &c.registry,
+            &req.into_inner().stack,
+        )
+        .await?;
+        Ok(Response::new(status))
     }
 
     async fn rotate_signing_key(
@@ -527,7 +488,7 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = req.stack.clone();
-        let outcome = crate::rollouts::start(&self.shared, &caller, req).await;
+        let outcome = self.core.rollouts.start(&caller.describe(), req).await;
         let target = match &outcome {
             Ok(r) => format!("{target} rollout {} to {}", r.id, r.to_revision),
             Err(_) => target,
@@ -540,7 +501,9 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<pb::GetRolloutRequest>,
     ) -> Result<Response<pb::RolloutInfo>, Status> {
-        crate::rollouts::get(&self.shared, &req.into_inner().stack).map(Response::new)
+        Ok(Response::new(
+            self.core.rollouts.get(&req.into_inner().stack).await?,
+        ))
     }
 
     async fn control_rollout(
@@ -550,7 +513,7 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = format!("{} {}", req.stack, req.action);
-        let outcome = crate::rollouts::control(&self.shared, req).await;
+        let outcome = self.core.rollouts.control(req).await;
         self.audited(&caller, "rollout.control", &target, outcome)
             .await
     }
@@ -562,7 +525,7 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = req.stack.clone();
-        let outcome = crate::rollouts::undo(&self.shared, &caller, req).await;
+        let outcome = self.core.rollouts.undo(&caller.describe(), req).await;
         self.audited(&caller, "rollout.undo", &target, outcome)
             .await
     }
@@ -571,6 +534,8 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
-        crate::rollouts::list(&self.shared, &req.into_inner().stack).map(Response::new)
+        Ok(Response::new(
+            self.core.rollouts.list(&req.into_inner().stack).await?,
+        ))
     }
 }

@@ -1,147 +1,38 @@
-//! Desired state per host: every stack whose selector matches the host, signed with a fresh
-//! generation whenever that set changes or the state has less than a third of its validity
-//! left, stored, and pushed to the host's live session. Agents report back what they run; the
-//! latest report of each host is kept in memory for `nococtl status`.
+//! Desired state per host: every stack whose selector matches the host (with a rollout's
+//! per-host pin in place of the stack's revision), signed with a fresh generation whenever that
+//! set changes or the state has less than a third of its validity left, stored, and pushed to
+//! the host's live session.
+//!
+//! [`Desired`] owns the lock that orders generations, and the size rule: no host is ever issued
+//! a state over [`limits::MAX_HOST_STATE`]. Callers that change what hosts get check
+//! [`Desired::check_fits`] first, under their own lock, so an operator hears the refusal.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
+use noco_certs::signing::StateSigner;
+use noco_proto::limits;
 use noco_proto::v1 as pb;
 use prost::Message;
-use tonic::Status;
 
+use crate::clock::Clock;
+use crate::error::{Doing, Error, Result};
+use crate::registry::Registry;
 use crate::selector::Selector;
-use crate::shared::{Shared, internal};
-use crate::store::HostRecord;
+use crate::store::{HostRecord, IssuedState, StackRecord, Store};
 
-/// The latest report of every host, with when it arrived; and since when each host × stack has
-/// been continuously healthy on a revision (rollouts gate on it).
-#[derive(Debug, Default)]
-pub struct Reports(
-    Mutex<HashMap<String, (pb::StateReport, i64)>>,
-    Mutex<HashMap<(String, String), (String, i64)>>,
-);
-
-impl Reports {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (pb::StateReport, i64)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn healthy(&self) -> MutexGuard<'_, HashMap<(String, String), (String, i64)>> {
-        self.1.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    pub fn get(&self, host_id: &str) -> Option<(pb::StateReport, i64)> {
-        self.lock().get(host_id).cloned()
-    }
-}
-
-pub fn record_report(shared: &Shared, host_id: &str, report: pb::StateReport) {
-    if !report.refused.is_empty() {
-        tracing::warn!(
-            host = host_id,
-            generation = report.refused_generation,
-            "agent refused its desired state: {}",
-            report.refused
-        );
-    }
-    for s in report
-        .stacks
-        .iter()
-        .filter(|s| s.state == "failed" || s.state == "refused")
-    {
-        tracing::warn!(host = host_id, stack = %s.name, "stack {}: {}", s.state, s.error);
-    }
-    let now = shared.now_ms();
-    {
-        let mut healthy = shared.reports.healthy();
-        for s in &report.stacks {
-            let key = (host_id.to_string(), s.name.clone());
-            let ok = s.state == "converged"
-                && s.services.iter().all(|svc| {
-                    svc.running >= svc.desired && (svc.health == "healthy" || svc.health == "none")
-                });
-            if !ok {
-                healthy.remove(&key);
-            } else if healthy.get(&key).is_none_or(|(rev, _)| *rev != s.revision) {
-                healthy.insert(key, (s.revision.clone(), now));
-            }
-        }
-        healthy
-            .retain(|(h, stack), _| h != host_id || report.stacks.iter().any(|s| &s.name == stack));
-    }
-    shared
-        .reports
-        .lock()
-        .insert(host_id.to_string(), (report, now));
-    shared.rollout_wake.notify_one();
-}
-
-/// What a host reports about a stack, as the rollout state machine reads it.
-pub fn host_report(
-    shared: &Shared,
-    host_id: &str,
-    stack: &str,
-) -> Option<crate::rollout::HostReport> {
-    let (report, _) = shared.reports.get(host_id)?;
-    let s = report.stacks.iter().find(|s| s.name == stack)?;
-    let healthy_since = shared
-        .reports
-        .healthy()
-        .get(&(host_id.to_string(), stack.to_string()))
-        .filter(|(rev, _)| *rev == s.revision)
-        .map(|(_, since)| *since);
-    let failure = (s.state == "failed" || s.state == "refused").then(|| s.error.clone());
-    Some(crate::rollout::HostReport {
-        revision: Some(s.revision.clone()),
-        healthy_since,
-        failure,
-    })
-}
-
-/// Per-host revision pins of stacks under a rollout: the latest rollout of a stack pins its
-/// hosts while the stack's revision is still the one the rollout started from (a finished
-/// rollout moves the stack itself; a failed or aborted one leaves hosts where they are).
-pub fn pins(shared: &Shared, stacks: &[crate::store::StackRecord]) -> Result<Pins, Status> {
-    let mut out = HashMap::new();
-    for r in shared
-        .store
-        .latest_rollouts()
-        .map_err(|e| internal("reading rollouts", e))?
-    {
-        let current = stacks
-            .iter()
-            .find(|s| s.name == r.rollout.stack)
-            .map(|s| s.revision.as_str());
-        if current == Some(r.rollout.from.as_str())
-            && r.rollout.phase != crate::rollout::Phase::Succeeded
-        {
-            out.insert(r.rollout.stack.clone(), r.rollout.targets());
-        }
-    }
-    Ok(out)
+/// Where the current state-signing key comes from (the PKI; a fixed key in tests).
+pub trait SigningKeys: Send + Sync + std::fmt::Debug {
+    fn signer(&self) -> Arc<StateSigner>;
 }
 
 /// Stack name → host id → pinned revision.
-pub type Pins = HashMap<String, std::collections::BTreeMap<String, String>>;
-/// The stacks assigned to a host, as `(name, revision)`, by name.
-pub fn assigned(shared: &Shared, host: &HostRecord) -> Result<Vec<(String, String)>, Status> {
-    let stacks = shared
-        .store
-        .stacks()
-        .map_err(|e| internal("reading stacks", e))?;
-    Ok(assigned_from(&stacks, host))
-}
+pub type Pins = HashMap<String, BTreeMap<String, String>>;
 
-fn assigned_from(stacks: &[crate::store::StackRecord], host: &HostRecord) -> Vec<(String, String)> {
-    pinned_from(stacks, host, &Pins::new())
-}
-
-/// The stacks assigned to a host, with a rollout's pin in place of the stack's revision.
-fn pinned_from(
-    stacks: &[crate::store::StackRecord],
-    host: &HostRecord,
-    pins: &Pins,
-) -> Vec<(String, String)> {
+/// The stacks assigned to a host, as `(name, revision)` by name, with a rollout's pin in place
+/// of the stack's revision.
+pub fn assignment(stacks: &[StackRecord], host: &HostRecord, pins: &Pins) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = stacks
         .iter()
         .filter(|s| {
@@ -156,6 +47,25 @@ fn pinned_from(
     out
 }
 
+/// Per-host revision pins of stacks under a rollout: the latest rollout of a stack pins its
+/// hosts while the stack's revision is still the one the rollout started from (a finished
+/// rollout moves the stack itself; a failed or aborted one leaves hosts where they are).
+pub async fn pins(store: &dyn Store, stacks: &[StackRecord]) -> Result<Pins> {
+    let mut out = HashMap::new();
+    for r in store.latest_rollouts().await.doing("reading rollouts")? {
+        let current = stacks
+            .iter()
+            .find(|s| s.name == r.rollout.stack)
+            .map(|s| s.revision.as_str());
+        if current == Some(r.rollout.from.as_str())
+            && r.rollout.phase != crate::machines::rollout::Phase::Succeeded
+        {
+            out.insert(r.rollout.stack.clone(), r.rollout.targets());
+        }
+    }
+    Ok(out)
+}
+
 fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {
     let env = pb::SignedState::decode(bytes).ok()?;
     let state = pb::DesiredState::decode(env.payload.as_slice()).ok()?;
@@ -164,253 +74,454 @@ fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {
 
 /// Revision contents, read once per update however many hosts share them.
 #[derive(Default)]
-struct RevisionCache(HashMap<String, pb::StackState>);
+struct Revisions(HashMap<String, pb::StackState>);
 
-impl RevisionCache {
-    fn get(
-        &mut self,
-        shared: &Shared,
-        name: &str,
-        revision: &str,
-    ) -> Result<pb::StackState, Status> {
+impl Revisions {
+    async fn load(&mut self, store: &dyn Store, name: &str, revision: &str) -> Result<()> {
         if !self.0.contains_key(revision) {
-            let bytes = shared
-                .store
+            let bytes = store
                 .revision(revision)
-                .map_err(|e| internal("reading a revision", e))?
+                .await
+                .doing("reading a revision")?
                 .ok_or_else(|| {
-                    Status::internal(format!(
+                    Error::Internal(format!(
                         "stack {name}: revision {revision} is missing from the store"
                     ))
                 })?;
-            let stack = pb::StackState::decode(bytes.as_slice())
-                .map_err(|e| internal("decoding a revision", e))?;
+            let stack = pb::StackState::decode(bytes.as_slice()).map_err(|e| {
+                Error::Internal(format!(
+                    "stack {name}: revision {revision} does not decode: {e}"
+                ))
+            })?;
             self.0.insert(revision.to_string(), stack);
         }
+        Ok(())
+    }
+
+    fn get(&self, name: &str, revision: &str) -> pb::StackState {
         let mut stack = self.0.get(revision).cloned().unwrap_or_default();
         stack.name = name.to_string();
-        Ok(stack)
+        stack
+    }
+
+    /// What a stack adds to an encoded host state, at most.
+    fn encoded_size(&self, name: &str, revision: &str) -> usize {
+        let body = self.0.get(revision).map(|s| s.encoded_len()).unwrap_or(0) + name.len() + 11;
+        body + 11
     }
 }
 
-/// Decide a host's state: `Ok(None)` keeps the stored one (same stacks, signed by the current
-/// key, a third of its validity left, not behind the agent); otherwise a new state with the next
-/// generation, signed (not yet stored).
-fn next_state(
-    shared: &Shared,
-    host: &HostRecord,
-    stacks: &[crate::store::StackRecord],
-    pins: &Pins,
-    agent_generation: u64,
-    revisions: &mut RevisionCache,
-) -> Result<Option<(u64, pb::SignedState)>, Status> {
-    let want = pinned_from(stacks, host, pins);
-    let now = shared.now_ms();
-    let ttl_ms = shared.limits.state_ttl.as_millis() as i64;
-    let signer = shared.pki.signer();
-    let stored = shared
-        .store
-        .signed_state(&host.id)
-        .map_err(|e| internal("reading desired state", e))?
-        .and_then(|b| decode(&b));
-    if let Some((env, state)) = &stored {
-        let have: Vec<(String, String)> = state
-            .stacks
-            .iter()
-            .map(|s| (s.name.clone(), s.revision.clone()))
-            .collect();
-        // A state signed by a key that has since been rotated out of signing is re-issued.
-        if have == want
-            && env.key_id == signer.key_id()
-            && state.expires_unix_ms - now > ttl_ms / 3
-            && state.generation >= agent_generation
-        {
+/// A host's state that would be too large to deliver.
+fn too_large(host: &HostRecord, want: &[(String, String)], revisions: &Revisions) -> Option<Error> {
+    let sizes: Vec<(usize, &str)> = want
+        .iter()
+        .map(|(n, r)| (revisions.encoded_size(n, r), n.as_str()))
+        .collect();
+    let total: usize = sizes.iter().map(|(s, _)| s).sum::<usize>() + 256;
+    if total <= limits::MAX_HOST_STATE {
+        return None;
+    }
+    let mut by_size = sizes;
+    by_size.sort_by(|a, b| b.cmp(a));
+    let stacks: Vec<String> = by_size
+        .iter()
+        .map(|(s, n)| format!("{n} {}", human(*s)))
+        .collect();
+    Some(Error::Precondition(format!(
+        "host {}'s desired state would be {} ({}), over the {} a host can receive: move a stack to other hosts (selector) or ship fewer or smaller files",
+        host.name,
+        human(total),
+        stacks.join(", "),
+        human(limits::MAX_HOST_STATE)
+    )))
+}
+
+/// Bytes as a person reads them.
+pub fn human(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else if bytes >= 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+#[derive(Debug)]
+pub struct Desired {
+    store: Arc<dyn Store>,
+    keys: Arc<dyn SigningKeys>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    state_ttl: Duration,
+    /// Serializes issuing, so generations are issued in order and a key rotation never
+    /// interleaves with signing.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Desired {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<dyn SigningKeys>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        state_ttl: Duration,
+    ) -> Self {
+        Desired {
+            store,
+            keys,
+            registry,
+            clock,
+            state_ttl,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Hold off all issuing (while the signing key changes).
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// Whether every host in `hosts` could receive its state if the stacks were `stacks` (and
+    /// pins `pins`): the first host that could not is named with its size and stacks.
+    pub async fn check_fits(
+        &self,
+        hosts: &[HostRecord],
+        stacks: &[StackRecord],
+        pins: &Pins,
+    ) -> Result<()> {
+        let mut revisions = Revisions::default();
+        for host in hosts.iter().filter(|h| !h.is_revoked()) {
+            let want = assignment(stacks, host, pins);
+            for (name, revision) in &want {
+                revisions.load(&*self.store, name, revision).await?;
+            }
+            if let Some(e) = too_large(host, &want, &revisions) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide a host's state: `Ok(None)` keeps the stored one (same stacks, signed by the
+    /// current key, a third of its validity left, not behind the agent); otherwise a new state
+    /// with the next generation, signed (not yet stored).
+    async fn next_state(
+        &self,
+        host: &HostRecord,
+        want: Vec<(String, String)>,
+        agent_generation: u64,
+        revisions: &mut Revisions,
+    ) -> Result<Option<(u64, pb::SignedState)>> {
+        let now = self.clock.now_ms();
+        let ttl_ms = self.state_ttl.as_millis() as i64;
+        let signer = self.keys.signer();
+        let stored = self
+            .store
+            .state(&host.id)
+            .await
+            .doing("reading desired state")?
+            .and_then(|b| decode(&b));
+        if let Some((env, state)) = &stored {
+            let have: Vec<(String, String)> = state
+                .stacks
+                .iter()
+                .map(|s| (s.name.clone(), s.revision.clone()))
+                .collect();
+            // A state signed by a key that has since been rotated out of signing is re-issued.
+            if have == want
+                && env.key_id == signer.key_id()
+                && state.expires_unix_ms - now > ttl_ms / 3
+                && state.generation >= agent_generation
+            {
+                return Ok(None);
+            }
+        }
+        for (name, revision) in &want {
+            revisions.load(&*self.store, name, revision).await?;
+        }
+        if let Some(e) = too_large(host, &want, revisions) {
+            // Never issued: the host keeps the state it has (and its other stacks with it).
+            tracing::error!(host = %host.name, "not issuing desired state: {e}");
             return Ok(None);
         }
-    }
-    let generation = shared
-        .store
-        .generation(&host.id)
-        .map_err(|e| internal("reading generation", e))?
-        .max(agent_generation)
-        + 1;
-    let mut out = Vec::with_capacity(want.len());
-    for (name, revision) in &want {
-        out.push(revisions.get(shared, name, revision)?);
-    }
-    let state = pb::DesiredState {
-        host_id: host.id.clone(),
-        generation,
-        issued_unix_ms: now,
-        expires_unix_ms: now + ttl_ms,
-        stacks: out,
-    };
-    Ok(Some((generation, noco_certs::state::sign(&signer, &state))))
-}
-
-/// The host's current signed state; a new one (new generation, stored before it is returned)
-/// when it must change. A server restored from an older copy still moves beyond the generation
-/// the agent reports. Returns the state and whether it is new.
-pub async fn current(
-    shared: &Shared,
-    host: &HostRecord,
-    agent_generation: u64,
-) -> Result<(pb::SignedState, bool), Status> {
-    let _serial = shared.desired_lock.lock().await;
-    let stacks = shared
-        .store
-        .stacks()
-        .map_err(|e| internal("reading stacks", e))?;
-    match next_state(
-        shared,
-        host,
-        &stacks,
-        &pins(shared, &stacks)?,
-        agent_generation,
-        &mut RevisionCache::default(),
-    )? {
-        None => {
-            let bytes = shared
-                .store
-                .signed_state(&host.id)
-                .map_err(|e| internal("reading desired state", e))?;
-            let env = bytes
-                .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())
-                .ok_or_else(|| {
-                    Status::internal(format!(
-                        "host {}: the stored desired state vanished",
-                        host.name
-                    ))
-                })?;
-            Ok((env, false))
-        }
-        Some((generation, env)) => {
-            shared
-                .store
-                .put_signed_states(&[(host.id.clone(), generation, env.encode_to_vec())])
-                .await
-                .map_err(|e| internal("storing desired state", e))?;
-            tracing::info!(host = %host.name, generation, "issued desired state");
-            Ok((env, true))
-        }
-    }
-}
-
-/// Re-issue the states of the hosts `affected` selects — all stored with one flush — and push
-/// the new ones to their sessions. Returns the names of the hosts whose state changed.
-pub async fn update_hosts(
-    shared: &Shared,
-    affected: impl Fn(&HostRecord) -> bool,
-) -> Result<Vec<String>, Status> {
-    let _serial = shared.desired_lock.lock().await;
-    let hosts = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?;
-    let stacks = shared
-        .store
-        .stacks()
-        .map_err(|e| internal("reading stacks", e))?;
-    let mut revisions = RevisionCache::default();
-    let pins = pins(shared, &stacks)?;
-    let mut issued = Vec::new();
-    for host in hosts
-        .iter()
-        .filter(|h| h.revoked_ms.is_none() && affected(h))
-    {
-        if let Some((generation, env)) =
-            next_state(shared, host, &stacks, &pins, 0, &mut revisions)?
-        {
-            issued.push((host, generation, env));
-        }
-    }
-    if issued.is_empty() {
-        return Ok(Vec::new());
-    }
-    let records: Vec<(String, u64, Vec<u8>)> = issued
-        .iter()
-        .map(|(h, g, env)| (h.id.clone(), *g, env.encode_to_vec()))
-        .collect();
-    shared
-        .store
-        .put_signed_states(&records)
-        .await
-        .map_err(|e| internal("storing desired states", e))?;
-    tracing::info!(hosts = issued.len(), "issued desired states");
-    let mut changed = Vec::with_capacity(issued.len());
-    for (host, _, env) in issued {
-        shared.registry.push(&host.id, env);
-        changed.push(host.name.clone());
-    }
-    Ok(changed)
-}
-
-/// Hosts × stacks, for `nococtl status`: what the server wants and what each agent reports.
-pub fn status(shared: &Shared, stack: &str) -> Result<pb::StatusResponse, Status> {
-    if !stack.is_empty()
-        && shared
+        let generation = self
             .store
-            .stack(stack)
-            .map_err(|e| internal("reading stacks", e))?
-            .is_none()
-    {
-        return Err(Status::not_found(format!("no stack named {stack:?}")));
-    }
-    let mut hosts = Vec::new();
-    let stacks = shared
-        .store
-        .stacks()
-        .map_err(|e| internal("reading stacks", e))?;
-    let pins = pins(shared, &stacks)?;
-    let mut records = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?;
-    records.sort_by(|a, b| a.name.cmp(&b.name));
-    for host in records.iter().filter(|h| h.revoked_ms.is_none()) {
-        let assigned = pinned_from(&stacks, host, &pins);
-        if !stack.is_empty() && !assigned.iter().any(|(n, _)| n == stack) {
-            continue;
-        }
-        let (report, at) = shared.reports.get(&host.id).unwrap_or_default();
-        let online = shared.registry.online(&host.id).is_some();
-        hosts.push(pb::HostStatus {
-            host: host.name.clone(),
+            .generation(&host.id)
+            .await
+            .doing("reading generation")?
+            .max(agent_generation)
+            + 1;
+        let state = pb::DesiredState {
             host_id: host.id.clone(),
-            status: if online { "online" } else { "offline" }.to_string(),
-            desired_generation: shared
-                .store
-                .generation(&host.id)
-                .map_err(|e| internal("reading generation", e))?,
-            applied_generation: report.generation,
-            stale: report.stale,
-            refused: report.refused.clone(),
-            assigned: assigned
-                .into_iter()
-                .filter(|(n, _)| stack.is_empty() || n == stack)
-                .map(|(name, revision)| pb::AssignedStack { name, revision })
-                .collect(),
-            reported: report
-                .stacks
-                .into_iter()
-                .filter(|s| stack.is_empty() || s.name == stack)
-                .collect(),
-            reported_unix_ms: at,
-        });
+            generation,
+            issued_unix_ms: now,
+            expires_unix_ms: now + ttl_ms,
+            stacks: want.iter().map(|(n, r)| revisions.get(n, r)).collect(),
+        };
+        Ok(Some((generation, noco_certs::state::sign(&signer, &state))))
     }
-    Ok(pb::StatusResponse { hosts })
+
+    /// The host's current signed state for its new session; a new one (next generation,
+    /// stored first) when it must change. A server restored from an older copy still moves
+    /// beyond the generation the agent reports. `None`: the host has never been issued one that
+    /// could be delivered.
+    pub async fn current(
+        &self,
+        host: &HostRecord,
+        agent_generation: u64,
+    ) -> Result<Option<pb::SignedState>> {
+        let _serial = self.lock.lock().await;
+        let stacks = self.store.stacks().await.doing("reading stacks")?;
+        let pins = pins(&*self.store, &stacks).await?;
+        let want = assignment(&stacks, host, &pins);
+        let next = self
+            .next_state(host, want, agent_generation, &mut Revisions::default())
+            .await?;
+        match next {
+            None => Ok(self
+                .store
+                .state(&host.id)
+                .await
+                .doing("reading desired state")?
+                .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())),
+            Some((generation, env)) => {
+                self.store
+                    .put_states(&[IssuedState {
+                        host_id: host.id.clone(),
+                        generation,
+                        encoded: env.encode_to_vec(),
+                    }])
+                    .await
+                    .doing("storing desired state")?;
+                tracing::info!(host = %host.name, generation, "issued desired state");
+                Ok(Some(env))
+            }
+        }
+    }
+
+    /// Re-issue the states of the hosts `affected` selects — all stored with one flush — and
+    /// push the new ones to their sessions. Returns the names of the hosts whose state changed.
+    pub async fn update(&self, affected: impl Fn(&HostRecord) -> bool) -> Result<Vec<String>> {
+        let _serial = self.lock.lock().await;
+        let hosts = self.store.hosts().await.doing("reading hosts")?;
+        let stacks = self.store.stacks().await.doing("reading stacks")?;
+        let pins = pins(&*self.store, &stacks).await?;
+        let mut revisions = Revisions::default();
+        let mut issued = Vec::new();
+        for host in hosts.iter().filter(|h| !h.is_revoked() && affected(h)) {
+            let want = assignment(&stacks, host, &pins);
+            if let Some((generation, env)) = self.next_state(host, want, 0, &mut revisions).await? {
+                issued.push((host, generation, env));
+            }
+        }
+        if issued.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<IssuedState> = issued
+            .iter()
+            .map(|(h, g, env)| IssuedState {
+                host_id: h.id.clone(),
+                generation: *g,
+                encoded: env.encode_to_vec(),
+            })
+            .collect();
+        self.store
+            .put_states(&records)
+            .await
+            .doing("storing desired states")?;
+        tracing::info!(hosts = issued.len(), "issued desired states");
+        let mut changed = Vec::with_capacity(issued.len());
+        for (host, _, env) in issued {
+            self.registry.push(&host.id, env);
+            changed.push(host.name.clone());
+        }
+        Ok(changed)
+    }
+
+    /// The generation last issued to a host.
+    pub async fn generation(&self, host_id: &str) -> Result<u64> {
+        self.store
+            .generation(host_id)
+            .await
+            .doing("reading generation")
+    }
 }
 
-/// Whether a host reports `stack` at `revision`, converged, with every service healthy or running.
-pub fn healthy(shared: &Shared, host_id: &str, stack: &str, revision: &str) -> bool {
-    shared.reports.get(host_id).is_some_and(|(r, _)| {
-        r.stacks.iter().any(|s| {
-            s.name == stack
-                && s.revision == revision
-                && s.state == "converged"
-                && s.services.iter().all(|svc| {
-                    svc.running >= svc.desired && (svc.health == "healthy" || svc.health == "none")
-                })
-        })
-    })
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sled_store::SledStore;
+    use crate::store::{Facts, HistoryEntry};
+
+    #[derive(Debug)]
+    pub struct FixedKey(pub Arc<StateSigner>);
+
+    impl SigningKeys for FixedKey {
+        fn signer(&self) -> Arc<StateSigner> {
+            self.0.clone()
+        }
+    }
+
+    pub fn host(id: &str, labels: &[(&str, &str)]) -> HostRecord {
+        HostRecord {
+            id: id.into(),
+            name: format!("{id}-name"),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            facts: Facts::default(),
+            enrolled_ms: 0,
+            last_seen_ms: 0,
+            cert_not_after_ms: i64::MAX,
+            revoked_ms: None,
+        }
+    }
+
+    pub fn stack(name: &str, selector: &str, revision: &str) -> StackRecord {
+        StackRecord {
+            name: name.into(),
+            selector: selector.into(),
+            revision: revision.into(),
+            history: vec![HistoryEntry {
+                revision: revision.into(),
+                selector: selector.into(),
+                time_ms: 0,
+                by: "test".into(),
+            }],
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    pub async fn put_revision(store: &dyn Store, id: &str, file_bytes: usize) {
+        let content = pb::StackState {
+            name: String::new(),
+            revision: id.into(),
+            compose: b"services: {}\n".to_vec(),
+            env: Default::default(),
+            files: vec![pb::StackFile {
+                path: "big".into(),
+                content: vec![7; file_bytes],
+                mode: 0o640,
+            }],
+        };
+        store
+            .put_revision(id, &content.encode_to_vec())
+            .await
+            .unwrap();
+    }
+
+    pub struct Fixture {
+        pub _dir: tempfile::TempDir,
+        pub store: Arc<dyn Store>,
+        pub clock: Arc<ManualClock>,
+        pub registry: Arc<Registry>,
+        pub desired: Arc<Desired>,
+    }
+
+    pub async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::create(&dir.path().join("db")).await.unwrap());
+        let clock = Arc::new(ManualClock::at_ms(1_700_000_000_000));
+        let registry = Arc::new(Registry::default());
+        let desired = Arc::new(Desired::new(
+            store.clone(),
+            Arc::new(FixedKey(Arc::new(StateSigner::generate()))),
+            registry.clone(),
+            clock.clone(),
+            Duration::from_secs(3600),
+        ));
+        Fixture {
+            _dir: dir,
+            store,
+            clock,
+            registry,
+            desired,
+        }
+    }
+
+    fn stacks_of(env: &pb::SignedState) -> Vec<(String, u64)> {
+        let state = pb::DesiredState::decode(env.payload.as_slice()).unwrap();
+        state
+            .stacks
+            .iter()
+            .map(|s| (s.name.clone(), state.generation))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_host_gets_the_stacks_its_labels_select_and_a_new_generation_on_each_change() {
+        let f = fixture().await;
+        f.store
+            .insert_host(&host("h1", &[("role", "web")]))
+            .await
+            .unwrap();
+        put_revision(&*f.store, "r1", 10).await;
+        f.store
+            .put_stack(&stack("shop", "role=web", "r1"))
+            .await
+            .unwrap();
+        f.store
+            .put_stack(&stack("db", "role=db", "r1"))
+            .await
+            .unwrap();
+        let mut session = f.registry.register("h1", 0);
+        assert_eq!(f.desired.update(|_| true).await.unwrap(), ["h1-name"]);
+        let pushed = session.state.borrow_and_update().clone().unwrap();
+        assert_eq!(stacks_of(&pushed), [("shop".to_string(), 1)]);
+        // Nothing changed: nothing issued.
+        assert!(f.desired.update(|_| true).await.unwrap().is_empty());
+        // Near expiry: re-signed with the next generation.
+        f.clock.advance_ms(3_000_000);
+        assert_eq!(f.desired.update(|_| true).await.unwrap().len(), 1);
+        assert_eq!(f.desired.generation("h1").await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_session_gets_a_generation_beyond_what_its_agent_reports() {
+        let f = fixture().await;
+        let h = host("h1", &[]);
+        f.store.insert_host(&h).await.unwrap();
+        let env = f.desired.current(&h, 41).await.unwrap().unwrap();
+        let state = pb::DesiredState::decode(env.payload.as_slice()).unwrap();
+        assert_eq!(state.generation, 42);
+    }
+
+    /// Regression (issue 8, defect 1): a host whose stacks together exceed what one session
+    /// message carries was issued that state anyway, and then got nothing at all.
+    #[tokio::test]
+    async fn a_state_too_large_to_deliver_is_never_issued_and_the_host_keeps_its_last_one() {
+        let f = fixture().await;
+        let h = host("h1", &[("role", "web")]);
+        f.store.insert_host(&h).await.unwrap();
+        put_revision(&*f.store, "small", 10).await;
+        put_revision(&*f.store, "big", limits::MAX_HOST_STATE / 2 + 1).await;
+        f.store
+            .put_stack(&stack("a", "role=web", "small"))
+            .await
+            .unwrap();
+        f.desired.update(|_| true).await.unwrap();
+        let stacks = vec![
+            stack("a", "role=web", "small"),
+            stack("b", "role=web", "big"),
+            stack("c", "role=web", "big"),
+        ];
+        let err = f
+            .desired
+            .check_fits(std::slice::from_ref(&h), &stacks, &Pins::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h1-name's desired state would be"), "{err}");
+        for s in &stacks {
+            f.store.put_stack(s).await.unwrap();
+        }
+        assert!(f.desired.update(|_| true).await.unwrap().is_empty());
+        let kept = f.desired.current(&h, 0).await.unwrap().unwrap();
+        assert_eq!(stacks_of(&kept), [("a".to_string(), 1)]);
+    }
 }

@@ -10,33 +10,35 @@ use noco_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::clock::{rfc3339_ms, to_ms};
+use crate::core::Core;
+use crate::error::{Doing, Error};
 use crate::names;
-use crate::shared::{Shared, internal};
 use crate::store::{HostRecord, OperatorStatus, TokenKind, TokenRecord};
 
 #[derive(Debug, Clone)]
 pub struct EnrollmentSvc {
-    pub shared: Arc<Shared>,
+    pub core: Arc<Core>,
 }
 
 impl EnrollmentSvc {
     /// Parse and check a token against its record: known, right CA, right secret, unused,
     /// unexpired.
-    fn check_token(&self, text: &str, what: &str) -> Result<TokenRecord, Status> {
+    async fn check_token(&self, text: &str, what: &str) -> Result<TokenRecord, Status> {
         let token: Token = text
             .parse()
             .map_err(|e: noco_certs::CertError| Status::invalid_argument(e.to_string()))?;
-        if token.ca_fingerprint != self.shared.pki.ca.fingerprint() {
+        if token.ca_fingerprint != self.core.pki.ca.fingerprint() {
             return Err(Status::unauthenticated(format!(
                 "{what} token {} was made for another noco server (CA fingerprint differs)",
                 token.id
             )));
         }
         let record = self
-            .shared
+            .core
             .store
             .token(&token.id)
-            .map_err(|e| internal("reading token", e))?
+            .await
+            .doing("reading token")?
             .filter(|r| r.secret_hash == token.secret_hash())
             .ok_or_else(|| Status::unauthenticated(format!("unknown {what} token {}", token.id)))?;
         if let Some(used) = record.used_ms {
@@ -46,7 +48,7 @@ impl EnrollmentSvc {
                 rfc3339_ms(used)
             )));
         }
-        if record.expires_ms <= self.shared.now_ms() {
+        if record.expires_ms <= self.core.now_ms() {
             return Err(Status::unauthenticated(format!(
                 "{what} token {} expired at {}: create a new one",
                 token.id,
@@ -57,21 +59,21 @@ impl EnrollmentSvc {
     }
 
     async fn consume(&self, record: &TokenRecord, what: &str) -> Result<(), Status> {
-        self.shared
+        self.core
             .store
-            .consume_token(record, self.shared.now_ms())
+            .consume_token(record, self.core.now_ms())
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict(_) => Status::unauthenticated(format!(
                     "{what} token {} was already used; tokens are single-use: create a new one",
                     record.id
                 )),
-                other => internal("consuming token", other),
+                other => Error::from_store("consuming token", other).into(),
             })
     }
 
     async fn enroll_inner(&self, req: pb::EnrollRequest) -> Result<pb::EnrollResponse, Status> {
-        let record = self.check_token(&req.token, "join")?;
+        let record = self.check_token(&req.token, "join").await?;
         let TokenKind::Join { labels } = &record.kind else {
             return Err(Status::invalid_argument(format!(
                 "token {} is an operator login token: use it with `nococtl login`",
@@ -89,25 +91,26 @@ impl EnrollmentSvc {
         let identity = Identity::Agent {
             host_id: host_id.clone(),
         };
-        let now = self.shared.clock.now();
+        let now = self.core.clock.now();
         let cert_pem = self
-            .shared
+            .core
             .pki
             .issue(
                 &req.csr_pem,
                 &identity,
                 &name,
-                self.shared.limits.agent_cert_ttl,
+                self.core.limits.agent_cert_ttl,
                 now,
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let cert =
-            PeerCert::from_pem(&cert_pem).map_err(|e| internal("reading issued certificate", e))?;
+        let cert = PeerCert::from_pem(&cert_pem)
+            .map_err(|e| Error::Internal(format!("reading the issued certificate: {e}")))?;
         if let Some(existing) = self
-            .shared
+            .core
             .store
             .find_host(&name)
-            .map_err(|e| internal("reading hosts", e))?
+            .await
+            .doing("reading hosts")?
             && existing.revoked_ms.is_none()
             && existing.name == name
         {
@@ -127,26 +130,26 @@ impl EnrollmentSvc {
             cert_not_after_ms: to_ms(cert.not_after),
             revoked_ms: None,
         };
-        self.shared
+        self.core
             .store
             .insert_host(&host)
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict(msg) => Status::already_exists(msg),
-                other => internal("storing host", other),
+                other => Error::from_store("storing host", other).into(),
             })?;
         Ok(pb::EnrollResponse {
             host_id,
             name,
             cert_pem,
-            ca_pem: self.shared.pki.ca.cert_pem().to_string(),
-            trust_root: self.shared.pki.trusted_keys(),
+            ca_pem: self.core.pki.ca.cert_pem().to_string(),
+            trust_root: self.core.pki.trusted_keys(),
             labels: labels.clone().into_iter().collect(),
         })
     }
 
     async fn login_inner(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse, Status> {
-        let record = self.check_token(&req.token, "login")?;
+        let record = self.check_token(&req.token, "login").await?;
         let TokenKind::Login { operator_id } = &record.kind else {
             return Err(Status::invalid_argument(format!(
                 "token {} is a host join token: use it with `noco-agent enroll`",
@@ -154,10 +157,11 @@ impl EnrollmentSvc {
             )));
         };
         let mut op = self
-            .shared
+            .core
             .store
             .operator(operator_id)
-            .map_err(|e| internal("reading operator", e))?
+            .await
+            .doing("reading operator")?
             .ok_or_else(|| {
                 Status::unauthenticated(format!("login token {} names no operator", record.id))
             })?;
@@ -172,29 +176,29 @@ impl EnrollmentSvc {
             role: op.role,
         };
         let cert_pem = self
-            .shared
+            .core
             .pki
             .issue(
                 &req.csr_pem,
                 &identity,
                 &op.name,
-                self.shared.limits.operator_cert_ttl,
-                self.shared.clock.now(),
+                self.core.limits.operator_cert_ttl,
+                self.core.clock.now(),
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.consume(&record, "login").await?;
         op.status = OperatorStatus::Active;
-        self.shared
+        self.core
             .store
             .put_operator(&op)
             .await
-            .map_err(|e| internal("storing operator", e))?;
+            .doing("storing operator")?;
         Ok(pb::LoginResponse {
             operator_id: op.id,
             name: op.name,
             role: op.role.to_string(),
             cert_pem,
-            ca_pem: self.shared.pki.ca.cert_pem().to_string(),
+            ca_pem: self.core.pki.ca.cert_pem().to_string(),
         })
     }
 }
@@ -226,7 +230,10 @@ impl pb::enrollment_server::Enrollment for EnrollmentSvc {
             Ok(r) => format!("{} ({})", r.name, r.host_id),
             Err(_) => target,
         };
-        crate::audit::record(&self.shared, &caller, "host.enroll", &target, &outcome);
+        self.core
+            .audit
+            .record(&caller, "host.enroll", &target, &outcome)
+            .await;
         outcome.map(Response::new)
     }
 
@@ -238,7 +245,10 @@ impl pb::enrollment_server::Enrollment for EnrollmentSvc {
         let caller = format!("login token {}", token_id(&req.token));
         let outcome = self.login_inner(req).await;
         let target = outcome.as_ref().map(|r| r.name.clone()).unwrap_or_default();
-        crate::audit::record(&self.shared, &caller, "operator.login", &target, &outcome);
+        self.core
+            .audit
+            .record(&caller, "operator.login", &target, &outcome)
+            .await;
         outcome.map(Response::new)
     }
 }

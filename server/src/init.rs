@@ -12,6 +12,7 @@ use noco_certs::{Identity, Role, random_hex};
 
 use crate::clock::to_ms;
 use crate::pki::{DataDir, Pki, Settings};
+use crate::store::sled_store::SledStore;
 use crate::store::{OperatorRecord, OperatorStatus, Store};
 
 #[derive(Debug, Clone)]
@@ -35,8 +36,7 @@ pub struct InitReport {
 }
 
 pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitReport> {
-    crate::names::check_name("operator", &opts.admin_name)
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    crate::names::check_name("operator", &opts.admin_name)?;
     let mut dns_names = Vec::new();
     let mut ip_addrs = Vec::new();
     for san in &opts.sans {
@@ -64,7 +64,9 @@ pub async fn init(opts: &InitOptions, now: SystemTime) -> anyhow::Result<InitRep
     };
     let dir = DataDir::new(&opts.data_dir);
     let pki = Pki::create(&dir, settings, opts.ca_ttl, now)?;
-    let store = Store::open(&dir.db()).context("creating the database")?;
+    let store = SledStore::create(&dir.db())
+        .await
+        .context("creating the database")?;
 
     let operator = OperatorRecord {
         id: random_hex::<8>(),

@@ -1,29 +1,36 @@
 //! noco-server: keeps what every host should run, and talks to agents and operators.
 //!
-//! [`pki`] owns the data directory's keys and certificates, [`store`] the sled database,
-//! [`listener`] the TLS accept loop, [`auth`] decides who may call what (the one place),
-//! [`enroll`], [`renew`], [`session`] and [`control`] are the gRPC services, [`registry`] tracks
-//! live agent sessions, [`server`] wires it all together.
+//! Layers, each pointing down only (see ARCHITECTURE.md): [`store`] (the persistence interface
+//! and its sled backend), [`clock`], [`registry`] (live sessions), [`bans`]; [`reports`] (what
+//! agents report), [`desired`] (signed per-host state, the size rule); [`stacks`] (revisions and
+//! the catalog lock), [`machines`] (pure state machines: the rollout) and [`rollouts`] (its service and driver),
+//! [`hosts`]; [`status`], [`audit`]. [`core`] assembles them; [`auth`], [`control`],
+//! [`session`], [`enroll`] and [`renew`] are the gRPC services over them; [`server`] serves.
+//! [`error`] is the domain error and its one conversion to the wire.
 
 pub mod audit;
 pub mod auth;
 pub mod bans;
 pub mod clock;
 pub mod control;
+pub mod core;
 pub mod desired;
 pub mod enroll;
+pub mod error;
+pub mod hosts;
 pub mod init;
 pub mod listener;
+pub mod machines;
 pub mod names;
 pub mod pki;
 pub mod registry;
 pub mod renew;
-pub mod rollout;
+pub mod reports;
 pub mod rollouts;
 pub mod selector;
 pub mod server;
 pub mod session;
-pub mod shared;
 pub mod stacks;
+pub mod status;
 pub mod store;
 pub mod wire;

@@ -1,14 +1,41 @@
 //! noco-server: the command line. `init` makes a data directory; `run` serves it.
 
+// Output goes through `outln!`, never `println!`, which panics when the reader of stdout has
+// gone away (`noco-server init … | head -1`).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fmt;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use noco_server::core::Limits;
 use noco_server::init::{InitOptions, init};
 use noco_server::server::{RunOptions, run};
-use noco_server::shared::Limits;
+
+/// `println!` for command output: a reader of stdout that has gone away ends noco-server
+/// quietly with exit 0 (as nococtl and noco-agent do); another write error exits 1.
+macro_rules! outln {
+    () => {
+        write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+fn write_stdout(args: fmt::Arguments<'_>) {
+    if let Err(e) = io::stdout().lock().write_fmt(args) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(io::stderr(), "noco-server: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +55,16 @@ enum Command {
     Init(InitArgs),
     /// Serve agents and operators.
     Run(RunArgs),
+    /// Check the data directory's database without serving it: its format, what it holds, and
+    /// that every record reads. Exit 1 with the reason when it is damaged (the server itself
+    /// refuses to start on a damaged database).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,11 +158,15 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd_init(args).await,
         Command::Run(args) => cmd_run(args).await,
+        Command::Check(args) => noco_server::server::check(&args.data_dir)
+            .await
+            .map(|census| outln!("{}: ok ({census})", args.data_dir.display())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("noco-server: {e:#}");
+            // A closed stderr must not turn the failure into a panic (exit 101).
+            let _ = writeln!(io::stderr(), "noco-server: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -147,27 +188,27 @@ async fn cmd_init(args: InitArgs) -> anyhow::Result<()> {
         admin_cert_ttl: args.admin_cert_ttl,
     };
     let report = init(&opts, SystemTime::now()).await.context("init")?;
-    println!("initialized {}", report.dir.root.display());
-    println!("  CA certificate      {}", report.dir.ca_cert().display());
-    println!("  CA fingerprint      sha256:{}", report.ca_fingerprint);
-    println!(
+    outln!("initialized {}", report.dir.root.display());
+    outln!("  CA certificate      {}", report.dir.ca_cert().display());
+    outln!("  CA fingerprint      sha256:{}", report.ca_fingerprint);
+    outln!(
         "  server certificate  {}",
         report.dir.server_cert().display()
     );
-    println!(
+    outln!(
         "  state-signing key   {}",
         report.dir.signing_key().display()
     );
-    println!("  database            {}", report.dir.db().display());
-    println!(
+    outln!("  database            {}", report.dir.db().display());
+    outln!(
         "  admin credential    {} (0600)",
         report.admin_credential.display()
     );
-    println!("  server URL          {}", report.server_url);
-    println!();
-    println!("next:");
-    println!("  noco-server run --data-dir {}", report.dir.root.display());
-    println!(
+    outln!("  server URL          {}", report.server_url);
+    outln!();
+    outln!("next:");
+    outln!("  noco-server run --data-dir {}", report.dir.root.display());
+    outln!(
         "  nococtl --config {} host ls",
         report.admin_credential.display()
     );

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use tonic::Status;
+use crate::error::Error;
 
 pub const MAX_LABELS: usize = 64;
 
 /// Host and operator names: 1–63 of `a-z 0-9 - _ .`, starting with a letter or digit.
-pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -17,7 +17,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(Error::Invalid(format!(
             "{kind} name {name:?} is not valid: use 1 to 63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
         )))
     }
@@ -25,7 +25,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), Status> {
 
 /// Stack names become compose project names on hosts: 1–63 of `a-z 0-9 - _`, starting with a
 /// letter or digit (no `.`).
-pub fn check_stack_name(name: &str) -> Result<(), Status> {
+pub fn check_stack_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -35,7 +35,7 @@ pub fn check_stack_name(name: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(Error::Invalid(format!(
             "stack name {name:?} is not valid: use 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit (it becomes the compose project name)"
         )))
     }
@@ -43,9 +43,9 @@ pub fn check_stack_name(name: &str) -> Result<(), Status> {
 
 /// Label keys: 1–63 of `A-Z a-z 0-9 - _ . /`, starting and ending with a letter or digit.
 /// Values: up to 63 of `A-Z a-z 0-9 - _ .`.
-pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
     if labels.len() > MAX_LABELS {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::Invalid(format!(
             "{} labels is more than the limit of {MAX_LABELS}",
             labels.len()
         )));
@@ -56,7 +56,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !value_ok {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::Invalid(format!(
                 "label {k}={v:?}: a value is up to 63 letters, digits, '-', '_' or '.'"
             )));
         }
@@ -64,7 +64,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn check_label_key(k: &str) -> Result<(), Status> {
+pub fn check_label_key(k: &str) -> Result<(), Error> {
     let bytes = k.as_bytes();
     let ok = !k.is_empty()
         && k.len() <= 63
@@ -76,7 +76,7 @@ pub fn check_label_key(k: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(Error::Invalid(format!(
             "label key {k:?} is not valid: 1 to 63 letters, digits, '-', '_', '.' or '/', starting and ending with a letter or digit"
         )))
     }
@@ -93,7 +93,7 @@ mod tests {
         }
         for bad in ["", "-x", "Web", "a b", &"x".repeat(64), "a/b"] {
             let err = check_name("host", bad).unwrap_err();
-            assert!(err.message().contains("host name"), "{bad}");
+            assert!(err.to_string().contains("host name"), "{bad}");
         }
     }
 
@@ -115,6 +115,6 @@ mod tests {
         assert!(check_labels(&l).is_err());
         let mut l = BTreeMap::new();
         l.insert("role".to_string(), "a=b".to_string());
-        assert!(check_labels(&l).unwrap_err().message().contains("role"));
+        assert!(check_labels(&l).unwrap_err().to_string().contains("role"));
     }
 }

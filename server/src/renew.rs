@@ -9,12 +9,13 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::clock::to_ms;
-use crate::shared::{Shared, internal};
+use crate::core::Core;
+use crate::error::{Doing, Error};
 use crate::store::OperatorStatus;
 
 #[derive(Debug, Clone)]
 pub struct CertsSvc {
-    pub shared: Arc<Shared>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
@@ -25,15 +26,16 @@ impl pb::certs_server::Certs for CertsSvc {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let caller = Caller::of(&req)?;
         let csr = req.into_inner().csr_pem;
-        let shared = &self.shared;
-        let now = shared.clock.now();
+        let core = &self.core;
+        let now = core.clock.now();
         let identity = caller.peer.identity.clone();
         let cert_pem = match &identity {
             Identity::Agent { host_id } => {
-                let mut host = shared
+                let host = core
                     .store
                     .host(host_id)
-                    .map_err(|e| internal("reading host", e))?
+                    .await
+                    .doing("reading host")?
                     .ok_or_else(|| {
                         Status::permission_denied(format!("host {host_id} is not enrolled"))
                     })?;
@@ -43,36 +45,29 @@ impl pb::certs_server::Certs for CertsSvc {
                         host.name
                     )));
                 }
-                let pem = shared
+                let pem = core
                     .pki
-                    .issue(
-                        &csr,
-                        &identity,
-                        &host.name,
-                        shared.limits.agent_cert_ttl,
-                        now,
-                    )
+                    .issue(&csr, &identity, &host.name, core.limits.agent_cert_ttl, now)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let cert = PeerCert::from_pem(&pem)
-                    .map_err(|e| internal("reading issued certificate", e))?;
-                host.cert_not_after_ms = to_ms(cert.not_after);
-                shared
-                    .store
-                    .put_host(&host)
-                    .map_err(|e| internal("storing host", e))?;
-                shared
-                    .store
-                    .flush()
+                    .map_err(|e| Error::Internal(format!("reading the issued certificate: {e}")))?;
+                let not_after = to_ms(cert.not_after);
+                core.store
+                    .update_host(host_id, &|h| {
+                        h.cert_not_after_ms = not_after;
+                        Ok(())
+                    })
                     .await
-                    .map_err(|e| internal("storing host", e))?;
+                    .doing("storing host")?;
                 tracing::debug!(host = %host.name, "renewed agent certificate");
                 pem
             }
             Identity::Operator { operator_id, .. } => {
-                let op = shared
+                let op = core
                     .store
                     .operator(operator_id)
-                    .map_err(|e| internal("reading operator", e))?
+                    .await
+                    .doing("reading operator")?
                     .filter(|o| o.status == OperatorStatus::Active)
                     .ok_or_else(|| {
                         Status::permission_denied(format!("operator {operator_id} is not active"))
@@ -83,13 +78,12 @@ impl pb::certs_server::Certs for CertsSvc {
                     operator_id: op.id.clone(),
                     role: op.role,
                 };
-                shared
-                    .pki
+                core.pki
                     .issue(
                         &csr,
                         &identity,
                         &op.name,
-                        shared.limits.operator_cert_ttl,
+                        core.limits.operator_cert_ttl,
                         now,
                     )
                     .map_err(|e| Status::invalid_argument(e.to_string()))?
@@ -102,7 +96,7 @@ impl pb::certs_server::Certs for CertsSvc {
         };
         Ok(Response::new(pb::RenewResponse {
             cert_pem,
-            ca_pem: shared.pki.ca.cert_pem().to_string(),
+            ca_pem: core.pki.ca.cert_pem().to_string(),
         }))
     }
 }

@@ -1,20 +1,28 @@
 //! Rollouts on the server: starting, controlling and driving the rollout state machine
-//! ([`crate::rollout`]). Every transition is persisted in sled before its effect (the per-host
-//! revision pins in desired state) is pushed, so a restarted server resumes each rollout where it
-//! was; every event goes to the audit log and to the log with the rollout's id.
+//! ([`crate::machines::rollout`]). Every transition is persisted before its effect (the per-host revision pins in
+//! desired state) is pushed, so a restarted server resumes each rollout where it was; every event
+//! goes to the audit log and to the log with the rollout's id. All of it runs under the catalog
+//! lock of [`Stacks`], which `stack apply` takes too: one active rollout per stack, and no apply
+//! while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use noco_proto::v1 as pb;
-use tonic::Status;
 
-use crate::auth::Caller;
-use crate::rollout::{BatchSize, Config, HostPhase, Phase, Rollout};
+use crate::clock::Clock;
+use crate::error::{Doing, Error, Result};
+use crate::machines::rollout::{
+    BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason,
+};
+use crate::reports::Reports;
 use crate::selector::Selector;
-use crate::shared::{Shared, internal};
-use crate::store::{AuditRecord, HistoryEntry, RolloutRecord};
+use crate::stacks::{CatalogGuard, Stacks, active_rollout, check_revision};
+use crate::store::{AuditRecord, HistoryEntry, HostRecord, RolloutRecord, Store};
+
+/// A deadline for a host step when none is given.
+pub const DEFAULT_DEADLINE_MS: i64 = 5 * 60_000;
 
 /// Tracing spans of the rollouts this server is driving: one per rollout, and a child per host
 /// step, opened and closed by the rollout's own events — so a tracing/OpenTelemetry layer sees
@@ -30,7 +38,7 @@ type RolloutSpans = (
 
 impl Spans {
     /// Record a rollout's new events as span transitions.
-    fn follow(&self, rec: &RolloutRecord, new_events: &[crate::rollout::Event]) {
+    fn follow(&self, rec: &RolloutRecord, new_events: &[crate::machines::rollout::Event]) {
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (rollout_span, hosts) = all.entry(rec.id.clone()).or_insert_with(|| {
             (tracing::info_span!("rollout", rollout.id = %rec.id, stack = %rec.rollout.stack, to = %rec.rollout.to), Default::default())
@@ -62,70 +70,31 @@ impl Spans {
     }
 }
 
-/// How often active rollouts are advanced.
+/// How often active rollouts are advanced (each agent report also wakes the driver).
 pub const TICK: Duration = Duration::from_millis(200);
 
-pub fn phase_name(p: &Phase) -> &'static str {
-    match p {
-        Phase::Running => "running",
-        Phase::Paused => "paused",
-        Phase::Succeeded => "succeeded",
-        Phase::Failed(_) => "failed",
-        Phase::RollingBack(_) => "rolling_back",
-        Phase::RolledBack(_) => "rolled_back",
-        Phase::RollbackFailed(_) => "rollback_failed",
-        Phase::Aborted => "aborted",
-    }
-}
-
-fn reason(p: &Phase) -> String {
-    match p {
-        Phase::Failed(w)
-        | Phase::RollingBack(w)
-        | Phase::RolledBack(w)
-        | Phase::RollbackFailed(w) => w.clone(),
-        _ => String::new(),
-    }
-}
-
-/// The stack's rollout in progress (running, paused or rolling back), if any.
-pub fn active(shared: &Shared, stack: &str) -> Result<Option<RolloutRecord>, Status> {
-    Ok(latest(shared, stack)?.filter(|r| r.rollout.phase.is_active()))
-}
-
-fn latest(shared: &Shared, stack: &str) -> Result<Option<RolloutRecord>, Status> {
-    Ok(shared
-        .store
-        .rollouts_of(stack)
-        .map_err(|e| internal("reading rollouts", e))?
-        .into_iter()
-        .next())
-}
-
-fn config_from_wire(c: Option<&pb::RolloutConfig>) -> Result<Config, Status> {
+fn config_from_wire(c: Option<&pb::RolloutConfig>) -> Result<Config> {
     let c = c.cloned().unwrap_or_default();
     let batch = match (c.batch_count, c.batch_percent) {
         (0, 0) => BatchSize::Percent(25),
         (n, 0) => BatchSize::Count(n as usize),
         (0, p) if p <= 100 => BatchSize::Percent(p as u8),
         (0, p) => {
-            return Err(Status::invalid_argument(format!(
-                "--batch {p}% is over 100%"
-            )));
+            return Err(Error::Invalid(format!("--batch {p}% is over 100%")));
         }
         _ => {
-            return Err(Status::invalid_argument(
-                "give the batch as a count or a percentage, not both",
+            return Err(Error::Invalid(
+                "give the batch as a count or a percentage, not both".into(),
             ));
         }
     };
-    let deadline_ms = if c.deadline_ms == 0 {
-        5 * 60_000
-    } else {
-        c.deadline_ms as i64
+    let deadline_ms = match c.deadline_ms {
+        0 => DEFAULT_DEADLINE_MS,
+        ms => i64::try_from(ms).unwrap_or(i64::MAX),
     };
-    if (c.min_healthy_ms as i64) >= deadline_ms {
-        return Err(Status::invalid_argument(format!(
+    let min_healthy_ms = i64::try_from(c.min_healthy_ms).unwrap_or(i64::MAX);
+    if min_healthy_ms >= deadline_ms {
+        return Err(Error::Invalid(format!(
             "--min-healthy ({} ms) must be shorter than --deadline ({deadline_ms} ms): a host could never pass",
             c.min_healthy_ms
         )));
@@ -133,7 +102,7 @@ fn config_from_wire(c: Option<&pb::RolloutConfig>) -> Result<Config, Status> {
     Ok(Config {
         canary: c.canary as usize,
         batch,
-        min_healthy_ms: c.min_healthy_ms as i64,
+        min_healthy_ms,
         deadline_ms,
         max_failures: c.max_failures as usize,
         auto_rollback: c.auto_rollback,
@@ -158,14 +127,313 @@ fn config_to_wire(c: &Config) -> pb::RolloutConfig {
     }
 }
 
-pub fn to_wire(shared: &Shared, rec: &RolloutRecord) -> Result<pb::RolloutInfo, Status> {
-    let names: BTreeMap<String, String> = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?
-        .into_iter()
-        .map(|h| (h.id, h.name))
-        .collect();
+#[derive(Debug)]
+pub struct Rollouts {
+    store: Arc<dyn Store>,
+    stacks: Arc<Stacks>,
+    reports: Arc<Reports>,
+    clock: Arc<dyn Clock>,
+    spans: Spans,
+}
+
+/// Names of hosts by id, for what people read.
+fn host_names(hosts: &[HostRecord]) -> BTreeMap<String, String> {
+    hosts
+        .iter()
+        .map(|h| (h.id.clone(), h.name.clone()))
+        .collect()
+}
+
+impl Rollouts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        stacks: Arc<Stacks>,
+        reports: Arc<Reports>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Rollouts {
+            store,
+            stacks,
+            reports,
+            clock,
+            spans: Spans::default(),
+        }
+    }
+
+    async fn latest(&self, stack: &str) -> Result<Option<RolloutRecord>> {
+        Ok(self
+            .store
+            .rollouts_of(stack)
+            .await
+            .doing("reading rollouts")?
+            .into_iter()
+            .next())
+    }
+
+    pub async fn to_wire(&self, rec: &RolloutRecord) -> Result<pb::RolloutInfo> {
+        let names = host_names(&self.store.hosts().await.doing("reading hosts")?);
+        Ok(to_wire(&names, rec))
+    }
+
+    /// Persist a rollout after a transition: its new events go to the audit log; when its pins
+    /// changed, the hosts' desired states are re-issued; when it succeeded, the stack moves to
+    /// the new revision. Call under the catalog lock.
+    async fn commit(
+        &self,
+        _catalog: &CatalogGuard<'_>,
+        rec: &RolloutRecord,
+        before: Option<&Rollout>,
+    ) -> Result<()> {
+        self.store
+            .put_rollout(rec)
+            .await
+            .doing("storing the rollout")?;
+        let r = &rec.rollout;
+        let seen = before.map(|b| b.events.len()).unwrap_or(0);
+        self.spans
+            .follow(rec, &r.events[seen.min(r.events.len())..]);
+        for e in r.events.iter().skip(seen) {
+            let record = AuditRecord {
+                time_ms: e.at,
+                caller: format!("rollout {}", rec.id),
+                action: "rollout.event".into(),
+                target: match &e.host {
+                    Some(h) => format!("{} on {h}", r.stack),
+                    None => r.stack.clone(),
+                },
+                result: e.what.clone(),
+            };
+            if let Err(err) = self.store.append_audit(&record).await {
+                tracing::error!("writing audit record: {err}");
+            }
+        }
+        if r.phase == Phase::Succeeded && before.is_none_or(|b| b.phase != Phase::Succeeded) {
+            let mut stack = self
+                .store
+                .stack(&r.stack)
+                .await
+                .doing("reading stacks")?
+                .ok_or_else(|| {
+                    Error::NotFound(format!("stack {} was removed during its rollout", r.stack))
+                })?;
+            if stack.revision == r.from {
+                stack.revision = r.to.clone();
+                stack.updated_ms = self.clock.now_ms();
+                stack.history.push(HistoryEntry {
+                    revision: r.to.clone(),
+                    selector: stack.selector.clone(),
+                    time_ms: stack.updated_ms,
+                    by: format!("rollout {}", rec.id),
+                });
+                self.store
+                    .put_stack(&stack)
+                    .await
+                    .doing("storing the stack")?;
+            }
+        }
+        let changed = before.is_none_or(|b| b.targets() != r.targets() || b.phase != r.phase);
+        if changed {
+            let hosts: Vec<String> = r.hosts.keys().cloned().collect();
+            self.stacks
+                .desired()
+                .update(|h| hosts.contains(&h.id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Start a rollout of `stack_name` to revision `to` (stored already). The check that no
+    /// rollout is active and the commit of the new one happen under one catalog lock.
+    async fn begin(
+        &self,
+        by: &str,
+        stack_name: &str,
+        to: String,
+        config: Config,
+    ) -> Result<RolloutRecord> {
+        let catalog = self.stacks.lock().await;
+        if let Some(a) = active_rollout(&*self.store, stack_name).await? {
+            return Err(Error::Precondition(format!(
+                "stack {stack_name} already has an active rollout ({}, {}): one at a time",
+                a.id,
+                phase_name(&a.rollout.phase)
+            )));
+        }
+        let stack = self
+            .store
+            .stack(stack_name)
+            .await
+            .doing("reading stacks")?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no stack named {stack_name:?}: `nococtl stack apply` creates it"
+                ))
+            })?;
+        if stack.revision == to {
+            return Err(Error::Precondition(format!(
+                "stack {stack_name} is already at revision {to}"
+            )));
+        }
+        let selector = Selector::parse(&stack.selector).map_err(Error::Internal)?;
+        let all_hosts = self.store.hosts().await.doing("reading hosts")?;
+        let hosts: Vec<HostRecord> = crate::stacks::matching(&all_hosts, &selector)
+            .into_iter()
+            .cloned()
+            .collect();
+        if hosts.is_empty() {
+            return Err(Error::Precondition(format!(
+                "no host matches stack {stack_name}'s selector {}",
+                stack.selector
+            )));
+        }
+        // Every host must be able to receive the new revision with its other stacks.
+        let mut moved = stack.clone();
+        moved.revision = to.clone();
+        let stacks =
+            crate::stacks::replaced(self.store.stacks().await.doing("reading stacks")?, &moved);
+        self.stacks.check_fits(&stacks, &hosts).await?;
+        let ids: Vec<String> = hosts.iter().map(|h| h.id.clone()).collect();
+        let now = self.clock.now_ms();
+        let rec = RolloutRecord {
+            id: noco_certs::random_hex::<4>(),
+            started_ms: now,
+            by: by.to_string(),
+            rollout: Rollout::start(stack_name, &stack.revision, &to, &ids, config, now),
+        };
+        self.commit(&catalog, &rec, None).await?;
+        Ok(rec)
+    }
+
+    pub async fn start(&self, by: &str, req: pb::StartRolloutRequest) -> Result<pb::RolloutInfo> {
+        let config = config_from_wire(req.config.as_ref())?;
+        let rev = check_revision(&req.stack, req.compose, req.env, req.files)?;
+        self.stacks.store_revision(&rev).await?;
+        let rec = self.begin(by, &req.stack, rev.id, config).await?;
+        self.to_wire(&rec).await
+    }
+
+    pub async fn undo(&self, by: &str, req: pb::UndoRolloutRequest) -> Result<pb::RolloutInfo> {
+        let config = config_from_wire(req.config.as_ref())?;
+        let stack = self
+            .store
+            .stack(&req.stack)
+            .await
+            .doing("reading stacks")?
+            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.stack)))?;
+        let previous = stack
+            .history
+            .iter()
+            .rev()
+            .map(|h| h.revision.clone())
+            .find(|r| *r != stack.revision)
+            .ok_or_else(|| {
+                Error::Precondition(format!(
+                    "stack {} has no earlier revision to go back to",
+                    req.stack
+                ))
+            })?;
+        let rec = self.begin(by, &req.stack, previous, config).await?;
+        self.to_wire(&rec).await
+    }
+
+    pub async fn get(&self, stack: &str) -> Result<pb::RolloutInfo> {
+        let rec = self
+            .latest(stack)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("stack {stack:?} has had no rollout")))?;
+        self.to_wire(&rec).await
+    }
+
+    pub async fn list(&self, stack: &str) -> Result<pb::ListRolloutsResponse> {
+        let names = host_names(&self.store.hosts().await.doing("reading hosts")?);
+        let rollouts = self
+            .store
+            .rollouts_of(stack)
+            .await
+            .doing("reading rollouts")?
+            .iter()
+            .map(|r| to_wire(&names, r))
+            .collect();
+        Ok(pb::ListRolloutsResponse { rollouts })
+    }
+
+    pub async fn control(&self, req: pb::ControlRolloutRequest) -> Result<pb::RolloutInfo> {
+        let catalog = self.stacks.lock().await;
+        let mut rec = active_rollout(&*self.store, &req.stack)
+            .await?
+            .ok_or_else(|| {
+                Error::Precondition(format!("stack {:?} has no active rollout", req.stack))
+            })?;
+        let before = rec.rollout.clone();
+        let now = self.clock.now_ms();
+        match req.action.as_str() {
+            "pause" => rec.rollout.pause(now),
+            "resume" => rec.rollout.resume(now),
+            "abort" => rec.rollout.abort(now),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown rollout action {other:?} (pause, resume or abort)"
+                )));
+            }
+        }
+        .map_err(Error::Precondition)?;
+        self.commit(&catalog, &rec, Some(&before)).await?;
+        drop(catalog);
+        self.to_wire(&rec).await
+    }
+
+    /// Advance every active rollout on the hosts' latest reports.
+    pub async fn tick_all(&self) -> Result<()> {
+        let catalog = self.stacks.lock().await;
+        for mut rec in self
+            .store
+            .latest_rollouts()
+            .await
+            .doing("reading rollouts")?
+        {
+            if !rec.rollout.phase.is_active() {
+                continue;
+            }
+            let before = rec.rollout.clone();
+            let reports = rec
+                .rollout
+                .hosts
+                .keys()
+                .filter_map(|id| {
+                    self.reports
+                        .host_report(id, &rec.rollout.stack)
+                        .map(|r| (id.clone(), r))
+                })
+                .collect();
+            rec.rollout.tick(self.clock.now_ms(), &reports);
+            if rec.rollout != before {
+                self.commit(&catalog, &rec, Some(&before)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The task that drives rollouts; it also resumes those a previous server left active.
+    pub fn spawn_driver(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                // Every report may complete a host step; the tick catches deadlines.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = self.reports.changed() => {}
+                }
+                if let Err(e) = self.tick_all().await {
+                    tracing::error!("advancing rollouts: {e}");
+                }
+                // Reports arrive in bursts: judge at most every 20 ms.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+}
+
+fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::RolloutInfo {
     let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
     let r = &rec.rollout;
     let targets = r.targets();
@@ -196,7 +464,7 @@ pub fn to_wire(shared: &Shared, rec: &RolloutRecord) -> Result<pb::RolloutInfo, 
         })
         .collect();
     hosts.sort_by(|a, b| a.step.cmp(&b.step).then(a.host.cmp(&b.host)));
-    Ok(pb::RolloutInfo {
+    pb::RolloutInfo {
         id: rec.id.clone(),
         stack: r.stack.clone(),
         from_revision: r.from.clone(),
@@ -209,7 +477,7 @@ pub fn to_wire(shared: &Shared, rec: &RolloutRecord) -> Result<pb::RolloutInfo, 
                 .last()
                 .map(|e| e.what.trim_start_matches("Aborted: ").to_string())
                 .unwrap_or_default(),
-            _ => reason(&r.phase),
+            _ => phase_reason(&r.phase),
         },
         step: r.step as u32 + 1,
         steps: r.steps.len() as u32,
@@ -225,252 +493,125 @@ pub fn to_wire(shared: &Shared, rec: &RolloutRecord) -> Result<pb::RolloutInfo, 
             .collect(),
         started_unix_ms: rec.started_ms,
         config: Some(config_to_wire(&r.config)),
-    })
+    }
 }
 
-/// Persist a rollout after a transition: its new events go to the audit log; when its pins
-/// changed, the hosts' desired states are re-issued; when it succeeded, the stack moves to the
-/// new revision.
-async fn commit(
-    shared: &Shared,
-    rec: &RolloutRecord,
-    before: Option<&Rollout>,
-) -> Result<(), Status> {
-    shared
-        .store
-        .put_rollout(rec)
-        .await
-        .map_err(|e| internal("storing the rollout", e))?;
-    let r = &rec.rollout;
-    let seen = before.map(|b| b.events.len()).unwrap_or(0);
-    shared
-        .rollout_spans
-        .follow(rec, &r.events[seen.min(r.events.len())..]);
-    for e in r.events.iter().skip(seen) {
-        let record = AuditRecord {
-            time_ms: e.at,
-            caller: format!("rollout {}", rec.id),
-            action: "rollout.event".into(),
-            target: match &e.host {
-                Some(h) => format!("{} on {h}", r.stack),
-                None => r.stack.clone(),
-            },
-            result: e.what.clone(),
-        };
-        if let Err(err) = shared.store.append_audit(&record) {
-            tracing::error!("writing audit record: {err}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stacks::tests::{apply_req, compose, stacks_fixture};
+
+    fn start_req(tag: &str) -> pb::StartRolloutRequest {
+        pb::StartRolloutRequest {
+            stack: "shop".into(),
+            compose: compose(tag),
+            ..Default::default()
         }
     }
-    if r.phase == Phase::Succeeded && before.is_none_or(|b| b.phase != Phase::Succeeded) {
-        let mut stack = shared
-            .store
-            .stack(&r.stack)
-            .map_err(|e| internal("reading stacks", e))?
-            .ok_or_else(|| {
-                Status::not_found(format!("stack {} was removed during its rollout", r.stack))
-            })?;
-        if stack.revision == r.from {
-            stack.revision = r.to.clone();
-            stack.updated_ms = shared.now_ms();
-            stack.history.push(HistoryEntry {
-                revision: r.to.clone(),
-                selector: stack.selector.clone(),
-                time_ms: stack.updated_ms,
-                by: format!("rollout {}", rec.id),
-            });
-            shared
+
+    /// Regression (issue 8, defect 3): three concurrent `rollout start` on one stack admitted
+    /// two in 2 of 12 trials; the active check and the commit were not under one lock. Eight
+    /// at once here, so that it fails every run without the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_starts_admit_exactly_one_rollout() {
+        for trial in 0..12 {
+            let (f, stacks) = stacks_fixture().await;
+            let reports = Arc::new(Reports::new(f.clock.clone()));
+            let rollouts = Arc::new(Rollouts::new(
+                f.store.clone(),
+                stacks.clone(),
+                reports,
+                f.clock.clone(),
+            ));
+            stacks.apply("test", apply_req("shop", "0")).await.unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                let rollouts = rollouts.clone();
+                tasks.spawn(async move {
+                    rollouts
+                        .start("test", start_req(&format!("{trial}.{i}")))
+                        .await
+                });
+            }
+            let mut started = 0;
+            while let Some(r) = tasks.join_next().await {
+                match r.unwrap() {
+                    Ok(_) => started += 1,
+                    Err(Error::Precondition(m)) => {
+                        assert!(m.contains("already has an active rollout"), "{m}")
+                    }
+                    Err(e) => panic!("trial {trial}: {e}"),
+                }
+            }
+            assert_eq!(started, 1, "trial {trial}: {started} rollouts started");
+            let active: Vec<_> = f
                 .store
-                .put_stack(&stack)
+                .rollouts_of("shop")
                 .await
-                .map_err(|e| internal("storing the stack", e))?;
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.rollout.phase.is_active())
+                .collect();
+            assert_eq!(active.len(), 1, "trial {trial}");
+            // And while it runs, the stack cannot be applied or removed.
+            let err = stacks
+                .apply("test", apply_req("shop", "x"))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("active rollout"), "{err}");
         }
     }
-    let changed = before.is_none_or(|b| b.targets() != r.targets() || b.phase != r.phase);
-    if changed {
-        let hosts: Vec<String> = r.hosts.keys().cloned().collect();
-        crate::desired::update_hosts(shared, |h| hosts.contains(&h.id)).await?;
-    }
-    Ok(())
-}
 
-async fn begin(
-    shared: &Shared,
-    caller: &Caller,
-    stack_name: &str,
-    to: String,
-    config: Config,
-) -> Result<pb::RolloutInfo, Status> {
-    if let Some(a) = active(shared, stack_name)? {
-        return Err(Status::failed_precondition(format!(
-            "stack {stack_name} already has an active rollout ({}, {}): one at a time",
-            a.id,
-            phase_name(&a.rollout.phase)
-        )));
-    }
-    let stack = shared
-        .store
-        .stack(stack_name)
-        .map_err(|e| internal("reading stacks", e))?
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "no stack named {stack_name:?}: `nococtl stack apply` creates it"
-            ))
-        })?;
-    if stack.revision == to {
-        return Err(Status::failed_precondition(format!(
-            "stack {stack_name} is already at revision {to}"
-        )));
-    }
-    let selector = Selector::parse(&stack.selector).map_err(Status::internal)?;
-    let hosts: Vec<String> = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?
-        .into_iter()
-        .filter(|h| h.revoked_ms.is_none() && selector.matches(&h.name, &h.labels))
-        .map(|h| h.id)
-        .collect();
-    if hosts.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "no host matches stack {stack_name}'s selector {}",
-            stack.selector
-        )));
-    }
-    let now = shared.now_ms();
-    let rec = RolloutRecord {
-        id: noco_certs::random_hex::<4>(),
-        started_ms: now,
-        by: caller.describe(),
-        rollout: Rollout::start(stack_name, &stack.revision, &to, &hosts, config, now),
-    };
-    commit(shared, &rec, None).await?;
-    to_wire(shared, &rec)
-}
-
-pub async fn start(
-    shared: &Shared,
-    caller: &Caller,
-    req: pb::StartRolloutRequest,
-) -> Result<pb::RolloutInfo, Status> {
-    crate::names::check_stack_name(&req.stack)?;
-    let config = config_from_wire(req.config.as_ref())?;
-    let (revision, _warnings) =
-        crate::stacks::check_revision(&req.stack, &req.compose, &req.env, &req.files)?;
-    crate::stacks::store_revision(shared, &revision, req.compose, req.env, req.files)?;
-    begin(shared, caller, &req.stack, revision, config).await
-}
-
-pub async fn undo(
-    shared: &Shared,
-    caller: &Caller,
-    req: pb::UndoRolloutRequest,
-) -> Result<pb::RolloutInfo, Status> {
-    let config = config_from_wire(req.config.as_ref())?;
-    let stack = shared
-        .store
-        .stack(&req.stack)
-        .map_err(|e| internal("reading stacks", e))?
-        .ok_or_else(|| Status::not_found(format!("no stack named {:?}", req.stack)))?;
-    let previous = stack
-        .history
-        .iter()
-        .rev()
-        .map(|h| h.revision.clone())
-        .find(|r| *r != stack.revision)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "stack {} has no earlier revision to go back to",
-                req.stack
-            ))
-        })?;
-    begin(shared, caller, &req.stack, previous, config).await
-}
-
-pub fn get(shared: &Shared, stack: &str) -> Result<pb::RolloutInfo, Status> {
-    let rec = latest(shared, stack)?
-        .ok_or_else(|| Status::not_found(format!("stack {stack:?} has had no rollout")))?;
-    to_wire(shared, &rec)
-}
-
-pub fn list(shared: &Shared, stack: &str) -> Result<pb::ListRolloutsResponse, Status> {
-    let rollouts = shared
-        .store
-        .rollouts_of(stack)
-        .map_err(|e| internal("reading rollouts", e))?
-        .iter()
-        .map(|r| to_wire(shared, r))
-        .collect::<Result<_, _>>()?;
-    Ok(pb::ListRolloutsResponse { rollouts })
-}
-
-pub async fn control(
-    shared: &Shared,
-    req: pb::ControlRolloutRequest,
-) -> Result<pb::RolloutInfo, Status> {
-    let _serial = shared.rollout_lock.lock().await;
-    let mut rec = active(shared, &req.stack)?.ok_or_else(|| {
-        Status::failed_precondition(format!("stack {:?} has no active rollout", req.stack))
-    })?;
-    let before = rec.rollout.clone();
-    let now = shared.now_ms();
-    match req.action.as_str() {
-        "pause" => rec.rollout.pause(now),
-        "resume" => rec.rollout.resume(now),
-        "abort" => rec.rollout.abort(now),
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "unknown rollout action {other:?} (pause, resume or abort)"
-            )));
+    #[tokio::test]
+    async fn a_rollout_moves_the_stack_when_its_hosts_report_healthy() {
+        let (f, stacks) = stacks_fixture().await;
+        let reports = Arc::new(Reports::new(f.clock.clone()));
+        let rollouts = Rollouts::new(
+            f.store.clone(),
+            stacks.clone(),
+            reports.clone(),
+            f.clock.clone(),
+        );
+        stacks.apply("test", apply_req("shop", "0")).await.unwrap();
+        let info = rollouts.start("test", start_req("1")).await.unwrap();
+        assert_eq!(info.phase, "running");
+        assert_eq!(info.hosts[0].host, "h1-name");
+        // The host reports the new revision healthy; min-healthy 0 passes at the next tick.
+        reports.record(
+            "h1",
+            pb::StateReport {
+                generation: 2,
+                stacks: vec![pb::StackReport {
+                    name: "shop".into(),
+                    revision: info.to_revision.clone(),
+                    state: "converged".into(),
+                    services: vec![pb::ServiceReport {
+                        name: "web".into(),
+                        running: 1,
+                        desired: 1,
+                        health: "none".into(),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        for _ in 0..4 {
+            f.clock.advance_ms(1_000);
+            rollouts.tick_all().await.unwrap();
         }
+        assert_eq!(rollouts.get("shop").await.unwrap().phase, "succeeded");
+        let stack = f.store.stack("shop").await.unwrap().unwrap();
+        assert_eq!(stack.revision, info.to_revision);
     }
-    .map_err(Status::failed_precondition)?;
-    commit(shared, &rec, Some(&before)).await?;
-    to_wire(shared, &rec)
-}
 
-/// Advance every active rollout on the hosts' latest reports.
-pub async fn tick_all(shared: &Shared) -> Result<(), Status> {
-    let _serial = shared.rollout_lock.lock().await;
-    for mut rec in shared
-        .store
-        .latest_rollouts()
-        .map_err(|e| internal("reading rollouts", e))?
-    {
-        if !rec.rollout.phase.is_active() {
-            continue;
-        }
-        let before = rec.rollout.clone();
-        let reports = rec
-            .rollout
-            .hosts
-            .keys()
-            .filter_map(|id| {
-                crate::desired::host_report(shared, id, &rec.rollout.stack).map(|r| (id.clone(), r))
-            })
-            .collect();
-        rec.rollout.tick(shared.now_ms(), &reports);
-        if rec.rollout != before {
-            commit(shared, &rec, Some(&before)).await?;
-        }
+    #[test]
+    fn a_duration_too_large_for_the_machine_is_refused_not_wrapped() {
+        let c = pb::RolloutConfig {
+            min_healthy_ms: u64::MAX,
+            ..Default::default()
+        };
+        let err = config_from_wire(Some(&c)).unwrap_err().to_string();
+        assert!(err.contains("must be shorter than --deadline"), "{err}");
     }
-    Ok(())
-}
-
-/// The task that drives rollouts; it also resumes those a previous server left active.
-pub fn spawn_driver(shared: Arc<Shared>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            // Every report may complete a host step; the tick catches deadlines.
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shared.rollout_wake.notified() => {}
-            }
-            if let Err(e) = tick_all(&shared).await {
-                tracing::error!("advancing rollouts: {}", e.message());
-            }
-            // Reports arrive in bursts: judge at most every 20 ms.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
 }

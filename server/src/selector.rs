@@ -83,7 +83,7 @@ impl fmt::Display for Selector {
 
 fn key(k: &str) -> Result<String, String> {
     let k = k.trim();
-    crate::names::check_label_key(k).map_err(|s| format!("selector: {}", s.message()))?;
+    crate::names::check_label_key(k).map_err(|e| format!("selector: {e}"))?;
     Ok(k.to_string())
 }
 

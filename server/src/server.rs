@@ -14,16 +14,14 @@ use tonic::Status;
 use crate::auth::AuthLayer;
 use crate::bans::BanSet;
 use crate::clock::{Clock, SystemClock};
+use crate::core::{Core, Limits};
 use crate::pki::{DataDir, Pki};
-use crate::registry::Registry;
-use crate::shared::{Limits, Shared};
 use crate::store::Store;
+use crate::store::sled_store::SledStore;
 use crate::{control, enroll, renew, session};
-
-/// The largest control or enrollment message accepted.
-/// Stack revisions carry their files (up to 8 MiB) and compose file.
-pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024 * 1024;
-pub const MAX_ENROLL_MESSAGE: usize = 64 * 1024;
+use noco_proto::limits::{
+    MAX_CONTROL_REQUEST, MAX_CONTROL_RESPONSE, MAX_ENROLL_MESSAGE, MAX_SESSION_MESSAGE,
+};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -40,30 +38,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dir = DataDir::new(&opts.data_dir);
     let pki = Pki::load(&dir)?;
-    let store = Store::open(&dir.db()).with_context(|| {
-        format!(
-            "opening the database {} (is another noco-server running on this data directory?)",
-            dir.db().display()
-        )
-    })?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&dir).await?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     pki.renew_server_cert_if_due(clock.now())?;
-    let bans = Arc::new(BanSet::load(&store)?);
+    let bans = Arc::new(BanSet::load(&*store).await?);
     let tls =
         noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
-    let shared = Arc::new(Shared {
-        reports: Default::default(),
-        desired_lock: tokio::sync::Mutex::new(()),
-        rollout_lock: tokio::sync::Mutex::new(()),
-        rollout_wake: tokio::sync::Notify::new(),
-        rollout_spans: Default::default(),
-        store,
-        pki,
-        bans,
-        registry: Registry::default(),
-        clock,
-        limits: opts.limits,
-    });
+    let shared = Core::assemble(store, Arc::new(pki), bans, clock, opts.limits);
 
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -75,7 +56,7 @@ pub async fn run(
 
     spawn_housekeeping(shared.clone());
     spawn_resigning(shared.clone());
-    crate::rollouts::spawn_driver(shared.clone());
+    shared.rollouts.clone().spawn_driver();
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -83,29 +64,29 @@ pub async fn run(
         .layer(AuthLayer::new(shared.clone()))
         .add_service(
             pb::enrollment_server::EnrollmentServer::new(enroll::EnrollmentSvc {
-                shared: shared.clone(),
+                core: shared.clone(),
             })
             .max_decoding_message_size(MAX_ENROLL_MESSAGE),
         )
         .add_service(
             pb::certs_server::CertsServer::new(renew::CertsSvc {
-                shared: shared.clone(),
+                core: shared.clone(),
             })
             .max_decoding_message_size(MAX_ENROLL_MESSAGE),
         )
         .add_service(
             pb::agent_server::AgentServer::new(session::AgentSvc {
-                shared: shared.clone(),
+                core: shared.clone(),
             })
-            .max_decoding_message_size(session::MAX_SESSION_MESSAGE)
-            .max_encoding_message_size(session::MAX_SESSION_MESSAGE),
+            .max_decoding_message_size(MAX_SESSION_MESSAGE)
+            .max_encoding_message_size(MAX_SESSION_MESSAGE),
         )
         .add_service(
             pb::control_server::ControlServer::new(control::ControlSvc {
-                shared: shared.clone(),
+                core: shared.clone(),
             })
-            .max_decoding_message_size(MAX_CONTROL_MESSAGE)
-            .max_encoding_message_size(64 * 1024 * 1024),
+            .max_decoding_message_size(MAX_CONTROL_REQUEST)
+            .max_encoding_message_size(MAX_CONTROL_RESPONSE),
         );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -138,22 +119,52 @@ pub async fn run(
     Ok(())
 }
 
+/// Open the database of an initialized data directory, refusing a damaged one with how to
+/// recover.
+async fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
+    use crate::store::StoreError;
+    match SledStore::open(&dir.db()).await {
+        Ok(store) => Ok(store),
+        Err(e @ (StoreError::Damaged(_) | StoreError::Corrupt { .. })) => anyhow::bail!(
+            "refusing to start on the database {}: {e}.\n\
+             Nothing was changed. To recover: stop, restore the whole data directory {} from a copy taken while the server was stopped (or from your filesystem snapshots), and start again; `noco-server check --data-dir {}` checks a copy without serving it. Starting on an empty database instead would forget every host, operator and stack.",
+            dir.db().display(),
+            dir.root.display(),
+            dir.root.display()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "opening the database {} (is another noco-server running on this data directory?)",
+                dir.db().display()
+            )
+        }),
+    }
+}
+
+/// `noco-server check`: open the data directory's database, check it, and say what it holds.
+pub async fn check(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let dir = DataDir::new(data_dir);
+    Pki::load(&dir)?;
+    let store = open_store(&dir).await?;
+    Ok(store.check()?.to_string())
+}
+
 /// Re-sign desired states before they expire (a new generation at a third of the validity left).
-fn spawn_resigning(shared: Arc<Shared>) {
+fn spawn_resigning(shared: Arc<Core>) {
     let every =
         (shared.limits.state_ttl / 6).clamp(Duration::from_millis(500), Duration::from_secs(60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = crate::desired::update_hosts(&shared, |_| true).await {
-                tracing::error!("re-signing desired states: {}", e.message());
+            if let Err(e) = shared.desired.update(|_| true).await {
+                tracing::error!("re-signing desired states: {e}");
             }
         }
     });
 }
 
-fn spawn_housekeeping(shared: Arc<Shared>) {
+fn spawn_housekeeping(shared: Arc<Core>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -164,6 +175,7 @@ fn spawn_housekeeping(shared: Arc<Shared>) {
             match shared
                 .store
                 .prune_tokens(shared.now_ms(), 7 * 24 * 3600 * 1000)
+                .await
             {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("pruned {n} tokens that expired over a week ago"),

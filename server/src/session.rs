@@ -15,15 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
+use crate::core::Core;
+use crate::error::Doing;
 use crate::registry::Registration;
-use crate::shared::{Shared, internal};
-
-/// The largest message accepted on a session.
-pub const MAX_SESSION_MESSAGE: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct AgentSvc {
-    pub shared: Arc<Shared>,
+    pub core: Arc<Core>,
 }
 
 type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
@@ -40,11 +38,12 @@ impl pb::agent_server::Agent for AgentSvc {
         let Identity::Agent { host_id } = &caller.peer.identity else {
             return Err(Status::permission_denied("sessions are for agents"));
         };
-        let shared = self.shared.clone();
-        let mut host = shared
+        let core = self.core.clone();
+        let mut host = core
             .store
             .host(host_id)
-            .map_err(|e| internal("reading host", e))?
+            .await
+            .doing("reading host")?
             .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
         if host.revoked_ms.is_some() {
             return Err(Status::permission_denied(format!(
@@ -53,8 +52,7 @@ impl pb::agent_server::Agent for AgentSvc {
             )));
         }
         let mut inbound = req.into_inner();
-        let hello = match tokio::time::timeout(shared.limits.hello_timeout, inbound.message()).await
-        {
+        let hello = match tokio::time::timeout(core.limits.hello_timeout, inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
                 msg: Some(AgentMsg::Hello(hello)),
             }))) => hello,
@@ -66,19 +64,19 @@ impl pb::agent_server::Agent for AgentSvc {
                 ));
             }
         };
-        let now_ms = shared.now_ms();
+        let now_ms = core.now_ms();
         host.facts = crate::wire::facts_from_wire(hello.facts.as_ref());
         host.last_seen_ms = now_ms;
-        shared
-            .store
-            .put_host(&host)
-            .map_err(|e| internal("storing host", e))?;
-        let registration = shared.registry.register(&host.id, now_ms);
+        core.store
+            .touch_host(&host.id, now_ms, Some(host.facts.clone()))
+            .await
+            .doing("storing host")?;
+        let registration = core.registry.register(&host.id, now_ms);
         let (tx, rx) = mpsc::channel(64);
         let welcome = pb::Welcome {
             host_id: host.id.clone(),
             name: host.name.clone(),
-            heartbeat_interval_ms: shared.limits.heartbeat_interval.as_millis() as u32,
+            heartbeat_interval_ms: core.limits.heartbeat_interval.as_millis() as u32,
         };
         let _ = tx
             .send(Ok(pb::ServerMessage {
@@ -88,7 +86,7 @@ impl pb::agent_server::Agent for AgentSvc {
         tracing::info!(host = %host.name, id = %host.id, agent = %host.facts.agent_version, "agent online");
         // After key rotations: the chain of trust-root updates first, oldest first, each signed
         // by a key of the root before it (an agent skips those it already holds).
-        for root in shared.pki.trust_roots() {
+        for root in core.pki.trust_roots() {
             let _ = tx
                 .send(Ok(pb::ServerMessage {
                     msg: Some(ServerMsg::TrustRoot(root)),
@@ -96,16 +94,17 @@ impl pb::agent_server::Agent for AgentSvc {
                 .await;
         }
         // The host's desired state, at once (the agent may have been away through changes).
-        let (state, _) = crate::desired::current(&shared, &host, hello.last_generation).await?;
-        let _ = tx
-            .send(Ok(pb::ServerMessage {
-                msg: Some(ServerMsg::DesiredState(state)),
-            }))
-            .await;
+        if let Some(state) = core.desired.current(&host, hello.last_generation).await? {
+            let _ = tx
+                .send(Ok(pb::ServerMessage {
+                    msg: Some(ServerMsg::DesiredState(state)),
+                }))
+                .await;
+        }
         let host_id = host.id.clone();
         let name = host.name.clone();
         tokio::spawn(async move {
-            let reason = run(&shared, &host_id, registration, inbound, &tx).await;
+            let reason = run(&core, &host_id, registration, inbound, &tx).await;
             tracing::info!(host = %name, id = %host_id, "agent offline: {reason}");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -114,13 +113,13 @@ impl pb::agent_server::Agent for AgentSvc {
 
 /// Drive one session until it ends; returns why it ended.
 async fn run(
-    shared: &Shared,
+    core: &Core,
     host_id: &str,
     mut reg: Registration,
     mut inbound: Streaming<pb::AgentMessage>,
     tx: &Outbound,
 ) -> String {
-    let mut tick = tokio::time::interval(shared.limits.heartbeat_interval);
+    let mut tick = tokio::time::interval(core.limits.heartbeat_interval);
     tick.tick().await;
     let mut seq = 0u64;
     let reason = loop {
@@ -156,10 +155,10 @@ async fn run(
             }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
-                    reg.last_seen_ms.store(shared.now_ms(), Ordering::Relaxed);
+                    reg.last_seen_ms.store(core.now_ms(), Ordering::Relaxed);
                     match m.msg {
                         Some(AgentMsg::Heartbeat(_)) => {}
-                        Some(AgentMsg::Report(report)) => crate::desired::record_report(shared, host_id, report),
+                        Some(AgentMsg::Report(report)) => core.reports.record(host_id, report),
                         Some(AgentMsg::Hello(_)) => {
                             let _ = tx.send(Err(Status::invalid_argument("Hello may only be sent once"))).await;
                             break "protocol error: second Hello".to_string();
@@ -171,22 +170,22 @@ async fn run(
                 Err(status) => break format!("stream error: {}", status.message()),
             },
             _ = tick.tick() => {
-                let now_ms = shared.now_ms();
+                let now_ms = core.now_ms();
                 let quiet_ms = now_ms - reg.last_seen_ms.load(Ordering::Relaxed);
-                if quiet_ms > shared.limits.session_idle_timeout.as_millis() as i64 {
+                if quiet_ms > core.limits.session_idle_timeout.as_millis() as i64 {
                     let _ = tx.send(Err(Status::unavailable("no message from the agent within the idle timeout"))).await;
                     break format!("silent for {quiet_ms} ms");
                 }
-                match shared.store.host(host_id) {
+                match core.store.host(host_id).await {
                     Ok(Some(h)) if h.cert_not_after_ms <= now_ms => {
                         let _ = tx.send(Err(Status::unauthenticated("the host's certificate expired and was not renewed"))).await;
                         break "certificate expired".to_string();
                     }
                     // Every sixth heartbeat, last-seen goes to disk too, so a crashed server
                     // still knows roughly when each host was last heard from.
-                    Ok(Some(mut h)) if seq % 6 == 5 => {
-                        h.last_seen_ms = reg.last_seen_ms.load(Ordering::Relaxed);
-                        if let Err(e) = shared.store.put_host(&h) {
+                    Ok(Some(_)) if seq % 6 == 5 => {
+                        let seen = reg.last_seen_ms.load(Ordering::Relaxed);
+                        if let Err(e) = core.store.touch_host(host_id, seen, None).await {
                             tracing::warn!("storing last-seen of {host_id}: {e}");
                         }
                     }
@@ -201,16 +200,10 @@ async fn run(
             }
         }
     };
-    shared.registry.deregister(host_id, reg.session_id);
-    match shared.store.host(host_id) {
-        Ok(Some(mut h)) => {
-            h.last_seen_ms = reg.last_seen_ms.load(Ordering::Relaxed);
-            if let Err(e) = shared.store.put_host(&h) {
-                tracing::warn!("storing last-seen of {host_id}: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!("reading host {host_id}: {e}"),
+    core.registry.deregister(host_id, reg.session_id);
+    let seen = reg.last_seen_ms.load(Ordering::Relaxed);
+    if let Err(e) = core.store.touch_host(host_id, seen, None).await {
+        tracing::warn!("storing last-seen of {host_id}: {e}");
     }
     reason
 }

@@ -1,56 +1,63 @@
 //! Stacks: an immutable, content-addressed revision (compose file, variables, shipped files),
 //! validated on submit exactly as the agent will load it, and a selector that assigns it to
 //! hosts. Applying or removing a stack re-issues the desired state of every host it concerns.
+//!
+//! [`Stacks`] owns the catalog lock: every change to a stack record or to a rollout (which pins
+//! and moves stacks) is a check-then-write made under it, so no concurrent apply, rollout start
+//! or rollout step acts on what another has just changed. Lock order: catalog, then desired.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use noco_compose::revision::{RevisionSource, StackFile};
 use noco_compose::{FileSource, LoadOptions};
 use noco_proto::v1 as pb;
 use prost::Message;
-use tonic::Status;
 
-use crate::auth::Caller;
+use crate::clock::Clock;
+use crate::desired::{self, Desired};
+use crate::error::{Doing, Error, Result};
+use crate::machines::rollout::phase_name;
+use crate::reports::Reports;
 use crate::selector::Selector;
-use crate::shared::{Shared, internal};
-use crate::store::{HistoryEntry, StackRecord};
+use crate::store::{HistoryEntry, HostRecord, RolloutRecord, StackRecord, Store};
 
 /// Files shipped with the revision, as the compose file's `env_file` sees them.
 struct Shipped<'a>(&'a [pb::StackFile]);
 
 impl FileSource for Shipped<'_> {
-    fn read(&self, path: &str) -> Result<String, String> {
+    fn read(&self, path: &str) -> std::result::Result<String, String> {
         let path = path.strip_prefix("./").unwrap_or(path);
-        let f = self.0.iter().find(|f| f.path == path).ok_or_else(|| format!("{path} is not among the files shipped with the stack (nococtl stack apply --file {path})"))?;
+        let f = self.0.iter().find(|f| f.path == path).ok_or_else(|| {
+            format!(
+                "{path} is not among the files shipped with the stack (nococtl stack apply --file {path})"
+            )
+        })?;
         String::from_utf8(f.content.clone()).map_err(|_| format!("{path} is not UTF-8 text"))
     }
 }
 
-fn hosts_matching(shared: &Shared, selector: &Selector) -> Result<Vec<String>, Status> {
-    let mut names: Vec<String> = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?
-        .into_iter()
-        .filter(|h| h.revoked_ms.is_none() && selector.matches(&h.name, &h.labels))
-        .map(|h| h.name)
-        .collect();
-    names.sort();
-    Ok(names)
+/// A revision as submitted: validated, with its id and the loader's warnings.
+#[derive(Debug, Clone)]
+pub struct CheckedRevision {
+    pub id: String,
+    pub warnings: Vec<String>,
+    pub content: pb::StackState,
 }
 
-/// Validate a revision exactly as agents will load it; returns its id and the warnings.
+/// Validate a revision exactly as agents will load it.
 pub fn check_revision(
     name: &str,
-    compose: &[u8],
-    env: &std::collections::HashMap<String, String>,
-    files: &[pb::StackFile],
-) -> Result<(String, Vec<String>), Status> {
-    let yaml = std::str::from_utf8(compose)
-        .map_err(|_| Status::invalid_argument("the compose file is not UTF-8 text"))?;
+    compose: Vec<u8>,
+    env: HashMap<String, String>,
+    files: Vec<pb::StackFile>,
+) -> Result<CheckedRevision> {
+    crate::names::check_stack_name(name)?;
+    let yaml = std::str::from_utf8(&compose)
+        .map_err(|_| Error::Invalid(format!("stack {name}: the compose file is not UTF-8 text")))?;
     let variables: BTreeMap<String, String> = env.clone().into_iter().collect();
     let source = RevisionSource {
-        compose: compose.to_vec(),
+        compose: compose.clone(),
         env: variables.clone(),
         files: files
             .iter()
@@ -61,250 +68,416 @@ pub fn check_revision(
             })
             .collect(),
     };
-    source.check().map_err(|problems| {
-        Status::invalid_argument(format!("stack {name}: {}", problems.join("; ")))
-    })?;
-    let shipped = Shipped(files);
+    source
+        .check()
+        .map_err(|problems| Error::Invalid(format!("stack {name}: {}", problems.join("; "))))?;
     let loaded = noco_compose::load(
         yaml,
         &LoadOptions {
             project_name: Some(name),
             variables: &variables,
-            files: &shipped,
+            files: &Shipped(&files),
         },
     )
     .map_err(|diags| {
         let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        Status::invalid_argument(format!("stack {name} is not valid:\n{}", lines.join("\n")))
+        Error::Invalid(format!("stack {name} is not valid:\n{}", lines.join("\n")))
     })?;
-    Ok((
-        source.digest(),
-        loaded.warnings.iter().map(|w| w.to_string()).collect(),
-    ))
+    let id = source.digest();
+    Ok(CheckedRevision {
+        warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
+        content: pb::StackState {
+            name: String::new(),
+            revision: id.clone(),
+            compose,
+            env,
+            files,
+        },
+        id,
+    })
 }
 
-/// Store a revision's content (immutable; a no-op when it is there already).
-pub fn store_revision(
-    shared: &Shared,
-    revision: &str,
-    compose: Vec<u8>,
-    env: std::collections::HashMap<String, String>,
-    files: Vec<pb::StackFile>,
-) -> Result<(), Status> {
-    let content = pb::StackState {
-        name: String::new(),
-        revision: revision.to_string(),
-        compose,
-        env,
-        files,
-    };
-    shared
-        .store
-        .put_revision(revision, &content.encode_to_vec())
-        .map_err(|e| internal("storing the revision", e))
+/// The rollout of a stack that is in progress (running, paused or rolling back), if any.
+pub async fn active_rollout(store: &dyn Store, stack: &str) -> Result<Option<RolloutRecord>> {
+    Ok(store
+        .rollouts_of(stack)
+        .await
+        .doing("reading rollouts")?
+        .into_iter()
+        .next()
+        .filter(|r| r.rollout.phase.is_active()))
 }
 
-pub async fn apply(
-    shared: &Shared,
-    caller: &Caller,
-    req: pb::ApplyStackRequest,
-) -> Result<pb::ApplyStackResponse, Status> {
-    crate::names::check_stack_name(&req.name)?;
-    let existing = shared
-        .store
-        .stack(&req.name)
-        .map_err(|e| internal("reading stacks", e))?;
-    let selector_text = match (req.selector.trim(), &existing) {
-        ("", Some(s)) => s.selector.clone(),
-        ("", None) => {
-            return Err(Status::invalid_argument(format!(
-                "stack {:?} is new: give it a --selector",
+/// The non-revoked hosts a selector matches.
+pub fn matching<'a>(hosts: &'a [HostRecord], selector: &Selector) -> Vec<&'a HostRecord> {
+    hosts
+        .iter()
+        .filter(|h| !h.is_revoked() && selector.matches(&h.name, &h.labels))
+        .collect()
+}
+
+fn names(hosts: &[&HostRecord]) -> Vec<String> {
+    let mut names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// `stacks` with `record` in place of the stack of the same name.
+pub fn replaced(mut stacks: Vec<StackRecord>, record: &StackRecord) -> Vec<StackRecord> {
+    stacks.retain(|s| s.name != record.name);
+    stacks.push(record.clone());
+    stacks
+}
+
+#[derive(Debug)]
+pub struct Stacks {
+    store: Arc<dyn Store>,
+    desired: Arc<Desired>,
+    reports: Arc<Reports>,
+    clock: Arc<dyn Clock>,
+    catalog: tokio::sync::Mutex<()>,
+}
+
+/// Held while the catalog (stacks, rollouts) is checked and changed.
+pub type CatalogGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+impl Stacks {
+    pub fn new(
+        store: Arc<dyn Store>,
+        desired: Arc<Desired>,
+        reports: Arc<Reports>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Stacks {
+            store,
+            desired,
+            reports,
+            clock,
+            catalog: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Take the catalog lock.
+    pub async fn lock(&self) -> CatalogGuard<'_> {
+        self.catalog.lock().await
+    }
+
+    pub fn desired(&self) -> &Arc<Desired> {
+        &self.desired
+    }
+
+    /// Store a revision's content (immutable; a no-op when it is there already).
+    pub async fn store_revision(&self, rev: &CheckedRevision) -> Result<()> {
+        self.store
+            .put_revision(&rev.id, &rev.content.encode_to_vec())
+            .await
+            .doing("storing the revision")
+    }
+
+    /// Whether every host could still receive its state with `stacks` (the catalog as it
+    /// would be) and `extra` revisions not stored yet. Call under the catalog lock.
+    pub async fn check_fits(&self, stacks: &[StackRecord], hosts: &[HostRecord]) -> Result<()> {
+        let pins = desired::pins(&*self.store, stacks).await?;
+        self.desired.check_fits(hosts, stacks, &pins).await
+    }
+
+    pub async fn apply(
+        &self,
+        by: &str,
+        req: pb::ApplyStackRequest,
+    ) -> Result<pb::ApplyStackResponse> {
+        let rev = check_revision(&req.name, req.compose, req.env, req.files)?;
+        let _catalog = self.lock().await;
+        let existing = self.store.stack(&req.name).await.doing("reading stacks")?;
+        let selector_text = match (req.selector.trim(), &existing) {
+            ("", Some(s)) => s.selector.clone(),
+            ("", None) => {
+                return Err(Error::Invalid(format!(
+                    "stack {:?} is new: give it a --selector",
+                    req.name
+                )));
+            }
+            (text, _) => text.to_string(),
+        };
+        let selector = Selector::parse(&selector_text).map_err(Error::Invalid)?;
+        if let Some(active) = active_rollout(&*self.store, &req.name).await? {
+            return Err(Error::Precondition(format!(
+                "stack {} has an active rollout ({}, {}): follow it with `nococtl rollout status {}`, or abort it first",
+                req.name,
+                active.id,
+                phase_name(&active.rollout.phase),
                 req.name
             )));
         }
-        (text, _) => text.to_string(),
-    };
-    let selector = Selector::parse(&selector_text).map_err(Status::invalid_argument)?;
-    let (revision, warnings) = check_revision(&req.name, &req.compose, &req.env, &req.files)?;
-    if let Some(active) = crate::rollouts::active(shared, &req.name)? {
-        return Err(Status::failed_precondition(format!(
-            "stack {} has an active rollout ({}, {}): follow it with `nococtl rollout status {}`, or abort it first",
-            req.name,
-            active.id,
-            crate::rollouts::phase_name(&active.rollout.phase),
-            req.name
-        )));
-    }
-    let hosts = hosts_matching(shared, &selector)?;
-    let unchanged = existing
-        .as_ref()
-        .is_some_and(|s| s.revision == revision && s.selector == selector_text);
-    if req.dry_run || unchanged {
-        return Ok(pb::ApplyStackResponse {
-            revision,
+        let all_hosts = self.store.hosts().await.doing("reading hosts")?;
+        let hosts = matching(&all_hosts, &selector);
+        let response = |unchanged| pb::ApplyStackResponse {
+            revision: rev.id.clone(),
             unchanged,
-            hosts,
-            warnings,
-        });
-    }
-
-    store_revision(shared, &revision, req.compose, req.env, req.files)?;
-    let now = shared.now_ms();
-    let entry = HistoryEntry {
-        revision: revision.clone(),
-        selector: selector_text.clone(),
-        time_ms: now,
-        by: caller.describe(),
-    };
-    let record = match existing.clone() {
-        Some(mut s) => {
-            s.selector = selector_text.clone();
-            s.revision = revision.clone();
-            s.history.push(entry);
-            s.updated_ms = now;
-            s
+            hosts: names(&hosts),
+            warnings: rev.warnings.clone(),
+        };
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|s| s.revision == rev.id && s.selector == selector_text);
+        if unchanged {
+            return Ok(response(true));
         }
-        None => StackRecord {
-            name: req.name.clone(),
-            selector: selector_text,
-            revision: revision.clone(),
-            history: vec![entry],
-            created_ms: now,
-            updated_ms: now,
-        },
-    };
-    shared
-        .store
-        .put_stack(&record)
-        .await
-        .map_err(|e| internal("storing the stack", e))?;
-    // Hosts the old selector matched lose the stack; hosts the new one matches get it.
-    let old = existing.and_then(|s| Selector::parse(&s.selector).ok());
-    crate::desired::update_hosts(shared, |h| {
-        selector.matches(&h.name, &h.labels)
-            || old.as_ref().is_some_and(|o| o.matches(&h.name, &h.labels))
-    })
-    .await?;
-    Ok(pb::ApplyStackResponse {
-        revision,
-        unchanged: false,
-        hosts,
-        warnings,
-    })
-}
-
-fn summary(shared: &Shared, s: &StackRecord) -> Result<pb::StackSummary, Status> {
-    let selector = Selector::parse(&s.selector).map_err(Status::internal)?;
-    let hosts: Vec<_> = shared
-        .store
-        .hosts()
-        .map_err(|e| internal("reading hosts", e))?
-        .into_iter()
-        .filter(|h| h.revoked_ms.is_none() && selector.matches(&h.name, &h.labels))
-        .collect();
-    let healthy = hosts
-        .iter()
-        .filter(|h| crate::desired::healthy(shared, &h.id, &s.name, &s.revision))
-        .count();
-    Ok(pb::StackSummary {
-        name: s.name.clone(),
-        selector: s.selector.clone(),
-        revision: s.revision.clone(),
-        hosts: hosts.len() as u32,
-        healthy: healthy as u32,
-        updated_unix_ms: s.updated_ms,
-    })
-}
-
-pub fn list(shared: &Shared) -> Result<pb::ListStacksResponse, Status> {
-    let mut stacks = shared
-        .store
-        .stacks()
-        .map_err(|e| internal("reading stacks", e))?;
-    stacks.sort_by(|a, b| a.name.cmp(&b.name));
-    let stacks = stacks
-        .iter()
-        .map(|s| summary(shared, s))
-        .collect::<Result<_, _>>()?;
-    Ok(pb::ListStacksResponse { stacks })
-}
-
-pub fn get(shared: &Shared, req: pb::GetStackRequest) -> Result<pb::GetStackResponse, Status> {
-    let stack = shared
-        .store
-        .stack(&req.name)
-        .map_err(|e| internal("reading stacks", e))?
-        .ok_or_else(|| Status::not_found(format!("no stack named {:?}", req.name)))?;
-    let revision = if req.revision.is_empty() {
-        stack.revision.clone()
-    } else {
-        req.revision.clone()
-    };
-    if !stack.history.iter().any(|h| {
-        h.revision == revision
-            || h.revision
-                .trim_start_matches("sha256:")
-                .starts_with(revision.trim_start_matches("sha256:"))
-    }) {
-        return Err(Status::not_found(format!(
-            "stack {} has no revision {revision}",
-            stack.name
-        )));
+        let now = self.clock.now_ms();
+        let entry = HistoryEntry {
+            revision: rev.id.clone(),
+            selector: selector_text.clone(),
+            time_ms: now,
+            by: by.to_string(),
+        };
+        let record = match existing.clone() {
+            Some(mut s) => {
+                s.selector = selector_text.clone();
+                s.revision = rev.id.clone();
+                s.history.push(entry);
+                s.updated_ms = now;
+                s
+            }
+            None => StackRecord {
+                name: req.name.clone(),
+                selector: selector_text,
+                revision: rev.id.clone(),
+                history: vec![entry],
+                created_ms: now,
+                updated_ms: now,
+            },
+        };
+        // The revision is stored before the size check reads it; an unreferenced revision is
+        // harmless (content-addressed, immutable).
+        self.store_revision(&rev).await?;
+        let stacks = replaced(self.store.stacks().await.doing("reading stacks")?, &record);
+        let targets: Vec<HostRecord> = hosts.iter().map(|h| (*h).clone()).collect();
+        self.check_fits(&stacks, &targets).await?;
+        if req.dry_run {
+            return Ok(response(false));
+        }
+        self.store
+            .put_stack(&record)
+            .await
+            .doing("storing the stack")?;
+        // Hosts the old selector matched lose the stack; hosts the new one matches get it.
+        let old = existing.and_then(|s| Selector::parse(&s.selector).ok());
+        self.desired
+            .update(|h| {
+                selector.matches(&h.name, &h.labels)
+                    || old.as_ref().is_some_and(|o| o.matches(&h.name, &h.labels))
+            })
+            .await?;
+        Ok(response(false))
     }
-    let full = stack
-        .history
-        .iter()
-        .find(|h| {
-            h.revision
-                .trim_start_matches("sha256:")
-                .starts_with(revision.trim_start_matches("sha256:"))
+
+    async fn summary(&self, s: &StackRecord, hosts: &[HostRecord]) -> Result<pb::StackSummary> {
+        let selector = Selector::parse(&s.selector).map_err(Error::Internal)?;
+        let matched = matching(hosts, &selector);
+        let healthy = matched
+            .iter()
+            .filter(|h| self.reports.healthy(&h.id, &s.name, &s.revision))
+            .count();
+        Ok(pb::StackSummary {
+            name: s.name.clone(),
+            selector: s.selector.clone(),
+            revision: s.revision.clone(),
+            hosts: matched.len() as u32,
+            healthy: healthy as u32,
+            updated_unix_ms: s.updated_ms,
         })
-        .map(|h| h.revision.clone())
-        .unwrap_or(revision);
-    let bytes = shared
-        .store
-        .revision(&full)
-        .map_err(|e| internal("reading the revision", e))?
-        .ok_or_else(|| Status::internal(format!("revision {full} is missing from the store")))?;
-    let content = pb::StackState::decode(bytes.as_slice())
-        .map_err(|e| internal("decoding the revision", e))?;
-    Ok(pb::GetStackResponse {
-        summary: Some(summary(shared, &stack)?),
-        revision: full,
-        compose: content.compose,
-        // Variables often hold secrets: names are shown, values never leave the server.
-        env: content
-            .env
-            .into_keys()
-            .map(|k| (k, "****".to_string()))
-            .collect(),
-        files: content.files.into_iter().map(|f| f.path).collect(),
-        history: stack
+    }
+
+    pub async fn list(&self) -> Result<pb::ListStacksResponse> {
+        let mut stacks = self.store.stacks().await.doing("reading stacks")?;
+        stacks.sort_by(|a, b| a.name.cmp(&b.name));
+        let hosts = self.store.hosts().await.doing("reading hosts")?;
+        let mut out = Vec::with_capacity(stacks.len());
+        for s in &stacks {
+            out.push(self.summary(s, &hosts).await?);
+        }
+        Ok(pb::ListStacksResponse { stacks: out })
+    }
+
+    pub async fn get(&self, req: pb::GetStackRequest) -> Result<pb::GetStackResponse> {
+        let stack = self
+            .store
+            .stack(&req.name)
+            .await
+            .doing("reading stacks")?
+            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.name)))?;
+        let wanted = if req.revision.is_empty() {
+            stack.revision.clone()
+        } else {
+            req.revision.clone()
+        };
+        let prefix = wanted.trim_start_matches("sha256:");
+        let full = stack
             .history
             .iter()
-            .map(|h| pb::RevisionEntry {
-                revision: h.revision.clone(),
-                selector: h.selector.clone(),
-                applied_unix_ms: h.time_ms,
-                applied_by: h.by.clone(),
+            .find(|h| {
+                h.revision == wanted || h.revision.trim_start_matches("sha256:").starts_with(prefix)
             })
-            .collect(),
-    })
+            .map(|h| h.revision.clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!("stack {} has no revision {wanted}", stack.name))
+            })?;
+        let bytes = self
+            .store
+            .revision(&full)
+            .await
+            .doing("reading the revision")?
+            .ok_or_else(|| Error::Internal(format!("revision {full} is missing from the store")))?;
+        let content = pb::StackState::decode(bytes.as_slice())
+            .map_err(|e| Error::Internal(format!("revision {full} does not decode: {e}")))?;
+        let hosts = self.store.hosts().await.doing("reading hosts")?;
+        Ok(pb::GetStackResponse {
+            summary: Some(self.summary(&stack, &hosts).await?),
+            revision: full,
+            compose: content.compose,
+            // Variables often hold secrets: names are shown, values never leave the server.
+            env: content
+                .env
+                .into_keys()
+                .map(|k| (k, "****".to_string()))
+                .collect(),
+            files: content.files.into_iter().map(|f| f.path).collect(),
+            history: stack
+                .history
+                .iter()
+                .map(|h| pb::RevisionEntry {
+                    revision: h.revision.clone(),
+                    selector: h.selector.clone(),
+                    applied_unix_ms: h.time_ms,
+                    applied_by: h.by.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn remove(&self, req: pb::RemoveStackRequest) -> Result<pb::RemoveStackResponse> {
+        let _catalog = self.lock().await;
+        if let Some(active) = active_rollout(&*self.store, &req.name).await? {
+            return Err(Error::Precondition(format!(
+                "stack {} has an active rollout ({}): abort it first (`nococtl rollout abort {}`)",
+                req.name, active.id, req.name
+            )));
+        }
+        let removed = self
+            .store
+            .remove_stack(&req.name)
+            .await
+            .doing("removing the stack")?
+            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.name)))?;
+        let selector = Selector::parse(&removed.selector).map_err(Error::Internal)?;
+        let all_hosts = self.store.hosts().await.doing("reading hosts")?;
+        let hosts = names(&matching(&all_hosts, &selector));
+        self.desired
+            .update(|h| selector.matches(&h.name, &h.labels))
+            .await?;
+        Ok(pb::RemoveStackResponse { hosts })
+    }
 }
 
-pub async fn remove(
-    shared: &Shared,
-    _caller: &Caller,
-    req: pb::RemoveStackRequest,
-) -> Result<pb::RemoveStackResponse, Status> {
-    let removed = shared
-        .store
-        .remove_stack(&req.name)
-        .await
-        .map_err(|e| internal("removing the stack", e))?
-        .ok_or_else(|| Status::not_found(format!("no stack named {:?}", req.name)))?;
-    let selector = Selector::parse(&removed.selector).map_err(Status::internal)?;
-    let hosts = hosts_matching(shared, &selector)?;
-    crate::desired::update_hosts(shared, |h| selector.matches(&h.name, &h.labels)).await?;
-    Ok(pb::RemoveStackResponse { hosts })
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::desired::tests::{Fixture, fixture, host};
+
+    pub fn compose(tag: &str) -> Vec<u8> {
+        format!("services:\n  web:\n    image: example/web:{tag}\n").into_bytes()
+    }
+
+    pub fn apply_req(name: &str, tag: &str) -> pb::ApplyStackRequest {
+        pb::ApplyStackRequest {
+            name: name.into(),
+            selector: "role=web".into(),
+            compose: compose(tag),
+            ..Default::default()
+        }
+    }
+
+    pub async fn stacks_fixture() -> (Fixture, Arc<Stacks>) {
+        let f = fixture().await;
+        let reports = Arc::new(Reports::new(f.clock.clone()));
+        let stacks = Arc::new(Stacks::new(
+            f.store.clone(),
+            f.desired.clone(),
+            reports,
+            f.clock.clone(),
+        ));
+        f.store
+            .insert_host(&host("h1", &[("role", "web")]))
+            .await
+            .unwrap();
+        (f, stacks)
+    }
+
+    /// Regression (issue 8, defect 4): of three concurrent applies of different content, one
+    /// revision was acknowledged (`stack.apply ok`) yet missing from the stack's history — a
+    /// read-modify-write of the stack record without a lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_applies_lose_no_acknowledged_revision() {
+        for trial in 0..12 {
+            let (f, stacks) = stacks_fixture().await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..3 {
+                let stacks = stacks.clone();
+                tasks.spawn(async move {
+                    stacks
+                        .apply("test", apply_req("shop", &format!("{trial}.{i}")))
+                        .await
+                });
+            }
+            let mut acknowledged = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                acknowledged.push(r.unwrap().unwrap().revision);
+            }
+            let record = f.store.stack("shop").await.unwrap().unwrap();
+            for rev in &acknowledged {
+                assert!(
+                    record.history.iter().any(|h| &h.revision == rev),
+                    "trial {trial}: acknowledged revision {rev} is missing from the history {:?}",
+                    record.history
+                );
+            }
+            assert_eq!(record.history.len(), 3, "trial {trial}");
+            assert_eq!(
+                record.revision,
+                record.history.last().unwrap().revision,
+                "trial {trial}: the current revision is the last one applied"
+            );
+        }
+    }
+
+    /// Regression (issue 8, defect 1): a stack too large for a host to receive alongside its
+    /// other stacks is refused at apply, naming the host; the host keeps what it had.
+    #[tokio::test]
+    async fn an_apply_that_a_host_could_never_receive_is_refused_naming_the_host() {
+        let (f, stacks) = stacks_fixture().await;
+        let big = |name: &str, fill: u8| pb::ApplyStackRequest {
+            files: vec![pb::StackFile {
+                path: "blob".into(),
+                content: vec![fill; noco_proto::limits::MAX_SHIPPED_BYTES],
+                mode: 0o640,
+            }],
+            ..apply_req(name, "1")
+        };
+        stacks.apply("test", big("a", 1)).await.unwrap();
+        stacks.apply("test", big("b", 2)).await.unwrap();
+        stacks.apply("test", big("c", 3)).await.unwrap();
+        let err = stacks.apply("test", big("d", 4)).await.unwrap_err();
+        assert!(matches!(err, Error::Precondition(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("host h1-name's desired state would be"),
+            "{err}"
+        );
+        assert!(f.store.stack("d").await.unwrap().is_none());
+        // A dry run says the same, and a smaller stack still goes.
+        let mut dry = big("d", 4);
+        dry.dry_run = true;
+        assert!(stacks.apply("test", dry).await.is_err());
+        stacks.apply("test", apply_req("e", "1")).await.unwrap();
+    }
 }

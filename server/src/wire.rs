@@ -3,7 +3,7 @@
 use noco_proto::v1 as pb;
 
 use crate::registry::Online;
-use crate::store::{AuditRecord, Facts, HostRecord, OperatorRecord};
+use crate::store::{AuditRecord, Facts, HostRecord, OperatorRecord, OperatorStatus};
 
 /// Longest fact string kept; agents are not trusted to send short ones.
 const MAX_FACT_LEN: usize = 256;
@@ -58,12 +58,20 @@ pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
     }
 }
 
+pub fn operator_status(s: OperatorStatus) -> &'static str {
+    match s {
+        OperatorStatus::Pending => "pending",
+        OperatorStatus::Active => "active",
+        OperatorStatus::Revoked => "revoked",
+    }
+}
+
 pub fn operator_to_wire(o: &OperatorRecord) -> pb::Operator {
     pb::Operator {
         id: o.id.clone(),
         name: o.name.clone(),
         role: o.role.to_string(),
-        status: o.status.as_str().to_string(),
+        status: operator_status(o.status).to_string(),
         created_unix_ms: o.created_ms,
     }
 }

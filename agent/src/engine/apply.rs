@@ -58,8 +58,6 @@ struct Ctx {
     project: Project,
     opts: ApplyOptions,
     ready: BTreeMap<String, watch::Receiver<Ready>>,
-    /// Services some other service waits on for `service_completed_successfully`.
-    awaited_completion: std::collections::BTreeSet<String>,
 }
 
 /// Converge the project to the plan made for it.
@@ -78,20 +76,6 @@ pub async fn apply(
         return Err(EngineError::Precondition(format!(
             "external volume {key:?} does not exist: create it first"
         )));
-    }
-    for s in &plan.services {
-        let svc = project.services.get(&s.service);
-        for (dep, cond) in svc.map(|s| &s.depends_on).into_iter().flatten() {
-            let dep_svc = project.services.get(dep);
-            if cond.condition == DependencyCondition::ServiceHealthy
-                && dep_svc.is_some_and(|d| d.healthcheck.as_ref().is_none_or(|h| h.disabled()))
-            {
-                return Err(EngineError::service(
-                    &s.service,
-                    format!("depends on {dep:?} being healthy, but {dep:?} has no healthcheck"),
-                ));
-            }
-        }
     }
     let needs_image: Vec<&Service> = plan
         .services
@@ -141,19 +125,11 @@ pub async fn apply(
         senders.insert(s.service.clone(), tx);
         receivers.insert(s.service.clone(), rx);
     }
-    let awaited_completion = project
-        .services
-        .values()
-        .flat_map(|s| s.depends_on.iter())
-        .filter(|(_, d)| d.condition == DependencyCondition::ServiceCompletedSuccessfully)
-        .map(|(name, _)| name.clone())
-        .collect();
     let ctx = Arc::new(Ctx {
         docker: docker.clone(),
         project: project.clone(),
         opts: opts.clone(),
         ready: receivers,
-        awaited_completion,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -315,7 +291,7 @@ async fn run_service(
         svc,
         &containers,
         deadline,
-        ctx.awaited_completion.contains(name),
+        ctx.project.is_one_shot(name),
     )
     .await?;
     let _ = tx.send(state);
@@ -489,7 +465,8 @@ async fn start_first(
             return Err(e);
         }
     };
-    if let Err(e) = wait_ready(ctx, svc, std::slice::from_ref(&new_id), deadline, false).await {
+    let one_shot = ctx.project.is_one_shot(&svc.name);
+    if let Err(e) = wait_ready(ctx, svc, std::slice::from_ref(&new_id), deadline, one_shot).await {
         // Roll back: the old container never stopped serving.
         let _ = d::stop_and_remove(&ctx.docker, &new_id, grace(svc)).await;
         let _ = d::rename(&ctx.docker, old_id, old_name).await;
@@ -513,18 +490,22 @@ async fn start_first(
     Ok(new_id)
 }
 
-/// Wait until every container is ready: healthy if the service has a healthcheck, running if
-/// not, exited 0 if someone waits for its completion. A container that exits (other than
-/// successfully) or turns unhealthy fails the service, with its last log lines.
+/// Wait until every container is ready: exited 0 for a one-shot (`one_shot`: someone waits for
+/// its completion), else healthy if the service has a healthcheck, running if not. A service is
+/// meant to keep running: a container of one that exits, even with code 0, fails it, as does
+/// one that turns unhealthy, or a one-shot that exits otherwise than successfully — with its
+/// last log lines.
 async fn wait_ready(
     ctx: &Ctx,
     svc: &Service,
     containers: &[String],
     deadline: Instant,
-    completion: bool,
+    one_shot: bool,
 ) -> Result<Ready, EngineError> {
-    let has_health = svc.healthcheck.as_ref().is_some_and(|h| !h.disabled());
-    let mut result = if has_health {
+    let has_health = svc.has_healthcheck();
+    let result = if one_shot {
+        Ready::Completed
+    } else if has_health {
         Ready::Healthy
     } else {
         Ready::Started
@@ -543,6 +524,23 @@ async fn wait_ready(
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string();
+            // A `healthcheck:` without `test` takes the image's; Docker merged it into the
+            // container's configuration, so an image without one shows here.
+            let no_test = info
+                .config
+                .as_ref()
+                .and_then(|c| c.healthcheck.as_ref())
+                .and_then(|h| h.test.as_ref())
+                .is_none_or(|t| t.first().is_none_or(|w| w == "NONE"));
+            if has_health && !one_shot && no_test {
+                return Err(fail(
+                    &svc.name,
+                    format!(
+                        "container {cname} has no healthcheck to wait for: the service's healthcheck gives no test and its image {} defines none",
+                        svc.image
+                    ),
+                ));
+            }
             let state = info.state.unwrap_or_default();
             let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
             let health = state
@@ -553,18 +551,23 @@ async fn wait_ready(
             match status {
                 ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => {
                     let code = state.exit_code.unwrap_or(-1);
-                    if code == 0 && !has_health {
-                        result = Ready::Completed;
+                    if code == 0 && one_shot {
                         break;
                     }
+                    let why = if one_shot {
+                        ""
+                    } else {
+                        " (a service must keep running; only one that another service awaits with service_completed_successfully may finish)"
+                    };
                     let logs = d::last_log_lines(&ctx.docker, id, LOG_LINES).await;
                     return Err(EngineError::Service {
                         service: svc.name.clone(),
-                        reason: format!("container {cname} exited with code {code}"),
+                        reason: format!("container {cname} exited with code {code}{why}"),
                         logs,
                     });
                 }
-                _ if completion && !has_health => {}
+                // A one-shot is done when it has exited, healthcheck or not.
+                _ if one_shot => {}
                 ContainerStateStatusEnum::RUNNING if !has_health => break,
                 ContainerStateStatusEnum::RUNNING if health == HealthStatusEnum::HEALTHY => break,
                 ContainerStateStatusEnum::RUNNING if health == HealthStatusEnum::UNHEALTHY => {
@@ -588,10 +591,10 @@ async fn wait_ready(
             }
             if Instant::now() >= deadline {
                 let logs = d::last_log_lines(&ctx.docker, id, LOG_LINES).await;
-                let what = if has_health {
-                    "healthy"
-                } else if completion {
+                let what = if one_shot {
                     "completed"
+                } else if has_health {
+                    "healthy"
                 } else {
                     "running"
                 };

@@ -192,7 +192,7 @@ pub async fn watch(
             Ok((plan, report)) if !plan.is_noop() => {
                 for action in &report.actions {
                     tracing::info!(project = %project.name, "drift corrected: {action}");
-                    println!("drift corrected: {action}");
+                    crate::outln!("drift corrected: {action}");
                 }
                 tracing::info!(project = %project.name, "reconciled in {:?}", started.elapsed());
             }

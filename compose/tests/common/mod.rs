@@ -64,10 +64,10 @@ pub fn show(diags: &[Diagnostic]) -> String {
         .join("\n")
 }
 
-/// Read a seed stack from shared/stacks/seeds.
+/// Read a seed stack from the repository's one copy, integration-tests/fixtures/seeds.
 pub fn seed(file: &str) -> String {
     let path = format!(
-        "{}/../../shared/stacks/seeds/{file}",
+        "{}/../integration-tests/fixtures/seeds/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     match std::fs::read_to_string(&path) {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, ago_ms, rfc3339_ms, short_revision};
+use crate::output::{self, Format, ago_ms, errln, out, outln, rfc3339_ms, short_revision};
 use crate::stack::{or_dash, read_valid, wire_files};
 use crate::status::truncate;
 use crate::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource, client};
@@ -145,10 +145,10 @@ async fn started(
         Format::Json => {}
         Format::Table => {
             for line in plan_lines(info) {
-                println!("{line}");
+                outln!("{line}");
             }
             if !watch.watch {
-                eprintln!("follow it with: nococtl rollout status {stack} -w");
+                errln!("follow it with: nococtl rollout status {stack} -w");
             }
         }
     }
@@ -196,17 +196,17 @@ async fn control(
     match out {
         Format::Json => output::json(&info_json(&info)),
         Format::Table => {
-            println!(
+            outln!(
                 "rollout {} of {}: {}",
                 info.id,
                 info.stack,
                 phase_line(&info)
             );
             match action {
-                "pause" if info.phase == "paused" => println!(
+                "pause" if info.phase == "paused" => outln!(
                     "hosts in flight finish, no new step starts; resume with: nococtl rollout resume {stack}"
                 ),
-                "abort" => println!("{}", abort_note(&info)),
+                "abort" => outln!("{}", abort_note(&info)),
                 _ => {}
             }
         }
@@ -233,7 +233,7 @@ async fn history(
         Format::Json => output::json(&json!(rollouts.iter().map(info_json).collect::<Vec<_>>())),
         Format::Table => {
             if rollouts.is_empty() {
-                println!("stack {stack} has had no rollout");
+                outln!("stack {stack} has had no rollout");
             } else {
                 output::table(
                     &["ID", "STARTED", "FROM", "TO", "PHASE", "REASON"],
@@ -324,9 +324,9 @@ async fn follow(
         let elapsed = started.elapsed();
         if let (Format::Table, Some(info)) = (out, &last) {
             if tty {
-                print!("\x1b[H\x1b[2J");
+                out!("\x1b[H\x1b[2J");
                 print_info(info);
-                println!(
+                outln!(
                     "\n{} — {} elapsed of {}",
                     watch_summary(info),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
@@ -337,7 +337,7 @@ async fn follow(
             }
         }
         if let Some(p) = &problem {
-            eprintln!("nococtl: {p} (retrying)");
+            errln!("nococtl: {p} (retrying)");
         }
         let ended = last
             .as_ref()
@@ -405,7 +405,7 @@ fn print_changes(info: &pb::RolloutInfo, shown: &mut BTreeMap<String, String>) {
     let now = humantime::format_rfc3339_seconds(SystemTime::now());
     for (key, line) in change_lines(info) {
         if shown.get(&key) != Some(&line) {
-            println!("{now} {line}");
+            outln!("{now} {line}");
             shown.insert(key, line);
         }
     }
@@ -589,20 +589,20 @@ fn event_rows(info: &pb::RolloutInfo) -> Vec<Vec<String>> {
 
 fn print_info(info: &pb::RolloutInfo) {
     for line in header_lines(info) {
-        println!("{line}");
+        outln!("{line}");
     }
-    println!();
+    outln!();
     if info.hosts.is_empty() {
-        println!("no hosts");
+        outln!("no hosts");
     } else {
         output::table(
             &["HOST", "STEP", "PHASE", "TARGET", "DETAIL"],
             &host_rows(info),
         );
     }
-    println!();
+    outln!();
     if info.events.is_empty() {
-        println!("no events");
+        outln!("no events");
     } else {
         output::table(&["TIME", "HOST", "EVENT"], &event_rows(info));
     }

@@ -12,7 +12,7 @@ use noco_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, rfc3339_ms, short_revision};
+use crate::output::{self, Format, errln, outln, rfc3339_ms, short_revision};
 use crate::{StackCmd, StackSource, client};
 
 use self::diff::{FieldChange, ProjectDiff, SectionDiff, VALUE_WIDTH, show_value};
@@ -51,13 +51,13 @@ pub(crate) fn read_valid(
     match local.load(name) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                eprintln!("warning: {}", source::located(&local.compose_path, w));
+                errln!("warning: {}", source::located(&local.compose_path, w));
             }
             Ok((local, loaded))
         }
         Err(problems) => {
             for p in &problems {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             Err(CtlError::Local(format!(
                 "{} is not valid ({} problem{} above): fix it and run again; nothing was sent to the server",
@@ -100,20 +100,20 @@ async fn apply(
         })),
         Format::Table => {
             if dry_run {
-                println!(
+                outln!(
                     "stack {name} (dry run, nothing stored): revision {}{}",
                     r.revision,
                     if r.unchanged { ", unchanged" } else { "" }
                 );
             } else if r.unchanged {
-                println!("stack {name}: unchanged (revision {})", r.revision);
+                outln!("stack {name}: unchanged (revision {})", r.revision);
             } else {
-                println!("stack {name}: revision {}", r.revision);
+                outln!("stack {name}: revision {}", r.revision);
             }
             if r.hosts.is_empty() {
-                println!("assigned to no host: no enrolled host's labels match the selector");
+                outln!("assigned to no host: no enrolled host's labels match the selector");
             } else {
-                println!(
+                outln!(
                     "assigned to {} host{}: {}",
                     r.hosts.len(),
                     if r.hosts.len() == 1 { "" } else { "s" },
@@ -122,10 +122,10 @@ async fn apply(
             }
             // The local warnings were printed when the file was checked.
             for w in warnings.iter().skip(loaded.warnings.len()) {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
             if !dry_run && !r.hosts.is_empty() {
-                eprintln!("follow the rollout with: nococtl status {name} -w");
+                errln!("follow the rollout with: nococtl status {name} -w");
             }
         }
     }
@@ -224,33 +224,34 @@ async fn show(
             } else {
                 format!(" (current: {})", summary.revision)
             };
-            println!("stack:     {}", summary.name);
-            println!("revision:  {}{current}", r.revision);
-            println!("selector:  {}", or_dash(&summary.selector));
-            println!(
+            outln!("stack:     {}", summary.name);
+            outln!("revision:  {}{current}", r.revision);
+            outln!("selector:  {}", or_dash(&summary.selector));
+            outln!(
                 "hosts:     {} matched, {} healthy",
-                summary.hosts, summary.healthy
+                summary.hosts,
+                summary.healthy
             );
-            println!("updated:   {}", rfc3339_ms(summary.updated_unix_ms));
-            println!("\ncompose file:");
+            outln!("updated:   {}", rfc3339_ms(summary.updated_unix_ms));
+            outln!("\ncompose file:");
             for line in compose.lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
-            println!("\nenv (as the server shows it: values masked):");
+            outln!("\nenv (as the server shows it: values masked):");
             if env.is_empty() {
-                println!("  -");
+                outln!("  -");
             }
             for (k, v) in &env {
-                println!("  {k}={v}");
+                outln!("  {k}={v}");
             }
-            println!("\nfiles:");
+            outln!("\nfiles:");
             if r.files.is_empty() {
-                println!("  -");
+                outln!("  -");
             }
             for f in &r.files {
-                println!("  {f}");
+                outln!("  {f}");
             }
-            println!("\nhistory:");
+            outln!("\nhistory:");
             let rows: Vec<Vec<String>> = r
                 .history
                 .iter()
@@ -318,7 +319,7 @@ async fn diff(
             )
             .map_err(|problems| {
                 for p in &problems {
-                    eprintln!("{p}");
+                    errln!("{p}");
                 }
                 CtlError::Local(format!(
                     "the current revision of stack {name} ({}) does not load with the local --env-file variables and --file files (problems above), so it cannot be compared",
@@ -355,9 +356,9 @@ async fn diff(
         })),
         Format::Table => {
             if current.is_none() {
-                println!("stack {name} does not exist yet: applying creates it");
+                outln!("stack {name} does not exist yet: applying creates it");
             } else {
-                println!(
+                outln!(
                     "stack {name}: current revision {}, these files make {}",
                     short_revision(&current_revision),
                     short_revision(&digest)
@@ -368,9 +369,9 @@ async fn diff(
                 && files_added.is_empty()
                 && files_removed.is_empty();
             if unchanged {
-                println!("no changes");
+                outln!("no changes");
             } else if changes.is_empty() && names_same {
-                println!(
+                outln!(
                     "no changes to services, networks, volumes, variable names or file names; variable values or file contents differ (the server does not send them, so they are not shown)"
                 );
             }
@@ -381,7 +382,7 @@ async fn diff(
                 &files_added,
                 &files_removed,
             ) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }
@@ -449,15 +450,15 @@ async fn rm(name: String, path: &Path, server: Option<&str>, out: Format) -> Res
         }
         Format::Table => {
             if r.hosts.is_empty() {
-                println!("removed stack {name}; it was assigned to no host");
+                outln!("removed stack {name}; it was assigned to no host");
             } else {
-                println!(
+                outln!(
                     "removed stack {name} from {} host{}: {}",
                     r.hosts.len(),
                     if r.hosts.len() == 1 { "" } else { "s" },
                     r.hosts.join(", ")
                 );
-                println!(
+                outln!(
                     "its volumes are kept on those hosts (docker volume rm them there if their data is no longer needed)"
                 );
             }

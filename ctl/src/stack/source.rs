@@ -31,20 +31,19 @@ pub fn read(source: &StackSource) -> Result<LocalStack, CtlError> {
             compose_path.display()
         ))
     })?;
-    let compose = String::from_utf8(bytes).map_err(|e| {
-        CtlError::Local(format!(
-            "the compose file {} is not UTF-8 text: {e}",
-            compose_path.display()
-        ))
-    })?;
+    // An invalid file, like one that does not load (exit 2 for nococtl: a local problem).
+    let compose = noco_compose::text(&bytes)
+        .map(str::to_owned)
+        .map_err(|d| CtlError::Local(located(&compose_path, &d)))?;
 
     let mut env = BTreeMap::new();
     for path in &source.env_files {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             CtlError::Local(format!("cannot read the env file {}: {e}", path.display()))
         })?;
+        let text = noco_compose::text(&bytes).map_err(|d| CtlError::Local(located(path, &d)))?;
         let vars =
-            noco_compose::parse_env_file(&text).map_err(|d| CtlError::Local(located(path, &d)))?;
+            noco_compose::parse_env_file(text).map_err(|d| CtlError::Local(located(path, &d)))?;
         env.extend(vars);
     }
 
@@ -293,6 +292,23 @@ mod tests {
         std::fs::write(d.join("bad.env"), "A=1\nNOVALUE\n").unwrap();
         let err = read(&source(d, &["bad.env"], &[])).unwrap_err().to_string();
         assert!(err.contains("bad.env:2: "), "{err}");
+    }
+
+    #[test]
+    fn a_compose_or_env_file_that_is_not_utf8_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("compose.yaml"),
+            b"services:\n  web:\n    image: caf\xe9\n",
+        )
+        .unwrap();
+        let err = read(&source(d, &[], &[])).unwrap_err().to_string();
+        assert!(err.contains("compose.yaml:3: not UTF-8 text"), "{err}");
+        std::fs::write(d.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::write(d.join("bad.env"), b"A=caf\xe9\n").unwrap();
+        let err = read(&source(d, &["bad.env"], &[])).unwrap_err().to_string();
+        assert!(err.contains("bad.env:1: not UTF-8 text"), "{err}");
     }
 
     #[test]

@@ -1,90 +1,89 @@
-//! What the sessions and delivery benchmarks share: enrolling and connecting simulated hosts,
-//! the admin client, process figures (RSS, open-files limits) and formatting.
+//! What the benchmarks share: their command line (clap) and runtime, the summary they print,
+//! waiting on many operations at once and counting failures, and formatting. Simulated hosts
+//! (enrolled and connected over real mTLS) are in [`sim`]; process figures (RSS, CPU time,
+//! open-files limits) in [`system`].
 
+// Each benchmark uses a part of it.
 #![allow(dead_code)]
 
-use super::*;
+pub mod sim;
+pub mod system;
 
-/// Enroll one simulated host per token, with bounded concurrency; failures are reported.
-pub async fn enroll_all(
-    addr: &ServerAddr,
-    gate: &Arc<WriteGate>,
-    tokens: Vec<String>,
-) -> Vec<SimHost> {
-    let n = tokens.len();
-    let limit = Arc::new(Semaphore::new(ENROLL_CONCURRENCY));
-    let tasks: Vec<_> = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(i, token)| {
-            let addr = addr.clone();
-            let gate = gate.clone();
-            let limit = limit.clone();
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-                enroll_one(&addr, &gate, token, format!("{SIM_PREFIX}{i:05}")).await
-            })
-        })
-        .collect();
-    let (hosts, failures) = collect_tasks("enrolled", tasks, phase_deadline(n)).await;
-    failures.report("enrollments");
-    hosts
+use std::any::Any;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use noco_integration_tests::bin_dir;
+
+// Each benchmark uses a part of them.
+#[allow(unused_imports)]
+pub use sim::*;
+#[allow(unused_imports)]
+pub use system::*;
+
+// ------------------------------------------------------------------------------------ running
+
+/// The benchmark's arguments. `cargo bench` adds `--bench` to every benchmark's; it is dropped.
+pub fn parse_args<A: clap::Parser>() -> A {
+    A::parse_from(std::env::args_os().filter(|a| a != "--bench"))
 }
 
-/// What a simulated host says about itself.
-pub fn facts(name: &str) -> pb::HostFacts {
-    pb::HostFacts {
-        hostname: name.to_string(),
-        os: "simulated".to_string(),
-        kernel: String::new(),
-        arch: std::env::consts::ARCH.to_string(),
-        docker_version: "unavailable: simulated host".to_string(),
-        agent_version: format!("{}-bench", env!("CARGO_PKG_VERSION")),
+/// A number above zero, for clap.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number")),
     }
 }
 
-/// Connect with the host's certificate, say Hello, wait for Welcome (as `noco-agent` does).
-pub async fn open_session(addr: &ServerAddr, host: &SimHost) -> Result<Live, String> {
-    let config = Arc::new(
-        tls::client_config(&host.ca_pem, &host.cert_pem, &host.key_pem)
-            .map_err(|e| format!("TLS configuration: {e}"))?,
-    );
-    let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| format!("connecting: {}", noco_certs::dial::describe(&e)))?;
-    let (tx, rx) = mpsc::channel(16);
-    let hello = pb::Hello {
-        facts: Some(facts(&host.name)),
-        last_generation: 0,
+/// Run `bench` on a multi-threaded runtime (with the TLS crypto provider installed); exit 0 when
+/// it says everything that ran succeeded.
+pub fn run_async(name: &str, bench: impl Future<Output = bool>) -> ExitCode {
+    noco_certs::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name} benchmark: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    tx.send(pb::AgentMessage {
-        msg: Some(AgentMsg::Hello(hello)),
-    })
-    .await
-    .map_err(|_| "queueing Hello: the stream is closed".to_string())?;
-    let mut client = pb::agent_client::AgentClient::new(channel);
-    let mut inbound =
-        match tokio::time::timeout(CALL_TIMEOUT, client.session(ReceiverStream::new(rx))).await {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => return Err(format!("Session: {}", status_text(&status))),
-            Err(_) => return Err(format!("Session did not answer within {CALL_TIMEOUT:?}")),
-        };
-    let welcome = match tokio::time::timeout(CALL_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(pb::ServerMessage {
-            msg: Some(ServerMsg::Welcome(w)),
-        }))) => w,
-        Ok(Ok(Some(other))) => return Err(format!("expected Welcome, got {other:?}")),
-        Ok(Ok(None)) => return Err("the server closed the session before Welcome".to_string()),
-        Ok(Err(status)) => return Err(format!("waiting for Welcome: {}", status_text(&status))),
-        Err(_) => return Err(format!("no Welcome within {CALL_TIMEOUT:?}")),
+    let ok = runtime.block_on(bench);
+    // Session tasks of a failed part may still be parked; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What every benchmark does first: print its title and settings, raise the open-files limit
+/// (saying so) and build the noco binaries through the harness (release builds under `cargo
+/// bench`). The machine and build for the summary (`2 cores, release build`); `None`, said on
+/// stderr, when the binaries could not be built.
+pub fn begin(name: &str, title: &str, settings: &str) -> Option<String> {
+    println!("noco {title} benchmark: {settings}");
+    println!("{}", raise_open_files_limit());
+    let dir = match harness("building the noco binaries", || bin_dir().to_path_buf()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("{name} benchmark failed: {e:#}");
+            return None;
+        }
     };
-    let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
-    Ok(Live {
-        _client: client,
-        tx,
-        inbound,
-        heartbeat,
-    })
+    println!("binaries: {}", dir.display());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let profile = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(format!("{cores} cores, {profile} build"))
 }
 
 /// Run a blocking harness call, turning its panic (the harness asserts) into an error.
@@ -101,148 +100,154 @@ pub fn panic_text(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "panicked".to_string())
 }
 
-/// A Control client as the first admin.
-pub async fn admin_client(fleet: &Fleet) -> anyhow::Result<Control> {
-    let cred = Credential::load(&fleet.admin_config()).context("loading the admin credential")?;
-    let config = Arc::new(
-        cred.client_config()
-            .context("the admin credential's TLS configuration")?,
-    );
-    let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
-    let channel = dial::connect(&addr, move || config.clone(), CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "connecting to {} as the admin: {}",
-                fleet.url,
-                noco_certs::dial::describe(&e)
-            )
-        })?;
-    Ok(pb::control_client::ControlClient::new(channel).max_decoding_message_size(MAX_LIST_MESSAGE))
+// ------------------------------------------------------------------------------------ summary
+
+/// How one part of a benchmark went.
+pub enum Outcome {
+    /// Its summary lines.
+    Measured(Vec<String>),
+    /// Summary lines of what was measured, and what then failed.
+    Partial(Vec<String>, String),
+    Skipped(String),
+    Failed(String),
 }
 
-pub async fn list_hosts(control: &mut Control) -> anyhow::Result<Vec<pb::Host>> {
-    match tokio::time::timeout(CALL_TIMEOUT, control.list_hosts(pb::ListHostsRequest {})).await {
-        Ok(Ok(resp)) => Ok(resp.into_inner().hosts),
-        Ok(Err(status)) => Err(anyhow!("ListHosts: {}", status_text(&status))),
-        Err(_) => Err(anyhow!("ListHosts did not answer within {CALL_TIMEOUT:?}")),
-    }
+/// The lines a benchmark prints at its end, and whether every part that ran succeeded.
+pub struct Summary {
+    name: &'static str,
+    lines: Vec<String>,
+    ok: bool,
 }
 
-pub fn status_text(status: &tonic::Status) -> String {
-    format!(
-        "{:?}: {}",
-        status.code(),
-        noco_certs::dial::describe(status)
-    )
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Soft and hard "Max open files" of a process (`self` or a pid), from `/proc/<pid>/limits`.
-pub fn open_files_limit(pid: &str) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    let rest = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))?;
-    let mut fields = rest.split_whitespace();
-    let parse = |s: &str| {
-        if s == "unlimited" {
-            Some(u64::MAX)
-        } else {
-            s.parse().ok()
+impl Summary {
+    pub fn new(name: &'static str, header: String) -> Self {
+        Summary {
+            name,
+            lines: vec![header],
+            ok: true,
         }
-    };
-    Some((parse(fields.next()?)?, parse(fields.next()?)?))
-}
-
-/// Raise this process's soft open-files limit to the hard one (the server, started later,
-/// inherits it). Without a libc binding this uses util-linux `prlimit`; says what happened.
-pub fn raise_open_files_limit() -> String {
-    let Some((soft, hard)) = open_files_limit("self") else {
-        return "warning: cannot read /proc/self/limits; open-files limits are not checked"
-            .to_string();
-    };
-    if soft >= hard || hard == u64::MAX {
-        return format!("open files limit (ulimit -n): {soft}");
     }
-    let pid = std::process::id().to_string();
-    let raised = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    match open_files_limit("self") {
-        Some((now, _)) if raised && now == hard => {
-            format!("open files limit (ulimit -n): raised from {soft} to {now}")
+
+    /// Record part `what`; say at once what went wrong, if anything.
+    pub fn add(&mut self, what: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Measured(lines) => self.lines.extend(lines),
+            Outcome::Partial(lines, why) => {
+                println!("FAILED: {why}");
+                self.lines.extend(lines);
+                self.fail(format!("{what}: FAILED: {why}"));
+            }
+            Outcome::Skipped(why) => {
+                println!("skipped: {why}");
+                self.lines.push(format!("{what}: skipped: {why}"));
+            }
+            Outcome::Failed(why) => {
+                println!("FAILED: {why}");
+                self.fail(format!("{what}: FAILED: {why}"));
+            }
         }
-        _ => format!(
-            "warning: open files limit (ulimit -n) is {soft} (hard {hard}) and could not be raised with prlimit"
-        ),
     }
-}
 
-/// Whether `n` sessions fit the open-files limit of `who` (pid or `self`) and the local port
-/// range; the reason when not.
-pub fn fits(n: usize, who: &str, pid: &str) -> Result<(), String> {
-    let need = n as u64 + FD_MARGIN;
-    match open_files_limit(pid) {
-        Some((soft, _)) if soft < need => {
-            return Err(format!(
-                "{who} may open {soft} files (ulimit -n) but {n} sessions need about {need}: raise `ulimit -n`"
-            ));
+    fn fail(&mut self, line: String) {
+        self.ok = false;
+        self.lines.push(line);
+    }
+
+    /// Print the summary; whether everything that ran succeeded.
+    pub fn finish(self) -> bool {
+        println!();
+        for line in &self.lines {
+            println!("{line}");
         }
-        Some(_) => {}
-        None => println!(
-            "warning: cannot read /proc/{pid}/limits; assuming {who} can open {need} files"
-        ),
-    }
-    if let Some(ports) = local_port_count()
-        && ports < need
-    {
-        return Err(format!(
-            "the local port range (net.ipv4.ip_local_port_range) has {ports} ports but {n} connections to one server address need about {need}"
-        ));
-    }
-    Ok(())
-}
-
-pub fn local_port_count() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let mut it = text.split_whitespace().map(|s| s.parse::<u64>().ok());
-    let (low, high) = (it.next()??, it.next()??);
-    Some(high.saturating_sub(low) + 1)
-}
-
-/// VmRSS of a process (`self` or a pid), in KiB.
-pub fn rss_kib(pid: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rest = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-pub fn fmt_s(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
-pub fn fmt_mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-pub fn rate(count: usize, d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs > 0.0 {
-        format!("{:.0}", count as f64 / secs)
-    } else {
-        "∞".to_string()
+        if !self.ok {
+            eprintln!("{} benchmark: FAILED (see above)", self.name);
+        }
+        self.ok
     }
 }
 
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+// ------------------------------------------------------------------------------------ phases
+
+/// How long a phase over `n` hosts may take in all: `base` plus `per_host` for each. A safety
+/// net, far above expected times.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseLimit {
+    pub base: Duration,
+    pub per_host: Duration,
+}
+
+impl PhaseLimit {
+    pub fn deadline(self, n: usize) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.base + self.per_host * n as u32
+    }
+}
+
+/// Failed operations: how many, and the first distinct messages with their counts.
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub total: usize,
+    distinct: Vec<(String, usize)>,
+}
+
+impl Failures {
+    pub fn add(&mut self, message: String) {
+        self.total += 1;
+        if let Some(entry) = self.distinct.iter_mut().find(|(m, _)| *m == message) {
+            entry.1 += 1;
+        } else if self.distinct.len() < 20 {
+            self.distinct.push((message, 1));
+        }
+    }
+
+    pub fn report(&self, what: &str) {
+        if self.total == 0 {
+            return;
+        }
+        println!("{} {what} failed; first distinct errors:", self.total);
+        for (message, count) in self.distinct.iter().take(5) {
+            println!("  {count} × {message}");
+        }
+    }
+}
+
+/// Await `results` in order until `deadline`: the successes, and the failures (late ones count
+/// as failed). Prints progress every few seconds.
+pub async fn collect<T>(
+    what: &'static str,
+    results: Vec<impl Future<Output = Result<T, String>>>,
+    deadline: tokio::time::Instant,
+) -> (Vec<T>, Failures) {
+    let total = results.len();
+    let mut done = Vec::with_capacity(total);
+    let mut failures = Failures::default();
+    let mut progress = Progress::new(what, total);
+    for result in results {
+        match tokio::time::timeout_at(deadline, result).await {
+            Ok(Ok(v)) => done.push(v),
+            Ok(Err(e)) => failures.add(e),
+            Err(_) => failures.add("not done before the phase deadline".to_string()),
+        }
+        progress.tick(done.len());
+    }
+    (done, failures)
+}
+
+/// [`collect`] for spawned tasks; those still running at the deadline are aborted.
+pub async fn collect_tasks<T: Send + 'static>(
+    what: &'static str,
+    tasks: Vec<tokio::task::JoinHandle<Result<T, String>>>,
+    deadline: tokio::time::Instant,
+) -> (Vec<T>, Failures) {
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let results = tasks
+        .into_iter()
+        .map(|t| async move { t.await.map_err(|e| format!("task: {e}")).and_then(|r| r) })
+        .collect();
+    let collected = collect(what, results, deadline).await;
+    for a in aborts {
+        a.abort();
+    }
+    collected
 }
 
 /// Prints `<what> k/n` every few seconds while a long phase runs.
@@ -267,4 +272,44 @@ impl Progress {
             self.last = Instant::now();
         }
     }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------------------------ formatting
+
+pub fn fmt_s(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+pub fn fmt_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+pub fn rate(count: usize, d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs > 0.0 {
+        format!("{:.0}", count as f64 / secs)
+    } else {
+        "∞".to_string()
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `sha256:0123456789ab` of a revision.
+pub fn short(revision: &str) -> &str {
+    revision.get(..19).unwrap_or(revision)
 }

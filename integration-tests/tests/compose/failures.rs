@@ -146,3 +146,69 @@ fn unsupported_keys_and_invalid_files_are_refused_with_their_place() {
         "an unreadable file is an environment error"
     );
 }
+
+#[test]
+fn a_compose_or_env_file_that_is_not_utf8_is_invalid_input_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    // Latin-1 "é" (0xE9) in a value on line 4: readable, but not UTF-8 text.
+    std::fs::write(
+        &file,
+        b"services:\n  web:\n    image: nginx\n    environment: { GREETING: caf\xe9 }\n",
+    )
+    .unwrap();
+    let validate = |extra: &[&str]| {
+        std::process::Command::new(noco_integration_tests::bin("noco-agent"))
+            .args(["compose", "validate"])
+            .arg(&file)
+            .args(["-p", "x"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = validate(&[]);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid input, not usage: {err}"
+    );
+    assert!(
+        err.contains("compose.yaml") && err.contains("line 4") && err.contains("not UTF-8"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "services:\n  web:\n    image: nginx\n").unwrap();
+    let env = dir.path().join("bad.env");
+    std::fs::write(&env, b"A=1\nB=caf\xe9\n").unwrap();
+    let out = validate(&["--env-file", env.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.env") && err.contains("line 2") && err.contains("not UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn service_healthy_on_an_image_without_a_healthcheck_fails_the_apply_saying_so() {
+    if !require_docker() {
+        return;
+    }
+    // `healthcheck: {}` asks for the image's own HEALTHCHECK; the test image has none.
+    let stack = Stack::new(
+        "nohc",
+        "services:\n  db:\n    image: ${IMAGE}\n    healthcheck: {}\n  web:\n    image: ${IMAGE}\n    depends_on:\n      db: { condition: service_healthy }\n",
+    );
+    let out = stack.run("up", &["--wait-timeout", "30s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("service \"db\"") && err.contains("has no healthcheck to wait for"),
+        "{err}"
+    );
+    assert!(
+        !stack.ps().iter().any(|c| c["service"] == "web"),
+        "web was never created"
+    );
+}

@@ -10,6 +10,7 @@ mod drift;
 mod failures;
 mod keys;
 mod order;
+mod pipes;
 mod registry;
 mod seeds;
 mod swap;

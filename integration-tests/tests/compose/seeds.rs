@@ -1,6 +1,6 @@
-//! The five reference stacks (../shared/stacks/seeds): each validates, or fails naming exactly
-//! what noco cannot run; and a stack shaped like seed 001 runs for real with the test image
-//! substituted through interpolation.
+//! The five reference stacks (integration-tests/fixtures/seeds): each validates, or fails naming
+//! exactly what noco cannot run; and a stack shaped like seed 001 runs for real with the test
+//! image substituted through interpolation.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -10,11 +10,7 @@ use noco_integration_tests::docker::require_docker;
 use noco_integration_tests::stack::Stack;
 
 fn seed(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/stacks/seeds"
-    ))
-    .join(name)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seeds")).join(name)
 }
 
 fn validate(file: &std::path::Path, extra: &[&str]) -> Output {

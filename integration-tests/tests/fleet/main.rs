@@ -9,6 +9,7 @@ mod support;
 
 mod assignment;
 mod autonomy;
+mod limits;
 mod policy;
 mod refusals;
 mod rollouts;

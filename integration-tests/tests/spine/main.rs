@@ -8,5 +8,6 @@ mod enrollment;
 mod grpc;
 mod identities;
 mod lifecycle;
+mod pipes;
 mod renewal;
 mod roles;

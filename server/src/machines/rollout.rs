@@ -57,6 +57,30 @@ impl Phase {
     }
 }
 
+/// How a phase is named on the wire and in messages.
+pub fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Running => "running",
+        Phase::Paused => "paused",
+        Phase::Succeeded => "succeeded",
+        Phase::Failed(_) => "failed",
+        Phase::RollingBack(_) => "rolling_back",
+        Phase::RolledBack(_) => "rolled_back",
+        Phase::RollbackFailed(_) => "rollback_failed",
+        Phase::Aborted => "aborted",
+    }
+}
+
+pub fn phase_reason(p: &Phase) -> String {
+    match p {
+        Phase::Failed(w)
+        | Phase::RollingBack(w)
+        | Phase::RolledBack(w)
+        | Phase::RollbackFailed(w) => w.clone(),
+        _ => String::new(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostPhase {
     /// Not reached yet: stays on `from`.

@@ -1,0 +1,131 @@
+//! The composition root: builds the components in dependency order and hands them to the gRPC
+//! services, which are the only code that sees all of them. Components point down only:
+//!
+//! ```text
+//! store, clock, registry, bans
+//!   └─ reports ─ desired (signs, sizes, pushes)
+//!                  └─ stacks (catalog lock) ─ rollouts (driver) ─ hosts
+//!                                   └─ status (queries) · audit
+//! control · session · enroll · renew · auth   (the gRPC services: adapters over the above)
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::Audit;
+use crate::bans::BanSet;
+use crate::clock::Clock;
+use crate::desired::{Desired, SigningKeys};
+use crate::hosts::Hosts;
+use crate::pki::Pki;
+use crate::registry::Registry;
+use crate::reports::Reports;
+use crate::rollouts::Rollouts;
+use crate::stacks::Stacks;
+use crate::store::Store;
+
+/// Tunables of a running server (flags of `noco-server run`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub agent_cert_ttl: Duration,
+    pub operator_cert_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    /// A session that sends nothing for this long is closed.
+    pub session_idle_timeout: Duration,
+    pub hello_timeout: Duration,
+    /// How long a signed desired state is valid; the server re-signs at a third remaining.
+    pub state_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            agent_cert_ttl: Duration::from_secs(24 * 3600),
+            operator_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+            heartbeat_interval: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            state_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl SigningKeys for Pki {
+    fn signer(&self) -> Arc<noco_certs::signing::StateSigner> {
+        Pki::signer(self)
+    }
+}
+
+#[derive(Debug)]
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub pki: Arc<Pki>,
+    pub bans: Arc<BanSet>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub audit: Arc<Audit>,
+    pub reports: Arc<Reports>,
+    pub desired: Arc<Desired>,
+    pub stacks: Arc<Stacks>,
+    pub rollouts: Arc<Rollouts>,
+    pub hosts: Arc<Hosts>,
+}
+
+impl Core {
+    pub fn assemble(
+        store: Arc<dyn Store>,
+        pki: Arc<Pki>,
+        bans: Arc<BanSet>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Arc<Core> {
+        let registry = Arc::new(Registry::default());
+        let audit = Arc::new(Audit::new(store.clone(), clock.clone()));
+        let reports = Arc::new(Reports::new(clock.clone()));
+        let desired = Arc::new(Desired::new(
+            store.clone(),
+            pki.clone(),
+            registry.clone(),
+            clock.clone(),
+            limits.state_ttl,
+        ));
+        let stacks = Arc::new(Stacks::new(
+            store.clone(),
+            desired.clone(),
+            reports.clone(),
+            clock.clone(),
+        ));
+        let rollouts = Arc::new(Rollouts::new(
+            store.clone(),
+            stacks.clone(),
+            reports.clone(),
+            clock.clone(),
+        ));
+        let hosts = Arc::new(Hosts::new(
+            store.clone(),
+            stacks.clone(),
+            registry.clone(),
+            bans.clone(),
+            clock.clone(),
+        ));
+        Arc::new(Core {
+            store,
+            pki,
+            bans,
+            registry,
+            clock,
+            limits,
+            audit,
+            reports,
+            desired,
+            stacks,
+            rollouts,
+            hosts,
+        })
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

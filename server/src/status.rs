@@ -1,0 +1,56 @@
+//! Hosts × stacks, for `nococtl status`: what the server wants each host to run and what each
+//! agent reports.
+
+use noco_proto::v1 as pb;
+
+use crate::desired::{self, Desired};
+use crate::error::{Doing, Error, Result};
+use crate::registry::Registry;
+use crate::reports::Reports;
+use crate::store::Store;
+
+pub async fn status(
+    store: &dyn Store,
+    desired: &Desired,
+    reports: &Reports,
+    registry: &Registry,
+    stack: &str,
+) -> Result<pb::StatusResponse> {
+    if !stack.is_empty() && store.stack(stack).await.doing("reading stacks")?.is_none() {
+        return Err(Error::NotFound(format!("no stack named {stack:?}")));
+    }
+    let stacks = store.stacks().await.doing("reading stacks")?;
+    let pins = desired::pins(store, &stacks).await?;
+    let mut records = store.hosts().await.doing("reading hosts")?;
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut hosts = Vec::new();
+    for host in records.iter().filter(|h| !h.is_revoked()) {
+        let assigned = desired::assignment(&stacks, host, &pins);
+        if !stack.is_empty() && !assigned.iter().any(|(n, _)| n == stack) {
+            continue;
+        }
+        let (report, at) = reports.latest(&host.id).unwrap_or_default();
+        let online = registry.online(&host.id).is_some();
+        hosts.push(pb::HostStatus {
+            host: host.name.clone(),
+            host_id: host.id.clone(),
+            status: if online { "online" } else { "offline" }.to_string(),
+            desired_generation: desired.generation(&host.id).await?,
+            applied_generation: report.generation,
+            stale: report.stale,
+            refused: report.refused.clone(),
+            assigned: assigned
+                .into_iter()
+                .filter(|(n, _)| stack.is_empty() || n == stack)
+                .map(|(name, revision)| pb::AssignedStack { name, revision })
+                .collect(),
+            reported: report
+                .stacks
+                .into_iter()
+                .filter(|s| stack.is_empty() || s.name == stack)
+                .collect(),
+            reported_unix_ms: at,
+        });
+    }
+    Ok(pb::StatusResponse { hosts })
+}

@@ -1,0 +1,123 @@
+//! What the server stores: one plain record type per kind of thing, the same whatever backend
+//! holds them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Facts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub docker_version: String,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostRecord {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub facts: Facts,
+    pub enrolled_ms: i64,
+    pub last_seen_ms: i64,
+    pub cert_not_after_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+impl HostRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_ms.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenKind {
+    Join { labels: BTreeMap<String, String> },
+    Login { operator_id: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_hash: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub created_by: String,
+    pub description: String,
+    pub used_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorStatus {
+    Pending,
+    Active,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub id: String,
+    pub name: String,
+    pub role: noco_certs::Role,
+    pub status: OperatorStatus,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time_ms: i64,
+    pub caller: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BanRecord {
+    pub key: String,
+    pub time_ms: i64,
+    pub by: String,
+}
+
+/// A stack: its name, which hosts it goes to, and its current revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackRecord {
+    pub name: String,
+    pub selector: String,
+    pub revision: String,
+    pub history: Vec<HistoryEntry>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub revision: String,
+    pub selector: String,
+    pub time_ms: i64,
+    pub by: String,
+}
+
+/// A rollout as stored: its id, when it started, and its state machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub started_ms: i64,
+    pub by: String,
+    pub rollout: crate::machines::rollout::Rollout,
+}
+
+/// A host's newly issued desired state: its generation and the encoded `SignedState`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedState {
+    pub host_id: String,
+    pub generation: u64,
+    pub encoded: Vec<u8>,
+}
