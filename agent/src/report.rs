@@ -10,10 +10,10 @@ use noco_compose::plan::{Health, ObservedContainer, RunState};
 use noco_proto::v1 as pb;
 use prost::Message;
 
-pub const APPLYING: &str = "applying";
-pub const CONVERGED: &str = "converged";
-pub const FAILED: &str = "failed";
-pub const REFUSED: &str = "refused";
+pub const APPLYING: pb::ApplyState = pb::ApplyState::Applying;
+pub const CONVERGED: pb::ApplyState = pb::ApplyState::Converged;
+pub const FAILED: pb::ApplyState = pb::ApplyState::Failed;
+pub const REFUSED: pb::ApplyState = pb::ApplyState::Refused;
 
 /// The agent's picture of what it runs, from which every [`pb::StateReport`] is made.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,7 +67,7 @@ pub fn same(a: &pb::StackReport, b: &pb::StackReport) -> bool {
 
 /// The health of a service from its containers: any unhealthy → unhealthy, any starting →
 /// starting, every one healthy → healthy, otherwise (no healthcheck, or none running) none.
-pub fn health<'a>(containers: impl IntoIterator<Item = &'a ObservedContainer>) -> &'static str {
+pub fn health<'a>(containers: impl IntoIterator<Item = &'a ObservedContainer>) -> pb::Health {
     let mut any = false;
     let mut all_healthy = true;
     let mut starting = false;
@@ -77,18 +77,18 @@ pub fn health<'a>(containers: impl IntoIterator<Item = &'a ObservedContainer>) -
         }
         any = true;
         match c.health {
-            Some(Health::Unhealthy) => return "unhealthy",
+            Some(Health::Unhealthy) => return pb::Health::Unhealthy,
             Some(Health::Starting) => starting = true,
             Some(Health::Healthy) => {}
             None => all_healthy = false,
         }
     }
     if starting {
-        "starting"
+        pb::Health::Starting
     } else if any && all_healthy {
-        "healthy"
+        pb::Health::Healthy
     } else {
-        "none"
+        pb::Health::None
     }
 }
 
@@ -126,14 +126,18 @@ pub fn services(
                 .and_then(|p| p.services.get(name))
                 .is_some_and(|s| s.has_healthcheck());
             let health = match health(mine.iter().copied()) {
-                "healthy" | "none" if checked && !one_shot && running < want => "starting",
+                pb::Health::Healthy | pb::Health::None
+                    if checked && !one_shot && running < want =>
+                {
+                    pb::Health::Starting
+                }
                 h => h,
             };
             pb::ServiceReport {
                 name: name.to_string(),
                 running,
                 desired: want,
-                health: health.to_string(),
+                health: health.into(),
             }
         })
         .collect()
@@ -144,6 +148,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use noco_proto::Enumeration;
 
     fn c(service: &str, state: RunState, health: Option<Health>) -> ObservedContainer {
         ObservedContainer {
@@ -161,40 +166,47 @@ mod tests {
     fn health_is_the_worst_of_the_running_containers() {
         use Health::*;
         use RunState::*;
-        assert_eq!(health(&[c("a", Running, Some(Healthy))]), "healthy");
+        assert_eq!(
+            health(&[c("a", Running, Some(Healthy))]).to_string(),
+            "healthy"
+        );
         assert_eq!(
             health(&[
                 c("a", Running, Some(Healthy)),
                 c("a", Running, Some(Unhealthy))
             ]),
-            "unhealthy"
+            pb::Health::Unhealthy
         );
         assert_eq!(
             health(&[
                 c("a", Running, Some(Healthy)),
                 c("a", Running, Some(Starting))
             ]),
-            "starting"
+            pb::Health::Starting
         );
-        assert_eq!(health(&[c("a", Running, None)]), "none");
-        assert_eq!(health(&[c("a", Exited(0), Some(Healthy))]), "none");
-        assert_eq!(health(&[]), "none");
+        assert_eq!(health(&[c("a", Running, None)]).to_string(), "none");
+        assert_eq!(
+            health(&[c("a", Exited(0), Some(Healthy))]).to_string(),
+            "none"
+        );
+        assert_eq!(health(&[]).to_string(), "none");
     }
 
-    #[test]
-    fn services_report_running_against_desired() {
+    fn project(yaml: &str) -> Project {
         let vars = BTreeMap::new();
         let opts = noco_compose::LoadOptions {
             project_name: Some("p"),
             variables: &vars,
             files: &noco_compose::NoFiles,
         };
-        let project = noco_compose::load(
+        noco_compose::load(yaml, &opts).unwrap().project
+    }
+
+    #[test]
+    fn services_report_running_against_desired() {
+        let project = project(
             "services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n  db:\n    image: y\n",
-            &opts,
-        )
-        .unwrap()
-        .project;
+        );
         let observed = vec![
             c("web", RunState::Running, Some(Health::Healthy)),
             c("old", RunState::Exited(1), None),
@@ -202,7 +214,7 @@ mod tests {
         let got = services(Some(&project), &observed);
         let view: Vec<(&str, u32, u32, &str)> = got
             .iter()
-            .map(|s| (s.name.as_str(), s.running, s.desired, s.health.as_str()))
+            .map(|s| (s.name.as_str(), s.running, s.desired, s.health().text()))
             .collect();
         assert_eq!(
             view,
@@ -216,22 +228,13 @@ mod tests {
 
     #[test]
     fn a_stopped_service_is_not_running_and_a_completed_one_shot_is_done() {
-        let vars = BTreeMap::new();
-        let opts = noco_compose::LoadOptions {
-            project_name: Some("p"),
-            variables: &vars,
-            files: &noco_compose::NoFiles,
-        };
-        let project = noco_compose::load(
+        let project = project(
             "services:\n  migrate:\n    image: x\n  api:\n    image: x\n    healthcheck: { test: [\"CMD\", \"true\"] }\n    depends_on:\n      migrate: { condition: service_completed_successfully }\n  worker:\n    image: x\n",
-            &opts,
-        )
-        .unwrap()
-        .project;
+        );
         let view = |observed: &[ObservedContainer]| -> Vec<(String, u32, u32, String)> {
             services(Some(&project), observed)
                 .into_iter()
-                .map(|s| (s.name, s.running, s.desired, s.health))
+                .map(|s| (s.name.clone(), s.running, s.desired, s.health().to_string()))
                 .collect()
         };
         let row = |n: &str, r, d, h: &str| (n.to_string(), r, d, h.to_string());

@@ -66,7 +66,7 @@ struct Prepared {
 /// Why a revision cannot be applied.
 #[derive(Debug, Clone)]
 struct Unusable {
-    state: &'static str,
+    state: noco_proto::v1::ApplyState,
     error: String,
     /// The same revision would fail the same way again (no point retrying until it changes).
     lasting: bool,
@@ -373,7 +373,7 @@ impl Applier {
         };
         let previous = self.previous(&name);
         let applied_unix_ms = match &previous {
-            Some(p) if p.revision == stack.revision && p.state == state && state == CONVERGED => {
+            Some(p) if p.revision == stack.revision && p.state() == state && state == CONVERGED => {
                 p.applied_unix_ms
             }
             _ if state == CONVERGED => report::now_ms(),
@@ -382,11 +382,11 @@ impl Applier {
         };
         let changed_state = previous
             .as_ref()
-            .is_none_or(|p| p.state != state || p.revision != stack.revision || p.error != error);
+            .is_none_or(|p| p.state() != state || p.revision != stack.revision || p.error != error);
         let new = StackReport {
             name: name.clone(),
             revision: stack.revision.clone(),
-            state: state.to_string(),
+            state: state.into(),
             error: error.clone(),
             services,
             applied_unix_ms,

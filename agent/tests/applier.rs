@@ -76,7 +76,7 @@ async fn until(
 fn stack_state(s: &Status, name: &str) -> String {
     s.stacks
         .get(name)
-        .map(|r| r.state.clone())
+        .map(|r| r.state().to_string())
         .unwrap_or_default()
 }
 
@@ -152,7 +152,7 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
             svc.name.as_str(),
             svc.running,
             svc.desired,
-            svc.health.as_str()
+            svc.health().to_string().as_str()
         ),
         ("web", 1, 1, "healthy")
     );

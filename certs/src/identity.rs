@@ -56,6 +56,30 @@ impl FromStr for Role {
     }
 }
 
+impl From<Role> for noco_proto::v1::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Viewer => noco_proto::v1::Role::Viewer,
+            Role::Deployer => noco_proto::v1::Role::Deployer,
+            Role::Admin => noco_proto::v1::Role::Admin,
+        }
+    }
+}
+
+impl TryFrom<noco_proto::v1::Role> for Role {
+    type Error = CertError;
+    fn try_from(r: noco_proto::v1::Role) -> Result<Self, CertError> {
+        match r {
+            noco_proto::v1::Role::Viewer => Ok(Role::Viewer),
+            noco_proto::v1::Role::Deployer => Ok(Role::Deployer),
+            noco_proto::v1::Role::Admin => Ok(Role::Admin),
+            noco_proto::v1::Role::Unspecified => Err(CertError::NoIdentity(
+                "no role given (expected admin, deployer or viewer)".into(),
+            )),
+        }
+    }
+}
+
 /// Who a certificate speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {

@@ -7,12 +7,16 @@ use noco_certs::credential::Credential;
 use noco_certs::dial::{self, ServerAddr};
 use noco_certs::token::Token;
 use noco_certs::{PeerCert, csr, sha256_hex, tls};
+use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
-use serde_json::json;
 
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, ago_ms, errln, outln, rfc3339_ms};
+use crate::output::{self, Format, errln, outln};
+use crate::view::audit::AuditView;
+use crate::view::host::{HostView, JoinTokenView};
+use crate::view::operator::{LoginTokenView, LoginView, OperatorView, WhoAmIView};
+use crate::view::signing::SigningKeyView;
 use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, rollout, stack, status};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
@@ -47,19 +51,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("whoami", s))?
                 .into_inner();
+            let me = WhoAmIView::new(&r, &cred.server);
             match out {
-                Format::Json => output::json(&json!({
-                    "name": r.name, "id": r.operator_id, "role": r.role, "server": cred.server,
-                    "cert_not_after": rfc3339_ms(r.cert_not_after_unix_ms), "server_version": r.server_version,
-                })),
-                Format::Table => outln!(
-                    "{} ({}) on {} — certificate valid until {}, server {}",
-                    r.name,
-                    r.role,
-                    cred.server,
-                    rfc3339_ms(r.cert_not_after_unix_ms),
-                    r.server_version
-                ),
+                Format::Json => output::json(&me),
+                Format::Table => outln!("{}", me.line()),
             }
         }
         Command::Token(TokenCmd::Create {
@@ -77,15 +72,14 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("create token", s))?
                 .into_inner();
+            let token = JoinTokenView::from(&r);
             match out {
-                Format::Json => output::json(
-                    &json!({"token": r.token, "id": r.token_id, "expires": rfc3339_ms(r.expires_unix_ms)}),
-                ),
+                Format::Json => output::json(&token),
                 Format::Table => {
-                    outln!("{}", r.token);
+                    outln!("{}", token.token);
                     errln!(
                         "single-use, expires {}. On the host: noco-agent enroll --server {} --token <token>",
-                        rfc3339_ms(r.expires_unix_ms),
+                        token.expires,
                         cred.server
                     );
                 }
@@ -98,44 +92,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .map_err(|s| refused("list hosts", s))?
                 .into_inner()
                 .hosts;
-            match out {
-                Format::Json => {
-                    output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>()))
-                }
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = hosts
-                        .iter()
-                        .map(|h| {
-                            let f = h.facts.clone().unwrap_or_default();
-                            vec![
-                                h.name.clone(),
-                                h.id.clone(),
-                                labels_text(&h.labels),
-                                h.status.clone(),
-                                if h.status == "online" {
-                                    "now".into()
-                                } else {
-                                    ago_ms(h.last_seen_unix_ms)
-                                },
-                                f.agent_version,
-                                f.docker_version,
-                            ]
-                        })
-                        .collect();
-                    output::table(
-                        &[
-                            "NAME",
-                            "ID",
-                            "LABELS",
-                            "STATUS",
-                            "LAST-SEEN",
-                            "AGENT",
-                            "DOCKER",
-                        ],
-                        &rows,
-                    );
-                }
-            }
+            let hosts: Vec<HostView> = hosts.iter().map(HostView::from).collect();
+            output::list(out, &hosts);
         }
         Command::Host(HostCmd::Label { host, changes }) => {
             let (set, remove) = parse_label_changes(&changes)?;
@@ -148,9 +106,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("label host", s))?
                 .into_inner();
+            let h = HostView::from(&h);
             match out {
-                Format::Json => output::json(&host_json(&h)),
-                Format::Table => outln!("{}: {}", h.name, labels_text(&h.labels)),
+                Format::Json => output::json(&h),
+                Format::Table => outln!("{}: {}", h.name, h.labels_text()),
             }
         }
         Command::Host(HostCmd::Revoke { host }) => {
@@ -159,8 +118,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("revoke host", s))?
                 .into_inner();
+            let h = HostView::from(&h);
             match out {
-                Format::Json => output::json(&host_json(&h)),
+                Format::Json => output::json(&h),
                 Format::Table => outln!(
                     "revoked host {} ({}): its session is cut and it can no longer connect",
                     h.name,
@@ -172,27 +132,27 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             let r = ctl
                 .add_operator(pb::AddOperatorRequest {
                     name,
-                    role,
+                    role: role.into(),
                     ttl_seconds: ttl.as_secs().max(1),
                     reissue: false,
                 })
                 .await
                 .map_err(|s| refused("add operator", s))?
                 .into_inner();
-            print_login_token(&r, &cred, out);
+            print_login_token(&LoginTokenView::from(&r), &cred, out);
         }
         Command::Operator(OperatorCmd::Token { name, ttl }) => {
             let r = ctl
                 .add_operator(pb::AddOperatorRequest {
                     name,
-                    role: String::new(),
+                    role: pb::Role::Unspecified.into(),
                     ttl_seconds: ttl.as_secs().max(1),
                     reissue: true,
                 })
                 .await
                 .map_err(|s| refused("new login token", s))?
                 .into_inner();
-            print_login_token(&r, &cred, out);
+            print_login_token(&LoginTokenView::from(&r), &cred, out);
         }
         Command::Operator(OperatorCmd::Ls) => {
             let ops = ctl
@@ -201,26 +161,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .map_err(|s| refused("list operators", s))?
                 .into_inner()
                 .operators;
-            match out {
-                Format::Json => {
-                    output::json(&json!(ops.iter().map(operator_json).collect::<Vec<_>>()))
-                }
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = ops
-                        .iter()
-                        .map(|o| {
-                            vec![
-                                o.name.clone(),
-                                o.id.clone(),
-                                o.role.clone(),
-                                o.status.clone(),
-                                rfc3339_ms(o.created_unix_ms),
-                            ]
-                        })
-                        .collect();
-                    output::table(&["NAME", "ID", "ROLE", "STATUS", "CREATED"], &rows);
-                }
-            }
+            let ops: Vec<OperatorView> = ops.iter().map(OperatorView::from).collect();
+            output::list(out, &ops);
         }
         Command::Operator(OperatorCmd::Revoke { name }) => {
             let o = ctl
@@ -228,8 +170,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("revoke operator", s))?
                 .into_inner();
+            let o = OperatorView::from(&o);
             match out {
-                Format::Json => output::json(&operator_json(&o)),
+                Format::Json => output::json(&o),
                 Format::Table => outln!("revoked operator {} ({})", o.name, o.id),
             }
         }
@@ -239,15 +182,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .await
                 .map_err(|s| refused("rotate the signing key", s))?
                 .into_inner();
+            let key = SigningKeyView::from(&r);
             match out {
-                Format::Json => {
-                    output::json(&json!({"key_id": r.key_id, "trusted_key_ids": r.trusted_key_ids}))
-                }
-                Format::Table => outln!(
-                    "signing with key {} now; agents trust {} (they reconnect once to take it)",
-                    r.key_id,
-                    r.trusted_key_ids.join(", ")
-                ),
+                Format::Json => output::json(&key),
+                Format::Table => outln!("{}", key.line()),
             }
         }
         Command::Audit { limit } => {
@@ -257,19 +195,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .map_err(|s| refused("read audit log", s))?
                 .into_inner()
                 .records;
-            match out {
-                Format::Json => output::json(&json!(records
-                    .iter()
-                    .map(|r| json!({"time": rfc3339_ms(r.time_unix_ms), "time_unix_ms": r.time_unix_ms, "caller": r.caller, "action": r.action, "target": r.target, "result": r.result}))
-                    .collect::<Vec<_>>())),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = records
-                        .iter()
-                        .map(|r| vec![rfc3339_ms(r.time_unix_ms), r.caller.clone(), r.action.clone(), r.target.clone(), r.result.clone()])
-                        .collect();
-                    output::table(&["TIME", "CALLER", "ACTION", "TARGET", "RESULT"], &rows);
-                }
-            }
+            let records: Vec<AuditView> = records.iter().map(AuditView::from).collect();
+            output::list(out, &records);
         }
     }
     Ok(())
@@ -320,75 +247,57 @@ async fn login(
         ));
     }
     PeerCert::from_pem(&r.cert_pem).map_err(CtlError::local)?;
+    let login = LoginView::new(&r, path);
     let cred = Credential {
         server: addr.url(),
-        name: r.name.clone(),
-        id: r.operator_id.clone(),
-        role: r.role.clone(),
+        name: r.name,
+        id: r.operator_id,
+        // As `noco_certs` writes it on renewal; none (as before enums) if the server sent none.
+        role: noco_certs::Role::try_from(login.role)
+            .map(|role| role.to_string())
+            .unwrap_or_default(),
         ca_pem: r.ca_pem,
         cert_pem: r.cert_pem,
         key_pem: request.key_pem,
     };
     cred.save(path).map_err(CtlError::local)?;
     match out {
-        Format::Json => output::json(
-            &json!({"name": r.name, "id": r.operator_id, "role": r.role, "config": path.display().to_string()}),
-        ),
-        Format::Table => outln!(
-            "logged in as {} ({}); credential written to {}",
-            r.name,
-            r.role,
-            path.display()
-        ),
+        Format::Json => output::json(&login),
+        Format::Table => outln!("{}", login.line()),
     }
     Ok(())
 }
 
-fn print_login_token(r: &pb::AddOperatorResponse, cred: &Credential, out: Format) {
-    let op = r.operator.clone().unwrap_or_default();
+fn print_login_token(token: &LoginTokenView, cred: &Credential, out: Format) {
     match out {
-        Format::Json => output::json(&json!({
-            "operator": operator_json(&op), "login_token": r.login_token, "expires": rfc3339_ms(r.expires_unix_ms),
-        })),
+        Format::Json => output::json(token),
         Format::Table => {
-            outln!("{}", r.login_token);
+            outln!("{}", token.login_token);
             errln!(
                 "one-time login token for {} ({}), expires {}. They run:\n  nococtl login --server {} --token <token>",
-                op.name,
-                op.role,
-                rfc3339_ms(r.expires_unix_ms),
+                token.operator.name,
+                token.operator.role,
+                token.expires,
                 cred.server
             );
         }
     }
 }
 
-fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
-    let sorted: BTreeMap<_, _> = labels.iter().collect();
-    let text: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if text.is_empty() {
-        "-".into()
-    } else {
-        text.join(",")
-    }
-}
-
-fn host_json(h: &pb::Host) -> serde_json::Value {
-    let f = h.facts.clone().unwrap_or_default();
-    json!({
-        "name": h.name, "id": h.id, "labels": h.labels.iter().collect::<BTreeMap<_, _>>(), "status": h.status,
-        "last_seen": rfc3339_ms(h.last_seen_unix_ms), "last_seen_unix_ms": h.last_seen_unix_ms,
-        "connected_since_unix_ms": h.connected_since_unix_ms, "enrolled_unix_ms": h.enrolled_unix_ms,
-        "cert_not_after_unix_ms": h.cert_not_after_unix_ms,
-        "facts": {
-            "hostname": f.hostname, "os": f.os, "kernel": f.kernel, "arch": f.arch,
-            "docker_version": f.docker_version, "agent_version": f.agent_version,
-        },
+/// `--role`: `admin`, `deployer` or `viewer`.
+pub fn parse_role(text: &str) -> Result<pb::Role, String> {
+    pb::Role::parse_text(text).ok_or_else(|| {
+        // Every role the protocol defines, in order (0 is unspecified).
+        let roles: Vec<&str> = (1..)
+            .map_while(|n| pb::Role::try_from(n).ok())
+            .map(|r| r.text())
+            .collect();
+        let (last, rest) = roles.split_last().unwrap_or((&"", &[]));
+        format!(
+            "{text:?} is not a role: expected {} or {last}",
+            rest.join(", ")
+        )
     })
-}
-
-fn operator_json(o: &pb::Operator) -> serde_json::Value {
-    json!({"name": o.name, "id": o.id, "role": o.role, "status": o.status, "created": rfc3339_ms(o.created_unix_ms)})
 }
 
 /// `k=v,k=v` into a map; an empty string is no labels.
@@ -437,5 +346,16 @@ mod tests {
         assert_eq!(labels.len(), 2);
         assert!(parse_labels("").unwrap().is_empty());
         assert!(parse_labels("oops").is_err());
+    }
+
+    #[test]
+    fn roles_parse_from_their_text_and_an_unknown_one_names_the_valid_ones() {
+        assert_eq!(parse_role("deployer"), Ok(pb::Role::Deployer));
+        assert_eq!(parse_role("Admin"), Ok(pb::Role::Admin));
+        assert_eq!(
+            parse_role("root"),
+            Err("\"root\" is not a role: expected viewer, deployer or admin".to_string())
+        );
+        assert!(parse_role("unspecified").is_err());
     }
 }

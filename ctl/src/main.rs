@@ -12,6 +12,7 @@ mod output;
 mod rollout;
 mod stack;
 mod status;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -294,8 +295,8 @@ pub enum OperatorCmd {
     Add {
         name: String,
         /// admin, deployer or viewer.
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_parser = commands::parse_role)]
+        role: noco_proto::v1::Role,
         /// How long the login token is valid.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,

@@ -3,6 +3,9 @@
 //! the reader of stdout has gone away, `nococtl audit | head -1`). A closed stdout ends nococtl
 //! at once with exit 0, as `head`'s writer expects; another write error is a local problem
 //! (exit 2). Lines for stderr go through [`errln!`], which never fails.
+//!
+//! What is shown comes from the views of [`crate::view`]: `-o json` serializes them, tables
+//! take their cells ([`Listed`]).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -57,6 +60,34 @@ pub enum Format {
     Json,
 }
 
+/// A thing shown as one row of a table, under [`Listed::HEADER`]. The views of [`crate::view`]
+/// are also what `-o json` shows of them ([`list`]).
+pub trait Listed {
+    /// The column names, one per cell.
+    const HEADER: &'static [&'static str];
+    fn cells(&self) -> Vec<String>;
+}
+
+impl<T: Listed> Listed for &T {
+    const HEADER: &'static [&'static str] = T::HEADER;
+    fn cells(&self) -> Vec<String> {
+        (*self).cells()
+    }
+}
+
+/// Things as a JSON array, or as a table with their header.
+pub fn list<T: Listed + serde::Serialize>(format: Format, items: &[T]) {
+    match format {
+        Format::Json => json(items),
+        Format::Table => listed_table(items),
+    }
+}
+
+/// Things as a table with their header.
+pub fn listed_table<T: Listed>(items: &[T]) {
+    table(T::HEADER, &items.iter().map(T::cells).collect::<Vec<_>>());
+}
+
 /// Print rows under a header, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -86,11 +117,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn json(value: &serde_json::Value) {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
-    );
+/// A view as pretty JSON. It goes through `serde_json::Value`, whose objects keep their keys
+/// sorted, so every object prints its keys in alphabetical order.
+pub fn json<T: serde::Serialize + ?Sized>(view: &T) {
+    let text = serde_json::to_value(view).and_then(|v| serde_json::to_string_pretty(&v));
+    outln!("{}", text.unwrap_or_else(|_| "null".to_string()));
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -117,6 +148,26 @@ pub fn ago_ms(ms: i64) -> String {
         7200..=172_799 => format!("{}h ago", secs / 3600),
         _ => format!("{}d ago", secs / 86_400),
     }
+}
+
+/// `-` for an empty cell.
+pub fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// One line of at most `max` characters, `…` at the end when it was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// A revision for tables: `sha256:<hex>` shortened to its first 12 hex digits; `-` when empty.

@@ -7,12 +7,13 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
-use serde_json::{Value, json};
 
 use crate::client;
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, errln, out, outln, rfc3339_ms, short_revision};
+use crate::output::{self, Format, Listed, errln, out, outln, short_revision, truncate};
+use crate::view::status::{HostStatusView, StackReportView};
 
 /// How long the ERROR column may be in the table.
 const ERROR_WIDTH: usize = 80;
@@ -41,7 +42,7 @@ pub enum State {
     /// An online host with nothing assigned or reported.
     Idle,
     /// A state this nococtl does not know.
-    Other(String),
+    Other(&'static str),
 }
 
 impl State {
@@ -73,11 +74,11 @@ pub enum Outcome {
     Ignored,
 }
 
-/// One line of the table: one stack on one host.
+/// One line of the table: one stack on one host, read from the host's [`HostStatusView`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub host: String,
-    pub status: String,
+    pub status: pb::Presence,
     /// `-` for a host with no stacks.
     pub stack: String,
     /// The revision the server assigns (empty: none, the stack is being removed).
@@ -96,7 +97,7 @@ pub struct Row {
 
 impl Row {
     pub fn outcome(&self) -> Outcome {
-        if self.status != "online" {
+        if self.status != pb::Presence::Online {
             return Outcome::Ignored;
         }
         match self.state {
@@ -131,11 +132,17 @@ impl Row {
             )
         }
     }
+}
+
+impl Listed for Row {
+    const HEADER: &'static [&'static str] = &[
+        "HOST", "STATUS", "STACK", "REVISION", "STATE", "SERVICES", "ERROR",
+    ];
 
     fn cells(&self) -> Vec<String> {
         vec![
             self.host.clone(),
-            self.status.clone(),
+            self.status.to_string(),
             self.stack.clone(),
             self.revision_text(),
             self.state_text(),
@@ -149,15 +156,11 @@ impl Row {
     }
 }
 
-const HEADER: [&str; 7] = [
-    "HOST", "STATUS", "STACK", "REVISION", "STATE", "SERVICES", "ERROR",
-];
-
 /// The rows of one host: one per assigned stack, one per reported stack no longer assigned,
 /// or a single `-` row for a host with neither (left out when `only` names a stack).
-pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
+pub fn host_rows(h: &HostStatusView, only: Option<&str>) -> Vec<Row> {
     let wanted = |name: &str| only.is_none_or(|o| o == name);
-    let reported: BTreeMap<&str, &pb::StackReport> = h
+    let reported: BTreeMap<&str, &StackReportView> = h
         .reported
         .iter()
         .filter(|r| wanted(&r.name))
@@ -168,7 +171,7 @@ pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
     // The agent refused the newest state the server sent: stacks not yet at their assigned
     // revision will not get there.
     let newest_refused = host_refused && h.desired_generation > h.applied_generation;
-    let row = |stack: &str, assigned: &str, report: Option<&&pb::StackReport>, state: State| {
+    let row = |stack: &str, assigned: &str, report: Option<&&StackReportView>, state: State| {
         let error = match (&state, report) {
             (State::Failed | State::Refused, Some(r)) if !r.error.is_empty() => r.error.clone(),
             _ if host_refused => format!("state refused: {}", h.refused),
@@ -176,21 +179,21 @@ pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
         };
         Row {
             host: h.host.clone(),
-            status: h.status.clone(),
+            status: h.status,
             stack: stack.to_string(),
             assigned: assigned.to_string(),
             reported: report.map(|r| r.revision.clone()).unwrap_or_default(),
             refused_other: host_refused && state != State::Refused,
             state,
             stale: h.stale,
-            services: report.map_or_else(|| "-".to_string(), |r| services_text(r)),
+            services: report.map_or_else(|| "-".to_string(), |r| r.services_text()),
             error,
         }
     };
-    let offline = match h.status.as_str() {
-        "online" => None,
-        "revoked" => Some(State::Revoked),
-        _ => Some(State::Offline),
+    let offline = match h.status {
+        pb::Presence::Online => None,
+        pb::Presence::Revoked => Some(State::Revoked),
+        pb::Presence::Offline | pb::Presence::Unspecified => Some(State::Offline),
     };
     for a in h.assigned.iter().filter(|a| wanted(&a.name)) {
         let report = reported.get(a.name.as_str());
@@ -216,45 +219,38 @@ pub fn host_rows(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
 }
 
 /// A reported stack at the assigned revision: its state, and for converged ones its health.
-fn reported_state(r: &pb::StackReport) -> State {
-    match r.state.as_str() {
-        "converged" => {
-            if noco_proto::health::stack_healthy(r) {
+fn reported_state(r: &StackReportView) -> State {
+    match r.state {
+        pb::ApplyState::Converged => {
+            if r.healthy {
                 State::Healthy
-            } else if r.services.iter().any(|s| s.health == "unhealthy") {
+            } else if r.services.iter().any(|s| s.health == pb::Health::Unhealthy) {
                 State::Unhealthy
             } else {
                 State::Starting
             }
         }
-        "applying" => State::Applying,
-        "failed" => State::Failed,
-        "refused" => State::Refused,
-        other => State::Other(other.to_string()),
+        pb::ApplyState::Applying => State::Applying,
+        pb::ApplyState::Failed => State::Failed,
+        pb::ApplyState::Refused => State::Refused,
+        pb::ApplyState::Unspecified => State::Other(r.state.text()),
     }
 }
 
-fn services_text(r: &pb::StackReport) -> String {
-    let ready = r
-        .services
-        .iter()
-        .filter(|s| noco_proto::health::service_ready(s))
-        .count();
-    format!("{ready}/{}", r.services.len())
+fn views(r: pb::StatusResponse) -> Vec<HostStatusView> {
+    r.hosts.iter().map(HostStatusView::from).collect()
 }
 
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    let one_line = text.replace('\n', " ");
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-fn all_rows(hosts: &[pb::HostStatus], only: Option<&str>) -> Vec<Row> {
+fn all_rows(hosts: &[HostStatusView], only: Option<&str>) -> Vec<Row> {
     hosts.iter().flat_map(|h| host_rows(h, only)).collect()
+}
+
+fn print_table(rows: &[Row], only: Option<&str>) {
+    if rows.is_empty() {
+        outln!("{}", nothing_text(only));
+    } else {
+        output::listed_table(rows);
+    }
 }
 
 pub async fn run(
@@ -271,22 +267,15 @@ pub async fn run(
     };
     let only = stack.as_deref();
     if !watch {
-        let hosts = ctl
-            .status(request)
-            .await
-            .map_err(|s| refused("status", s))?
-            .into_inner()
-            .hosts;
+        let hosts = views(
+            ctl.status(request)
+                .await
+                .map_err(|s| refused("status", s))?
+                .into_inner(),
+        );
         match out {
-            Format::Json => output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>())),
-            Format::Table => {
-                let rows = all_rows(&hosts, only);
-                if rows.is_empty() {
-                    outln!("{}", nothing_text(only));
-                } else {
-                    output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
-                }
-            }
+            Format::Json => output::json(&hosts),
+            Format::Table => print_table(&all_rows(&hosts, only), only),
         }
         return Ok(());
     }
@@ -294,12 +283,12 @@ pub async fn run(
     let started = tokio::time::Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut last: Option<Vec<pb::HostStatus>> = None;
+    let mut last: Option<Vec<HostStatusView>> = None;
     loop {
         let call = tokio::time::timeout(CALL_TIMEOUT, ctl.status(request.clone())).await;
         let problem = match call {
             Ok(Ok(r)) => {
-                last = Some(r.into_inner().hosts);
+                last = Some(views(r.into_inner()));
                 None
             }
             Ok(Err(s)) if last.is_none() => return Err(refused("status", s)),
@@ -316,11 +305,7 @@ pub async fn run(
         if out == Format::Table {
             if tty {
                 out!("\x1b[H\x1b[2J");
-                if rows.is_empty() {
-                    outln!("{}", nothing_text(only));
-                } else {
-                    output::table(&HEADER, &rows.iter().map(Row::cells).collect::<Vec<_>>());
-                }
+                print_table(&rows, only);
                 outln!(
                     "\n{} — {} elapsed of {}",
                     verdict.summary(),
@@ -336,7 +321,7 @@ pub async fn run(
         }
         let finish = |result: Result<(), CtlError>| {
             if out == Format::Json {
-                output::json(&json!(hosts.iter().map(host_json).collect::<Vec<_>>()));
+                output::json(&hosts);
             }
             result
         };
@@ -468,33 +453,16 @@ fn nothing_text(only: Option<&str>) -> String {
     }
 }
 
-/// HostStatus as JSON, every field as the server sent it.
-fn host_json(h: &pb::HostStatus) -> Value {
-    json!({
-        "host": h.host, "host_id": h.host_id, "status": h.status,
-        "desired_generation": h.desired_generation, "applied_generation": h.applied_generation,
-        "stale": h.stale, "refused": h.refused,
-        "assigned": h.assigned.iter().map(|a| json!({"name": a.name, "revision": a.revision})).collect::<Vec<_>>(),
-        "reported": h.reported.iter().map(|r| json!({
-            "name": r.name, "revision": r.revision, "state": r.state, "error": r.error,
-            "applied_unix_ms": r.applied_unix_ms, "applied": rfc3339_ms(r.applied_unix_ms),
-            "services": r.services.iter().map(|s| json!({
-                "name": s.name, "running": s.running, "desired": s.desired, "health": s.health,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "reported_unix_ms": h.reported_unix_ms, "reported_at": rfc3339_ms(h.reported_unix_ms),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pb::{ApplyState, Health, Presence};
 
     const R1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const R2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn host(
-        status: &str,
+        status: Presence,
         assigned: &[(&str, &str)],
         reported: Vec<pb::StackReport>,
     ) -> pb::HostStatus {
@@ -519,8 +487,8 @@ mod tests {
     fn report(
         name: &str,
         revision: &str,
-        state: &str,
-        services: &[(u32, u32, &str)],
+        state: ApplyState,
+        services: &[(u32, u32, Health)],
     ) -> pb::StackReport {
         pb::StackReport {
             name: name.into(),
@@ -533,15 +501,19 @@ mod tests {
                     name: format!("s{i}"),
                     running: *running,
                     desired: *desired,
-                    health: health.to_string(),
+                    health: (*health).into(),
                 })
                 .collect(),
             ..Default::default()
         }
     }
 
+    fn rows_of(h: &pb::HostStatus, only: Option<&str>) -> Vec<Row> {
+        host_rows(&HostStatusView::from(h), only)
+    }
+
     fn only_row(h: &pb::HostStatus) -> Row {
-        let rows = host_rows(h, None);
+        let rows = rows_of(h, None);
         assert_eq!(rows.len(), 1, "{rows:?}");
         rows[0].clone()
     }
@@ -549,13 +521,13 @@ mod tests {
     #[test]
     fn converged_with_every_service_running_and_healthy_is_healthy_and_done() {
         let h = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
             vec![report(
                 "shop",
                 R1,
-                "converged",
-                &[(2, 2, "healthy"), (1, 1, "none")],
+                ApplyState::Converged,
+                &[(2, 2, Health::Healthy), (1, 1, Health::None)],
             )],
         );
         let r = only_row(&h);
@@ -568,15 +540,20 @@ mod tests {
     #[test]
     fn a_host_reporting_an_older_revision_is_pending() {
         let h = host(
-            "online",
+            Presence::Online,
             &[("shop", R2)],
-            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
         );
         let r = only_row(&h);
         assert_eq!(r.state, State::Pending);
         assert_eq!(r.revision_text(), "111111111111→222222222222");
         assert_eq!(r.outcome(), Outcome::Waiting);
-        let not_reported = only_row(&host("online", &[("shop", R2)], vec![]));
+        let not_reported = only_row(&host(Presence::Online, &[("shop", R2)], vec![]));
         assert_eq!(not_reported.state, State::Pending);
         assert_eq!(not_reported.services, "-");
     }
@@ -586,9 +563,14 @@ mod tests {
     #[test]
     fn a_service_with_no_reported_health_is_not_healthy() {
         let h = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Unspecified)],
+            )],
         );
         assert_eq!(only_row(&h).state, State::Starting);
         assert_eq!(only_row(&h).services, "0/1");
@@ -597,21 +579,26 @@ mod tests {
     #[test]
     fn converged_but_not_all_ready_is_starting_or_unhealthy() {
         let starting = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
             vec![report(
                 "shop",
                 R1,
-                "converged",
-                &[(1, 2, "healthy"), (1, 1, "starting")],
+                ApplyState::Converged,
+                &[(1, 2, Health::Healthy), (1, 1, Health::Starting)],
             )],
         );
         assert_eq!(only_row(&starting).state, State::Starting);
         assert_eq!(only_row(&starting).services, "0/2");
         let unhealthy = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "unhealthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Unhealthy)],
+            )],
         );
         assert_eq!(only_row(&unhealthy).state, State::Unhealthy);
         assert_eq!(only_row(&unhealthy).outcome(), Outcome::Waiting);
@@ -619,16 +606,16 @@ mod tests {
 
     #[test]
     fn failed_and_policy_refused_stacks_show_their_error_and_fail_the_watch() {
-        let mut failed = report("shop", R1, "failed", &[(0, 1, "none")]);
+        let mut failed = report("shop", R1, ApplyState::Failed, &[(0, 1, Health::None)]);
         failed.error = "service web: pull nginx:nope: not found".into();
-        let r = only_row(&host("online", &[("shop", R1)], vec![failed]));
+        let r = only_row(&host(Presence::Online, &[("shop", R1)], vec![failed]));
         assert_eq!(r.state, State::Failed);
         assert_eq!(r.error, "service web: pull nginx:nope: not found");
         assert_eq!(r.outcome(), Outcome::Failed);
 
-        let mut refused = report("shop", R1, "refused", &[]);
+        let mut refused = report("shop", R1, ApplyState::Refused, &[]);
         refused.error = "service web: privileged containers are not allowed on this host".into();
-        let r = only_row(&host("online", &[("shop", R1)], vec![refused]));
+        let r = only_row(&host(Presence::Online, &[("shop", R1)], vec![refused]));
         assert_eq!(r.state, State::Refused);
         assert_eq!(r.state_text(), "refused");
         assert_eq!(r.outcome(), Outcome::Failed);
@@ -637,9 +624,9 @@ mod tests {
     #[test]
     fn a_refused_newest_state_makes_pending_stacks_refused_with_the_reason() {
         let mut h = host(
-            "online",
+            Presence::Online,
             &[("shop", R2)],
-            vec![report("shop", R1, "converged", &[])],
+            vec![report("shop", R1, ApplyState::Converged, &[])],
         );
         h.desired_generation = 5;
         h.refused = "signature does not verify".into();
@@ -652,9 +639,14 @@ mod tests {
     #[test]
     fn a_refused_replay_leaves_a_healthy_stack_healthy_but_flagged() {
         let mut h = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
         );
         h.refused = "generation 2 is older than the accepted 4".into();
         let r = only_row(&h);
@@ -667,9 +659,14 @@ mod tests {
     #[test]
     fn a_stale_host_shows_stale_and_is_still_waited_for() {
         let mut h = host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
         );
         h.stale = true;
         let r = only_row(&h);
@@ -680,20 +677,29 @@ mod tests {
     #[test]
     fn offline_hosts_show_offline_and_are_not_waited_for() {
         let h = host(
-            "offline",
+            Presence::Offline,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
         );
         let r = only_row(&h);
         assert_eq!(r.state, State::Offline);
         assert_eq!(r.outcome(), Outcome::Ignored);
-        let idle = only_row(&host("offline", &[], vec![]));
+        let idle = only_row(&host(Presence::Offline, &[], vec![]));
         assert_eq!((idle.stack.as_str(), idle.state), ("-", State::Offline));
     }
 
     #[test]
     fn a_reported_stack_no_longer_assigned_is_being_removed() {
-        let h = host("online", &[], vec![report("old", R1, "converged", &[])]);
+        let h = host(
+            Presence::Online,
+            &[],
+            vec![report("old", R1, ApplyState::Converged, &[])],
+        );
         let r = only_row(&h);
         assert_eq!(r.state, State::Removing);
         assert_eq!(r.revision_text(), "111111111111→-");
@@ -703,29 +709,37 @@ mod tests {
     #[test]
     fn a_stack_filter_keeps_only_that_stack_and_drops_hosts_without_it() {
         let h = host(
-            "online",
+            Presence::Online,
             &[("shop", R1), ("blog", R2)],
             vec![
-                report("shop", R1, "converged", &[]),
-                report("blog", R2, "applying", &[]),
+                report("shop", R1, ApplyState::Converged, &[]),
+                report("blog", R2, ApplyState::Applying, &[]),
             ],
         );
-        let rows = host_rows(&h, Some("blog"));
+        let rows = rows_of(&h, Some("blog"));
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].state, State::Applying);
-        assert!(host_rows(&host("online", &[], vec![]), Some("blog")).is_empty());
-        assert_eq!(only_row(&host("online", &[], vec![])).state, State::Idle);
+        assert!(rows_of(&host(Presence::Online, &[], vec![]), Some("blog")).is_empty());
+        assert_eq!(
+            only_row(&host(Presence::Online, &[], vec![])).state,
+            State::Idle
+        );
     }
 
     #[test]
     fn the_watch_verdict_counts_done_waiting_and_failed() {
         let healthy = only_row(&host(
-            "online",
+            Presence::Online,
             &[("shop", R1)],
-            vec![report("shop", R1, "converged", &[(1, 1, "healthy")])],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
         ));
-        let pending = only_row(&host("online", &[("shop", R2)], vec![]));
-        let offline = only_row(&host("offline", &[("shop", R2)], vec![]));
+        let pending = only_row(&host(Presence::Online, &[("shop", R2)], vec![]));
+        let offline = only_row(&host(Presence::Offline, &[("shop", R2)], vec![]));
         let rows = vec![healthy.clone(), pending, offline];
         let v = verdict(&rows);
         assert_eq!((v.done, v.waiting.len(), v.failed.len()), (1, 1, 0));

@@ -542,7 +542,9 @@ async fn run_real(
             Ok(hosts) => {
                 let online = hosts
                     .iter()
-                    .filter(|h| names.contains(&h.name) && h.status == "online")
+                    .filter(|h| {
+                        names.contains(&h.name) && h.status() == noco_proto::v1::Presence::Online
+                    })
                     .count();
                 if online == n {
                     println!("{n} agents online after {}", fmt_s(start.elapsed()));
@@ -637,7 +639,9 @@ async fn real_change(
             .iter()
             .filter(|h| {
                 h.reported.iter().any(|s| {
-                    s.name == REAL_STACK && s.revision == revision && s.state == "converged"
+                    s.name == REAL_STACK
+                        && s.revision == revision
+                        && s.state() == noco_proto::v1::ApplyState::Converged
                 })
             })
             .count();

@@ -255,7 +255,9 @@ async fn wait_converged(control: &mut Control, revision: &str, n: usize) -> anyh
             .filter(|h| {
                 h.assigned.iter().any(|s| s.revision == revision)
                     && h.reported.iter().any(|s| {
-                        s.name == STACK && s.revision == revision && s.state == "converged"
+                        s.name == STACK
+                            && s.revision == revision
+                            && s.state() == noco_proto::v1::ApplyState::Converged
                     })
             })
             .count();
@@ -402,7 +404,7 @@ async fn one_rollout(
             Ok(Err(status)) => bail!("GetRollout: {}", status_text(&status)),
             Err(_) => bail!("GetRollout did not answer within {CALL_TIMEOUT:?}"),
         };
-        match info.phase.as_str() {
+        match info.phase().to_string().as_str() {
             "succeeded" => break (info, start.elapsed(), unix_ms()),
             "running" | "rolling_back" | "paused" => {}
             _ => bail!("{}", not_succeeded(&info)),
@@ -587,7 +589,7 @@ impl Agents {
                                     name: "app".to_string(),
                                     running: 1,
                                     desired: 1,
-                                    health: "none".to_string(),
+                                    health: noco_proto::v1::Health::None.into(),
                                 }],
                                 ..converged(&s.name, &s.revision, now)
                             })

@@ -155,7 +155,10 @@ async fn wait_status(
     let deadline = Instant::now() + STATUS_TIMEOUT;
     loop {
         let hosts = list_hosts(control).await?;
-        if hosts.iter().any(|h| h.name == name && h.status == status) {
+        if hosts
+            .iter()
+            .any(|h| h.name == name && h.status().to_string() == status)
+        {
             return Ok(Instant::now());
         }
         if let Some(exit) = agent.as_deref_mut().and_then(Proc::try_exit) {
@@ -381,7 +384,9 @@ async fn count_online(control: &mut Control) -> anyhow::Result<usize> {
     let hosts = list_hosts(control).await?;
     Ok(hosts
         .iter()
-        .filter(|h| h.name.starts_with(SIM_PREFIX) && h.status == "online")
+        .filter(|h| {
+            h.name.starts_with(SIM_PREFIX) && h.status() == noco_proto::v1::Presence::Online
+        })
         .count())
 }
 

@@ -1,6 +1,6 @@
-//! noco-proto: the generated tonic/prost code for `proto/noco.proto`, and the two rules of the
-//! contract every part reads the same way: the size limits ([`limits`]) and when a stack counts
-//! as healthy ([`health`]).
+//! noco-proto: the generated tonic/prost code for `proto/noco.proto`, and the rules of the
+//! contract every part reads the same way: the size limits ([`limits`]), when a stack counts as
+//! healthy ([`health`]) and how enumerations read as text ([`text`]).
 
 /// Version 1 of the noco protocol.
 #[allow(clippy::all, clippy::pedantic)]
@@ -10,3 +10,6 @@ pub mod v1 {
 
 pub mod health;
 pub mod limits;
+pub mod text;
+
+pub use text::Enumeration;

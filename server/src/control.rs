@@ -142,14 +142,12 @@ impl ControlSvc {
                     "operator {:?} exists ({}, {}): use `nococtl operator token {}` for a new login token",
                     op.name,
                     op.role,
-                    wire::operator_status(op.status),
+                    noco_proto::Enumeration::text(wire::operator_status(op.status)),
                     op.name
                 )));
             }
             (None, false) => {
-                let role: Role = req
-                    .role
-                    .parse()
+                let role = Role::try_from(req.role())
                     .map_err(|e: noco_certs::CertError| Error::Invalid(e.to_string()))?;
                 let op = OperatorRecord {
                     id: random_hex::<8>(),
@@ -278,7 +276,7 @@ impl pb::control_server::Control for ControlSvc {
         Ok(Response::new(pb::WhoAmIResponse {
             operator_id: operator_id.clone(),
             name: caller.peer.common_name.clone(),
-            role: role.to_string(),
+            role: pb::Role::from(*role).into(),
             cert_not_after_unix_ms: crate::clock::to_ms(caller.peer.not_after),
             server_version: env!("CARGO_PKG_VERSION").to_string(),
         }))
@@ -351,7 +349,11 @@ impl pb::control_server::Control for ControlSvc {
         let target = if req.reissue {
             format!("{} (new login token)", req.name)
         } else {
-            format!("{} as {}", req.name, req.role)
+            format!(
+                "{} as {}",
+                req.name,
+                noco_proto::Enumeration::text(req.role())
+            )
         };
         let outcome = self.add_operator(&caller, req).await;
         self.audited(&caller, "operator.add", &target, outcome)

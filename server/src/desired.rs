@@ -147,6 +147,27 @@ pub fn human(bytes: usize) -> String {
     }
 }
 
+/// What the server last issued to a host, kept in memory so that deciding whether a host's
+/// state must change reads no state back from the store (filled from it on first use).
+#[derive(Debug, Clone)]
+struct Issued {
+    generation: u64,
+    key_id: String,
+    expires_ms: i64,
+    stacks: Vec<(String, String)>,
+}
+
+/// How long each part of issuing took, for the log (and the delivery benchmark).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IssueTimings {
+    pub hosts: usize,
+    pub issued: usize,
+    pub decide: Duration,
+    pub sign: Duration,
+    pub store: Duration,
+    pub push: Duration,
+}
+
 #[derive(Debug)]
 pub struct Desired {
     store: Arc<dyn Store>,
@@ -155,8 +176,15 @@ pub struct Desired {
     clock: Arc<dyn Clock>,
     state_ttl: Duration,
     /// Serializes issuing, so generations are issued in order and a key rotation never
-    /// interleaves with signing.
+    /// interleaves with signing. Guards `issued` too (its own mutex only satisfies `Sync`).
     lock: tokio::sync::Mutex<()>,
+    issued: std::sync::Mutex<HashMap<String, Issued>>,
+}
+
+/// A host's new state, decided but not yet signed.
+struct Pending<'a> {
+    host: &'a HostRecord,
+    state: pb::DesiredState,
 }
 
 impl Desired {
@@ -174,6 +202,7 @@ impl Desired {
             clock,
             state_ttl,
             lock: tokio::sync::Mutex::new(()),
+            issued: std::sync::Mutex::default(),
         }
     }
 
@@ -203,36 +232,86 @@ impl Desired {
         Ok(())
     }
 
-    /// Decide a host's state: `Ok(None)` keeps the stored one (same stacks, signed by the
-    /// current key, a third of its validity left, not behind the agent); otherwise a new state
-    /// with the next generation, signed (not yet stored).
+    /// What was last issued to a host: from memory, else from the store (once). Call under
+    /// the lock: only issuing may fill the memory.
+    async fn last_issued(&self, host_id: &str) -> Result<Option<Issued>> {
+        if let Some(i) = self.cached(host_id) {
+            return Ok(Some(i));
+        }
+        let issued = self.load_issued(host_id).await?;
+        if let Some(i) = &issued {
+            self.remember(host_id, i.clone());
+        }
+        Ok(issued)
+    }
+
+    /// What the store says was last issued to a host.
+    async fn load_issued(&self, host_id: &str) -> Result<Option<Issued>> {
+        // A crash between reserving a generation and storing its state leaves the generation
+        // ahead of the state: take the larger.
+        let generation = self
+            .store
+            .generation(host_id)
+            .await
+            .doing("reading generation")?;
+        let stored = self
+            .store
+            .state(host_id)
+            .await
+            .doing("reading desired state")?
+            .and_then(|b| decode(&b));
+        let issued = match stored {
+            Some((env, state)) => Issued {
+                generation: generation.max(state.generation),
+                key_id: env.key_id,
+                expires_ms: state.expires_unix_ms,
+                stacks: state
+                    .stacks
+                    .iter()
+                    .map(|s| (s.name.clone(), s.revision.clone()))
+                    .collect(),
+            },
+            None if generation == 0 => return Ok(None),
+            None => Issued {
+                generation,
+                key_id: String::new(),
+                expires_ms: 0,
+                stacks: Vec::new(),
+            },
+        };
+        Ok(Some(issued))
+    }
+
+    fn cached(&self, host_id: &str) -> Option<Issued> {
+        let map = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(host_id).cloned()
+    }
+
+    fn remember(&self, host_id: &str, issued: Issued) {
+        let mut map = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(host_id.to_string(), issued);
+    }
+
+    /// Decide a host's state: `Ok(None)` keeps the one issued (same stacks, signed by the
+    /// current key, a third of its validity left, not behind the agent); otherwise the next
+    /// state, not yet signed.
     async fn next_state(
         &self,
         host: &HostRecord,
         want: Vec<(String, String)>,
         agent_generation: u64,
+        key_id: &str,
         revisions: &mut Revisions,
-    ) -> Result<Option<(u64, pb::SignedState)>> {
+    ) -> Result<Option<pb::DesiredState>> {
         let now = self.clock.now_ms();
         let ttl_ms = self.state_ttl.as_millis() as i64;
-        let signer = self.keys.signer();
-        let stored = self
-            .store
-            .state(&host.id)
-            .await
-            .doing("reading desired state")?
-            .and_then(|b| decode(&b));
-        if let Some((env, state)) = &stored {
-            let have: Vec<(String, String)> = state
-                .stacks
-                .iter()
-                .map(|s| (s.name.clone(), s.revision.clone()))
-                .collect();
+        let last = self.last_issued(&host.id).await?;
+        if let Some(last) = &last {
             // A state signed by a key that has since been rotated out of signing is re-issued.
-            if have == want
-                && env.key_id == signer.key_id()
-                && state.expires_unix_ms - now > ttl_ms / 3
-                && state.generation >= agent_generation
+            if last.stacks == want
+                && last.key_id == key_id
+                && last.expires_ms - now > ttl_ms / 3
+                && last.generation >= agent_generation
             {
                 return Ok(None);
             }
@@ -245,21 +324,95 @@ impl Desired {
             tracing::error!(host = %host.name, "not issuing desired state: {e}");
             return Ok(None);
         }
-        let generation = self
-            .store
-            .generation(&host.id)
-            .await
-            .doing("reading generation")?
+        let generation = last
+            .map(|l| l.generation)
+            .unwrap_or(0)
             .max(agent_generation)
             + 1;
-        let state = pb::DesiredState {
+        Ok(Some(pb::DesiredState {
             host_id: host.id.clone(),
             generation,
             issued_unix_ms: now,
             expires_unix_ms: now + ttl_ms,
             stacks: want.iter().map(|(n, r)| revisions.get(n, r)).collect(),
-        };
-        Ok(Some((generation, noco_certs::state::sign(&signer, &state))))
+        }))
+    }
+
+    /// Sign states on every core (ed25519 is most of the cost of a large update).
+    async fn sign_all(
+        states: Vec<pb::DesiredState>,
+        signer: Arc<StateSigner>,
+    ) -> Result<Vec<pb::SignedState>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = states.len().div_ceil(workers).max(64);
+        let mut rest = states;
+        let mut tasks = Vec::new();
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunk.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let signer = signer.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                part.iter()
+                    .map(|s| noco_certs::state::sign(&signer, s))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.extend(
+                t.await
+                    .map_err(|e| Error::Internal(format!("a signing task failed: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Sign, store (one flush for all) and remember new states; returns them in order.
+    async fn issue(
+        &self,
+        pending: &[Pending<'_>],
+        timings: &mut IssueTimings,
+    ) -> Result<Vec<pb::SignedState>> {
+        let signer = self.keys.signer();
+        let started = std::time::Instant::now();
+        let signed = Self::sign_all(
+            pending.iter().map(|p| p.state.clone()).collect(),
+            signer.clone(),
+        )
+        .await?;
+        timings.sign = started.elapsed();
+        let started = std::time::Instant::now();
+        let records: Vec<IssuedState> = pending
+            .iter()
+            .zip(&signed)
+            .map(|(p, env)| IssuedState {
+                host_id: p.host.id.clone(),
+                generation: p.state.generation,
+                encoded: env.encode_to_vec(),
+            })
+            .collect();
+        self.store
+            .put_states(&records)
+            .await
+            .doing("storing desired states")?;
+        for p in pending {
+            self.remember(
+                &p.host.id,
+                Issued {
+                    generation: p.state.generation,
+                    key_id: signer.key_id(),
+                    expires_ms: p.state.expires_unix_ms,
+                    stacks: p
+                        .state
+                        .stacks
+                        .iter()
+                        .map(|s| (s.name.clone(), s.revision.clone()))
+                        .collect(),
+                },
+            );
+        }
+        timings.store = started.elapsed();
+        Ok(signed)
     }
 
     /// The host's current signed state for its new session; a new one (next generation,
@@ -275,8 +428,15 @@ impl Desired {
         let stacks = self.store.stacks().await.doing("reading stacks")?;
         let pins = pins(&*self.store, &stacks).await?;
         let want = assignment(&stacks, host, &pins);
+        let key_id = self.keys.signer().key_id();
         let next = self
-            .next_state(host, want, agent_generation, &mut Revisions::default())
+            .next_state(
+                host,
+                want,
+                agent_generation,
+                &key_id,
+                &mut Revisions::default(),
+            )
             .await?;
         match next {
             None => Ok(self
@@ -285,17 +445,12 @@ impl Desired {
                 .await
                 .doing("reading desired state")?
                 .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())),
-            Some((generation, env)) => {
-                self.store
-                    .put_states(&[IssuedState {
-                        host_id: host.id.clone(),
-                        generation,
-                        encoded: env.encode_to_vec(),
-                    }])
-                    .await
-                    .doing("storing desired state")?;
+            Some(state) => {
+                let generation = state.generation;
+                let pending = [Pending { host, state }];
+                let mut signed = self.issue(&pending, &mut IssueTimings::default()).await?;
                 tracing::info!(host = %host.name, generation, "issued desired state");
-                Ok(Some(env))
+                Ok(signed.pop())
             }
         }
     }
@@ -304,47 +459,56 @@ impl Desired {
     /// push the new ones to their sessions. Returns the names of the hosts whose state changed.
     pub async fn update(&self, affected: impl Fn(&HostRecord) -> bool) -> Result<Vec<String>> {
         let _serial = self.lock.lock().await;
+        let started = std::time::Instant::now();
         let hosts = self.store.hosts().await.doing("reading hosts")?;
         let stacks = self.store.stacks().await.doing("reading stacks")?;
         let pins = pins(&*self.store, &stacks).await?;
+        let key_id = self.keys.signer().key_id();
         let mut revisions = Revisions::default();
-        let mut issued = Vec::new();
+        let mut pending = Vec::new();
+        let mut timings = IssueTimings::default();
         for host in hosts.iter().filter(|h| !h.is_revoked() && affected(h)) {
+            timings.hosts += 1;
             let want = assignment(&stacks, host, &pins);
-            if let Some((generation, env)) = self.next_state(host, want, 0, &mut revisions).await? {
-                issued.push((host, generation, env));
+            if let Some(state) = self
+                .next_state(host, want, 0, &key_id, &mut revisions)
+                .await?
+            {
+                pending.push(Pending { host, state });
             }
         }
-        if issued.is_empty() {
+        timings.decide = started.elapsed();
+        if pending.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<IssuedState> = issued
-            .iter()
-            .map(|(h, g, env)| IssuedState {
-                host_id: h.id.clone(),
-                generation: *g,
-                encoded: env.encode_to_vec(),
-            })
-            .collect();
-        self.store
-            .put_states(&records)
-            .await
-            .doing("storing desired states")?;
-        tracing::info!(hosts = issued.len(), "issued desired states");
-        let mut changed = Vec::with_capacity(issued.len());
-        for (host, _, env) in issued {
-            self.registry.push(&host.id, env);
-            changed.push(host.name.clone());
+        timings.issued = pending.len();
+        let signed = self.issue(&pending, &mut timings).await?;
+        let started = std::time::Instant::now();
+        let mut changed = Vec::with_capacity(signed.len());
+        for (p, env) in pending.iter().zip(signed) {
+            self.registry.push(&p.host.id, env);
+            changed.push(p.host.name.clone());
         }
+        timings.push = started.elapsed();
+        tracing::info!(
+            hosts = timings.hosts,
+            issued = timings.issued,
+            decide_ms = timings.decide.as_millis() as u64,
+            sign_ms = timings.sign.as_millis() as u64,
+            store_ms = timings.store.as_millis() as u64,
+            push_ms = timings.push.as_millis() as u64,
+            "issued desired states"
+        );
         Ok(changed)
     }
 
-    /// The generation last issued to a host.
+    /// The generation last issued to a host (without waiting for issuing in progress).
     pub async fn generation(&self, host_id: &str) -> Result<u64> {
-        self.store
-            .generation(host_id)
-            .await
-            .doing("reading generation")
+        let issued = match self.cached(host_id) {
+            Some(i) => Some(i),
+            None => self.load_issued(host_id).await?,
+        };
+        Ok(issued.map_or(0, |i| i.generation))
     }
 }
 

@@ -196,7 +196,7 @@ impl EnrollmentSvc {
         Ok(pb::LoginResponse {
             operator_id: op.id,
             name: op.name,
-            role: op.role.to_string(),
+            role: pb::Role::from(op.role).into(),
             cert_pem,
             ca_pem: self.core.pki.ca.cert_pem().to_string(),
         })

@@ -116,8 +116,10 @@ impl Reports {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use pb::ApplyState::{Converged, Failed};
+    use pb::Health::{Healthy, Starting, Unspecified};
 
-    fn report(state: &str, health: &str, running: u32) -> pb::StateReport {
+    fn report(state: pb::ApplyState, health: pb::Health, running: u32) -> pb::StateReport {
         pb::StateReport {
             generation: 1,
             stacks: vec![pb::StackReport {
@@ -140,13 +142,13 @@ mod tests {
     fn healthy_since_starts_at_the_first_healthy_report_and_ends_at_the_first_unhealthy_one() {
         let clock = Arc::new(ManualClock::at_ms(1_000));
         let reports = Reports::new(clock.clone());
-        reports.record("h1", report("converged", "healthy", 1));
+        reports.record("h1", report(Converged, Healthy, 1));
         clock.advance_ms(500);
-        reports.record("h1", report("converged", "healthy", 1));
+        reports.record("h1", report(Converged, Healthy, 1));
         let r = reports.host_report("h1", "shop").unwrap();
         assert_eq!(r.healthy_since, Some(1_000));
         assert!(reports.healthy("h1", "shop", "r1"));
-        reports.record("h1", report("converged", "starting", 1));
+        reports.record("h1", report(Converged, Starting, 1));
         assert_eq!(
             reports.host_report("h1", "shop").unwrap().healthy_since,
             None
@@ -157,11 +159,11 @@ mod tests {
     #[test]
     fn a_service_without_a_report_of_health_is_not_healthy() {
         let reports = Reports::new(Arc::new(ManualClock::at_ms(0)));
-        reports.record("h1", report("converged", "", 1));
+        reports.record("h1", report(Converged, Unspecified, 1));
         assert!(!reports.healthy("h1", "shop", "r1"));
-        reports.record("h1", report("converged", "none", 0));
+        reports.record("h1", report(Converged, pb::Health::None, 0));
         assert!(!reports.healthy("h1", "shop", "r1"), "0 of 1 running");
-        reports.record("h1", report("failed", "none", 1));
+        reports.record("h1", report(Failed, pb::Health::None, 1));
         assert!(reports.host_report("h1", "shop").unwrap().failure.is_some());
     }
 }

@@ -14,7 +14,7 @@ use noco_proto::v1 as pb;
 use crate::clock::Clock;
 use crate::error::{Doing, Error, Result};
 use crate::machines::rollout::{
-    BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason,
+    BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason, phase_to_wire,
 };
 use crate::reports::Reports;
 use crate::selector::Selector;
@@ -366,14 +366,14 @@ impl Rollouts {
             })?;
         let before = rec.rollout.clone();
         let now = self.clock.now_ms();
-        match req.action.as_str() {
-            "pause" => rec.rollout.pause(now),
-            "resume" => rec.rollout.resume(now),
-            "abort" => rec.rollout.abort(now),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown rollout action {other:?} (pause, resume or abort)"
-                )));
+        match req.action() {
+            pb::RolloutAction::Pause => rec.rollout.pause(now),
+            pb::RolloutAction::Resume => rec.rollout.resume(now),
+            pb::RolloutAction::Abort => rec.rollout.abort(now),
+            pb::RolloutAction::Unspecified => {
+                return Err(Error::Invalid(
+                    "no rollout action given (pause, resume or abort)".into(),
+                ));
             }
         }
         .map_err(Error::Precondition)?;
@@ -448,15 +448,16 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
         .hosts
         .iter()
         .map(|(id, p)| {
+            use pb::RolloutHostPhase as W;
             let (phase, detail) = match p {
-                HostPhase::Waiting => ("waiting", String::new()),
-                HostPhase::Updating { .. } => ("updating", String::new()),
-                HostPhase::Done => ("done", String::new()),
-                HostPhase::Failed(w) => ("failed", w.clone()),
+                HostPhase::Waiting => (W::Waiting, String::new()),
+                HostPhase::Updating { .. } => (W::Updating, String::new()),
+                HostPhase::Done => (W::Done, String::new()),
+                HostPhase::Failed(w) => (W::Failed, w.clone()),
             };
             pb::RolloutHost {
                 host: name(id),
-                phase: phase.to_string(),
+                phase: phase.into(),
                 target_revision: targets.get(id).cloned().unwrap_or_default(),
                 detail,
                 step: step_of(id),
@@ -469,7 +470,7 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
         stack: r.stack.clone(),
         from_revision: r.from.clone(),
         to_revision: r.to.clone(),
-        phase: phase_name(&r.phase).to_string(),
+        phase: phase_to_wire(&r.phase).into(),
         reason: match r.phase {
             // "hosts left as they are: …", from the abort's own event.
             Phase::Aborted => r
@@ -574,7 +575,7 @@ mod tests {
         );
         stacks.apply("test", apply_req("shop", "0")).await.unwrap();
         let info = rollouts.start("test", start_req("1")).await.unwrap();
-        assert_eq!(info.phase, "running");
+        assert_eq!(info.phase().to_string(), "running");
         assert_eq!(info.hosts[0].host, "h1-name");
         // The host reports the new revision healthy; min-healthy 0 passes at the next tick.
         reports.record(
@@ -584,12 +585,12 @@ mod tests {
                 stacks: vec![pb::StackReport {
                     name: "shop".into(),
                     revision: info.to_revision.clone(),
-                    state: "converged".into(),
+                    state: noco_proto::v1::ApplyState::Converged.into(),
                     services: vec![pb::ServiceReport {
                         name: "web".into(),
                         running: 1,
                         desired: 1,
-                        health: "none".into(),
+                        health: noco_proto::v1::Health::None.into(),
                     }],
                     ..Default::default()
                 }],
@@ -600,7 +601,10 @@ mod tests {
             f.clock.advance_ms(1_000);
             rollouts.tick_all().await.unwrap();
         }
-        assert_eq!(rollouts.get("shop").await.unwrap().phase, "succeeded");
+        assert_eq!(
+            rollouts.get("shop").await.unwrap().phase(),
+            pb::RolloutPhase::Succeeded
+        );
         let stack = f.store.stack("shop").await.unwrap().unwrap();
         assert_eq!(stack.revision, info.to_revision);
     }

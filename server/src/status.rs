@@ -34,7 +34,12 @@ pub async fn status(
         hosts.push(pb::HostStatus {
             host: host.name.clone(),
             host_id: host.id.clone(),
-            status: if online { "online" } else { "offline" }.to_string(),
+            status: if online {
+                pb::Presence::Online
+            } else {
+                pb::Presence::Offline
+            }
+            .into(),
             desired_generation: desired.generation(&host.id).await?,
             applied_generation: report.generation,
             stale: report.stale,

@@ -41,16 +41,16 @@ pub fn facts_to_wire(f: &Facts) -> pb::HostFacts {
 
 pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
     let status = match (h.revoked_ms, online) {
-        (Some(_), _) => "revoked",
-        (None, Some(_)) => "online",
-        (None, None) => "offline",
+        (Some(_), _) => pb::Presence::Revoked,
+        (None, Some(_)) => pb::Presence::Online,
+        (None, None) => pb::Presence::Offline,
     };
     pb::Host {
         id: h.id.clone(),
         name: h.name.clone(),
         labels: h.labels.clone().into_iter().collect(),
         facts: Some(facts_to_wire(&h.facts)),
-        status: status.to_string(),
+        status: status.into(),
         last_seen_unix_ms: online.map(|o| o.last_seen_ms).unwrap_or(h.last_seen_ms),
         enrolled_unix_ms: h.enrolled_ms,
         cert_not_after_unix_ms: h.cert_not_after_ms,
@@ -58,11 +58,11 @@ pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
     }
 }
 
-pub fn operator_status(s: OperatorStatus) -> &'static str {
+pub fn operator_status(s: OperatorStatus) -> pb::OperatorStatus {
     match s {
-        OperatorStatus::Pending => "pending",
-        OperatorStatus::Active => "active",
-        OperatorStatus::Revoked => "revoked",
+        OperatorStatus::Pending => pb::OperatorStatus::Pending,
+        OperatorStatus::Active => pb::OperatorStatus::Active,
+        OperatorStatus::Revoked => pb::OperatorStatus::Revoked,
     }
 }
 
@@ -70,8 +70,8 @@ pub fn operator_to_wire(o: &OperatorRecord) -> pb::Operator {
     pb::Operator {
         id: o.id.clone(),
         name: o.name.clone(),
-        role: o.role.to_string(),
-        status: operator_status(o.status).to_string(),
+        role: pb::Role::from(o.role).into(),
+        status: operator_status(o.status).into(),
         created_unix_ms: o.created_ms,
     }
 }

@@ -10,23 +10,19 @@ use std::time::{Duration, SystemTime};
 
 use noco_proto::v1 as pb;
 use noco_proto::v1::control_client::ControlClient;
-use serde_json::{Value, json};
+use pb::{RolloutAction, RolloutHostPhase, RolloutPhase};
 use tonic::transport::Channel;
 
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, ago_ms, errln, out, outln, rfc3339_ms, short_revision};
-use crate::stack::{or_dash, read_valid, wire_files};
-use crate::status::truncate;
+use crate::output::{self, Format, ago_ms, errln, out, outln, short_revision, truncate};
+use crate::stack::{read_valid, wire_files};
+use crate::view::rollout::{DETAIL_WIDTH, RolloutEventView, RolloutHostView, RolloutView};
 use crate::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource, client};
 
 use self::settings::{Ending, Settings};
 
 /// How many events `status` shows.
 const EVENTS_SHOWN: usize = 10;
-/// How long the DETAIL and REASON columns may be.
-const DETAIL_WIDTH: usize = 80;
-/// How long the EVENT column may be.
-const EVENT_WIDTH: usize = 120;
 /// How long one call may take while watching.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,9 +40,15 @@ pub async fn run(
             watch,
         } => start(&stack, &source, &settings, &watch, path, server, out).await,
         RolloutCmd::Status { stack, watch } => status(&stack, &watch, path, server, out).await,
-        RolloutCmd::Pause { stack } => control(&stack, "pause", path, server, out).await,
-        RolloutCmd::Resume { stack } => control(&stack, "resume", path, server, out).await,
-        RolloutCmd::Abort { stack } => control(&stack, "abort", path, server, out).await,
+        RolloutCmd::Pause { stack } => {
+            control(&stack, RolloutAction::Pause, path, server, out).await
+        }
+        RolloutCmd::Resume { stack } => {
+            control(&stack, RolloutAction::Resume, path, server, out).await
+        }
+        RolloutCmd::Abort { stack } => {
+            control(&stack, RolloutAction::Abort, path, server, out).await
+        }
         RolloutCmd::Undo {
             stack,
             settings,
@@ -108,7 +110,7 @@ async fn start(
         .await
         .map_err(|s| refused(&format!("start a rollout of stack {stack}"), s))?
         .into_inner();
-    started(&mut ctl, stack, &info, watch, out).await
+    started(&mut ctl, stack, &RolloutView::from(&info), watch, out).await
 }
 
 async fn undo(
@@ -129,19 +131,19 @@ async fn undo(
         .await
         .map_err(|s| refused(&format!("undo the last rollout of stack {stack}"), s))?
         .into_inner();
-    started(&mut ctl, stack, &info, watch, out).await
+    started(&mut ctl, stack, &RolloutView::from(&info), watch, out).await
 }
 
 /// After StartRollout or UndoRollout: the plan, then (with `-w`) the watch.
 async fn started(
     ctl: &mut ControlClient<Channel>,
     stack: &str,
-    info: &pb::RolloutInfo,
+    info: &RolloutView,
     watch: &RolloutWatch,
     out: Format,
 ) -> Result<(), CtlError> {
     match out {
-        Format::Json if !watch.watch => output::json(&info_json(info)),
+        Format::Json if !watch.watch => output::json(info),
         Format::Json => {}
         Format::Table => {
             for line in plan_lines(info) {
@@ -171,7 +173,7 @@ async fn status(
     }
     let info = fetch(&mut ctl, stack, None).await?;
     match out {
-        Format::Json => output::json(&info_json(&info)),
+        Format::Json => output::json(&info),
         Format::Table => print_info(&info),
     }
     Ok(())
@@ -179,7 +181,7 @@ async fn status(
 
 async fn control(
     stack: &str,
-    action: &str,
+    action: RolloutAction,
     path: &Path,
     server: Option<&str>,
     out: Format,
@@ -188,13 +190,14 @@ async fn control(
     let info = ctl
         .control_rollout(pb::ControlRolloutRequest {
             stack: stack.to_string(),
-            action: action.to_string(),
+            action: action.into(),
         })
         .await
         .map_err(|s| refused(&format!("{action} the rollout of stack {stack}"), s))?
         .into_inner();
+    let info = RolloutView::from(&info);
     match out {
-        Format::Json => output::json(&info_json(&info)),
+        Format::Json => output::json(&info),
         Format::Table => {
             outln!(
                 "rollout {} of {}: {}",
@@ -203,10 +206,10 @@ async fn control(
                 phase_line(&info)
             );
             match action {
-                "pause" if info.phase == "paused" => outln!(
+                RolloutAction::Pause if info.phase == RolloutPhase::Paused => outln!(
                     "hosts in flight finish, no new step starts; resume with: nococtl rollout resume {stack}"
                 ),
-                "abort" => outln!("{}", abort_note(&info)),
+                RolloutAction::Abort => outln!("{}", abort_note(&info)),
                 _ => {}
             }
         }
@@ -229,36 +232,12 @@ async fn history(
         .map_err(|s| refused(&format!("list the rollouts of stack {stack}"), s))?
         .into_inner()
         .rollouts;
+    let rollouts: Vec<RolloutView> = rollouts.iter().map(RolloutView::from).collect();
     match out {
-        Format::Json => output::json(&json!(rollouts.iter().map(info_json).collect::<Vec<_>>())),
-        Format::Table => {
-            if rollouts.is_empty() {
-                outln!("stack {stack} has had no rollout");
-            } else {
-                output::table(
-                    &["ID", "STARTED", "FROM", "TO", "PHASE", "REASON"],
-                    &history_rows(&rollouts),
-                );
-            }
-        }
+        Format::Table if rollouts.is_empty() => outln!("stack {stack} has had no rollout"),
+        _ => output::list(out, &rollouts),
     }
     Ok(())
-}
-
-fn history_rows(rollouts: &[pb::RolloutInfo]) -> Vec<Vec<String>> {
-    rollouts
-        .iter()
-        .map(|r| {
-            vec![
-                r.id.clone(),
-                rfc3339_ms(r.started_unix_ms),
-                short_revision(&r.from_revision),
-                short_revision(&r.to_revision),
-                r.phase.clone(),
-                or_dash(&truncate(&r.reason, DETAIL_WIDTH)),
-            ]
-        })
-        .collect()
 }
 
 /// The stack's rollout: with `id`, that one (from the history once a newer one has started),
@@ -267,7 +246,7 @@ async fn fetch(
     ctl: &mut ControlClient<Channel>,
     stack: &str,
     id: Option<&str>,
-) -> Result<pb::RolloutInfo, CtlError> {
+) -> Result<RolloutView, CtlError> {
     let info = ctl
         .get_rollout(pb::GetRolloutRequest {
             stack: stack.to_string(),
@@ -276,7 +255,7 @@ async fn fetch(
         .map_err(|s| refused(&format!("read the rollout of stack {stack}"), s))?
         .into_inner();
     let Some(id) = id.filter(|id| *id != info.id) else {
-        return Ok(info);
+        return Ok(RolloutView::from(&info));
     };
     ctl.list_rollouts(pb::ListRolloutsRequest {
         stack: stack.to_string(),
@@ -287,6 +266,7 @@ async fn fetch(
     .rollouts
     .into_iter()
     .find(|r| r.id == id)
+    .map(|r| RolloutView::from(&r))
     .ok_or_else(|| {
         CtlError::Refused(format!(
             "rollout {id} of stack {stack} is not in the stack's rollout history any more"
@@ -306,7 +286,7 @@ async fn follow(
     let started = tokio::time::Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<pb::RolloutInfo> = None;
+    let mut last: Option<RolloutView> = None;
     loop {
         let call = tokio::time::timeout(CALL_TIMEOUT, fetch(ctl, stack, id)).await;
         let problem = match call {
@@ -345,13 +325,13 @@ async fn follow(
             .and_then(|info| final_result(info).map(|result| (info, result)));
         if let Some((info, result)) = ended {
             if out == Format::Json {
-                output::json(&info_json(info));
+                output::json(info);
             }
             return result;
         }
         if elapsed >= timeout {
             if let (Format::Json, Some(info)) = (out, &last) {
-                output::json(&info_json(info));
+                output::json(info);
             }
             let what = match &last {
                 Some(info) => format!(
@@ -372,15 +352,15 @@ async fn follow(
 
 /// How `-w` ends for a rollout in a final phase: success (exit 0), or the phase and reason
 /// (exit 1); `None` while the rollout goes on.
-fn final_result(info: &pb::RolloutInfo) -> Option<Result<(), CtlError>> {
-    settings::ending(&info.phase).map(|ending| match ending {
+fn final_result(info: &RolloutView) -> Option<Result<(), CtlError>> {
+    settings::ending(info.phase).map(|ending| match ending {
         Ending::Succeeded => Ok(()),
         Ending::NotSucceeded => Err(CtlError::Refused(ended_text(info))),
     })
 }
 
 /// The error a watch ends with when the rollout did not succeed.
-fn ended_text(info: &pb::RolloutInfo) -> String {
+fn ended_text(info: &RolloutView) -> String {
     let mut text = format!("rollout {} of {} ended {}", info.id, info.stack, info.phase);
     if !info.reason.is_empty() {
         text.push_str(&format!(": {}", info.reason));
@@ -389,19 +369,20 @@ fn ended_text(info: &pb::RolloutInfo) -> String {
 }
 
 /// The last line under the redrawn screen.
-fn watch_summary(info: &pb::RolloutInfo) -> String {
-    match info.phase.as_str() {
-        "paused" => format!(
+fn watch_summary(info: &RolloutView) -> String {
+    if info.phase == RolloutPhase::Paused {
+        format!(
             "paused ({}): resume with: nococtl rollout resume {}",
             step_text(info),
             info.stack
-        ),
-        _ => phase_line(info),
+        )
+    } else {
+        phase_line(info)
     }
 }
 
 /// Not a terminal: one line when the phase or step changes, one per host whose row changes.
-fn print_changes(info: &pb::RolloutInfo, shown: &mut BTreeMap<String, String>) {
+fn print_changes(info: &RolloutView, shown: &mut BTreeMap<String, String>) {
     let now = humantime::format_rfc3339_seconds(SystemTime::now());
     for (key, line) in change_lines(info) {
         if shown.get(&key) != Some(&line) {
@@ -412,7 +393,7 @@ fn print_changes(info: &pb::RolloutInfo, shown: &mut BTreeMap<String, String>) {
 }
 
 /// Keyed lines for [`print_changes`]: the rollout's phase, then each host.
-fn change_lines(info: &pb::RolloutInfo) -> Vec<(String, String)> {
+fn change_lines(info: &RolloutView) -> Vec<(String, String)> {
     let mut lines = vec![(
         String::new(),
         format!(
@@ -439,7 +420,7 @@ fn change_lines(info: &pb::RolloutInfo) -> Vec<(String, String)> {
 }
 
 /// `step 2/4`, or `no steps`.
-fn step_text(info: &pb::RolloutInfo) -> String {
+fn step_text(info: &RolloutView) -> String {
     if info.steps == 0 {
         "no steps".to_string()
     } else {
@@ -448,7 +429,7 @@ fn step_text(info: &pb::RolloutInfo) -> String {
 }
 
 /// `running, step 2/4`, `rolled_back, step 1/4: <reason>`.
-fn phase_line(info: &pb::RolloutInfo) -> String {
+fn phase_line(info: &RolloutView) -> String {
     let mut line = format!("{}, {}", info.phase, step_text(info));
     if !info.reason.is_empty() {
         line.push_str(&format!(": {}", info.reason));
@@ -457,20 +438,16 @@ fn phase_line(info: &pb::RolloutInfo) -> String {
 }
 
 /// The hosts of each step, in step order.
-fn steps_of(info: &pb::RolloutInfo) -> BTreeMap<u32, Vec<&pb::RolloutHost>> {
-    let mut steps: BTreeMap<u32, Vec<&pb::RolloutHost>> = BTreeMap::new();
+fn steps_of(info: &RolloutView) -> BTreeMap<u32, Vec<&RolloutHostView>> {
+    let mut steps: BTreeMap<u32, Vec<&RolloutHostView>> = BTreeMap::new();
     for h in &info.hosts {
         steps.entry(h.step).or_default().push(h);
     }
     steps
 }
 
-fn is_canary_step(info: &pb::RolloutInfo, step: u32) -> bool {
-    step == 1 && info.config.as_ref().is_some_and(|c| c.canary > 0)
-}
-
 /// What start and undo print: the rollout, its revisions and its steps.
-fn plan_lines(info: &pb::RolloutInfo) -> Vec<String> {
+fn plan_lines(info: &RolloutView) -> Vec<String> {
     let mut lines = vec![format!(
         "rollout {} of {}: {} → {}, {} step{}",
         info.id,
@@ -484,7 +461,7 @@ fn plan_lines(info: &pb::RolloutInfo) -> Vec<String> {
         let names: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
         lines.push(format!(
             "  step {step}{}: {}",
-            if is_canary_step(info, step) {
+            if info.is_canary_step(step) {
                 " (canary)"
             } else {
                 ""
@@ -501,34 +478,37 @@ fn plan_lines(info: &pb::RolloutInfo) -> Vec<String> {
 
 /// One bar per step: `1 [#] 2 [#~..] 3 [....]` — `#` done, `~` updating, `x` failed,
 /// `.` waiting, `?` a phase this nococtl does not know.
-fn step_bars(info: &pb::RolloutInfo) -> String {
+fn step_bars(info: &RolloutView) -> String {
     steps_of(info)
         .into_iter()
         .map(|(step, hosts)| {
             let bar: String = hosts
                 .iter()
-                .map(|h| match h.phase.as_str() {
-                    "done" => '#',
-                    "updating" => '~',
-                    "failed" => 'x',
-                    "waiting" => '.',
-                    _ => '?',
+                .map(|h| match h.phase {
+                    RolloutHostPhase::Done => '#',
+                    RolloutHostPhase::Updating => '~',
+                    RolloutHostPhase::Failed => 'x',
+                    RolloutHostPhase::Waiting => '.',
+                    RolloutHostPhase::Unspecified => '?',
                 })
                 .collect();
-            let done = hosts.iter().filter(|h| h.phase == "done").count();
+            let done = hosts
+                .iter()
+                .filter(|h| h.phase == RolloutHostPhase::Done)
+                .count();
             format!("{step} [{bar}] {done}/{}", hosts.len())
         })
         .collect::<Vec<_>>()
         .join("  ")
 }
 
-fn header_lines(info: &pb::RolloutInfo) -> Vec<String> {
+fn header_lines(info: &RolloutView) -> Vec<String> {
     let mut lines = vec![
         format!("stack:    {}", info.stack),
         format!(
             "rollout:  {}, started {} ({})",
             info.id,
-            rfc3339_ms(info.started_unix_ms),
+            info.started,
             ago_ms(info.started_unix_ms)
         ),
         format!(
@@ -550,44 +530,20 @@ fn header_lines(info: &pb::RolloutInfo) -> Vec<String> {
     lines
 }
 
-fn host_rows(info: &pb::RolloutInfo) -> Vec<Vec<String>> {
-    let mut hosts: Vec<&pb::RolloutHost> = info.hosts.iter().collect();
+/// The hosts, ordered by step then name.
+fn hosts_in_order(info: &RolloutView) -> Vec<&RolloutHostView> {
+    let mut hosts: Vec<&RolloutHostView> = info.hosts.iter().collect();
     hosts.sort_by(|a, b| (a.step, &a.host).cmp(&(b.step, &b.host)));
     hosts
-        .iter()
-        .map(|h| {
-            vec![
-                h.host.clone(),
-                if is_canary_step(info, h.step) {
-                    format!("{} (canary)", h.step)
-                } else {
-                    h.step.to_string()
-                },
-                h.phase.clone(),
-                short_revision(&h.target_revision),
-                or_dash(&truncate(&h.detail, DETAIL_WIDTH)),
-            ]
-        })
-        .collect()
 }
 
 /// The last [`EVENTS_SHOWN`] events, oldest first.
-fn event_rows(info: &pb::RolloutInfo) -> Vec<Vec<String>> {
+fn last_events(info: &RolloutView) -> &[RolloutEventView] {
     let skip = info.events.len().saturating_sub(EVENTS_SHOWN);
-    info.events
-        .iter()
-        .skip(skip)
-        .map(|e| {
-            vec![
-                rfc3339_ms(e.at_unix_ms),
-                or_dash(&e.host),
-                truncate(&e.what, EVENT_WIDTH),
-            ]
-        })
-        .collect()
+    &info.events[skip..]
 }
 
-fn print_info(info: &pb::RolloutInfo) {
+fn print_info(info: &RolloutView) {
     for line in header_lines(info) {
         outln!("{line}");
     }
@@ -595,22 +551,19 @@ fn print_info(info: &pb::RolloutInfo) {
     if info.hosts.is_empty() {
         outln!("no hosts");
     } else {
-        output::table(
-            &["HOST", "STEP", "PHASE", "TARGET", "DETAIL"],
-            &host_rows(info),
-        );
+        output::listed_table(&hosts_in_order(info));
     }
     outln!();
     if info.events.is_empty() {
         outln!("no events");
     } else {
-        output::table(&["TIME", "HOST", "EVENT"], &event_rows(info));
+        output::listed_table(last_events(info));
     }
 }
 
 /// After an abort: where the hosts were left, from the server's reason (or, without one, its
 /// newest event saying so), else from the hosts' pinned revisions.
-fn abort_note(info: &pb::RolloutInfo) -> String {
+fn abort_note(info: &RolloutView) -> String {
     const LEFT: &str = "hosts left as they are";
     let from_server = std::iter::once(&info.reason)
         .chain(info.events.iter().rev().map(|e| &e.what))
@@ -635,43 +588,16 @@ fn abort_note(info: &pb::RolloutInfo) -> String {
     format!("{LEFT}: {}", parts.join("; "))
 }
 
-fn config_json(c: &pb::RolloutConfig) -> Value {
-    json!({
-        "canary": c.canary, "batch_count": c.batch_count, "batch_percent": c.batch_percent,
-        "min_healthy_ms": c.min_healthy_ms, "deadline_ms": c.deadline_ms,
-        "max_failures": c.max_failures, "auto_rollback": c.auto_rollback,
-        "pause_after_canary": c.pause_after_canary,
-    })
-}
-
-/// RolloutInfo as JSON, every field under its proto name (plus `started` and each event's
-/// `at` as RFC 3339).
-fn info_json(r: &pb::RolloutInfo) -> Value {
-    json!({
-        "id": r.id, "stack": r.stack, "from_revision": r.from_revision,
-        "to_revision": r.to_revision, "phase": r.phase, "reason": r.reason,
-        "step": r.step, "steps": r.steps,
-        "hosts": r.hosts.iter().map(|h| json!({
-            "host": h.host, "phase": h.phase, "target_revision": h.target_revision,
-            "detail": h.detail, "step": h.step,
-        })).collect::<Vec<_>>(),
-        "events": r.events.iter().map(|e| json!({
-            "at_unix_ms": e.at_unix_ms, "at": rfc3339_ms(e.at_unix_ms), "host": e.host, "what": e.what,
-        })).collect::<Vec<_>>(),
-        "started_unix_ms": r.started_unix_ms, "started": rfc3339_ms(r.started_unix_ms),
-        "config": r.config.as_ref().map(config_json),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Listed;
     use crate::rollout::settings::Batch;
 
     const R1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const R2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-    fn host(name: &str, step: u32, phase: &str, target: &str) -> pb::RolloutHost {
+    fn host(name: &str, step: u32, phase: RolloutHostPhase, target: &str) -> pb::RolloutHost {
         pb::RolloutHost {
             host: name.into(),
             phase: phase.into(),
@@ -681,8 +607,8 @@ mod tests {
         }
     }
 
-    fn info(phase: &str) -> pb::RolloutInfo {
-        pb::RolloutInfo {
+    fn info(phase: RolloutPhase) -> RolloutView {
+        RolloutView::from(&pb::RolloutInfo {
             id: "r7".into(),
             stack: "shop".into(),
             from_revision: R1.into(),
@@ -691,11 +617,11 @@ mod tests {
             step: 2,
             steps: 3,
             hosts: vec![
-                host("web-1", 1, "done", R2),
-                host("web-3", 2, "updating", R2),
-                host("web-2", 2, "done", R2),
-                host("web-4", 3, "waiting", R1),
-                host("web-5", 3, "waiting", R1),
+                host("web-1", 1, RolloutHostPhase::Done, R2),
+                host("web-3", 2, RolloutHostPhase::Updating, R2),
+                host("web-2", 2, RolloutHostPhase::Done, R2),
+                host("web-4", 3, RolloutHostPhase::Waiting, R1),
+                host("web-5", 3, RolloutHostPhase::Waiting, R1),
             ],
             config: Some(pb::RolloutConfig {
                 canary: 1,
@@ -703,7 +629,15 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
+    }
+
+    fn event(at_unix_ms: i64, host: &str, what: &str) -> RolloutEventView {
+        RolloutEventView::from(&pb::RolloutEvent {
+            at_unix_ms,
+            host: host.into(),
+            what: what.into(),
+        })
     }
 
     #[test]
@@ -724,7 +658,7 @@ mod tests {
 
     #[test]
     fn the_plan_lists_each_step_with_the_canary_marked() {
-        let lines = plan_lines(&info("running"));
+        let lines = plan_lines(&info(RolloutPhase::Running));
         assert_eq!(
             lines[0],
             "rollout r7 of shop: 111111111111 → 222222222222, 3 steps"
@@ -742,14 +676,15 @@ mod tests {
 
     #[test]
     fn step_bars_show_each_hosts_phase_per_step() {
-        let mut i = info("running");
-        i.hosts[1].phase = "failed".into();
+        let mut i = info(RolloutPhase::Running);
+        i.hosts[1].phase = RolloutHostPhase::Failed;
         assert_eq!(step_bars(&i), "1 [#] 1/1  2 [x#] 1/2  3 [..] 0/2");
     }
 
     #[test]
     fn host_rows_are_ordered_by_step_then_host() {
-        let rows = host_rows(&info("running"));
+        let i = info(RolloutPhase::Running);
+        let rows: Vec<Vec<String>> = hosts_in_order(&i).iter().map(|h| h.cells()).collect();
         let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
         assert_eq!(names, ["web-1", "web-2", "web-3", "web-4", "web-5"]);
         assert_eq!(rows[0][1], "1 (canary)");
@@ -758,19 +693,17 @@ mod tests {
 
     #[test]
     fn only_the_last_ten_events_are_shown_oldest_first() {
-        let mut i = info("running");
+        let mut i = info(RolloutPhase::Running);
         i.events = (0..15)
-            .map(|n| pb::RolloutEvent {
-                at_unix_ms: 0,
-                host: if n % 2 == 0 {
-                    String::new()
-                } else {
-                    "web-1".into()
-                },
-                what: format!("event {n}"),
+            .map(|n| {
+                event(
+                    0,
+                    if n % 2 == 0 { "" } else { "web-1" },
+                    &format!("event {n}"),
+                )
             })
             .collect();
-        let rows = event_rows(&i);
+        let rows: Vec<Vec<String>> = last_events(&i).iter().map(Listed::cells).collect();
         assert_eq!(rows.len(), 10);
         assert_eq!(rows[0][2], "event 5");
         assert_eq!(rows[0][1], "web-1");
@@ -780,18 +713,18 @@ mod tests {
 
     #[test]
     fn the_abort_note_quotes_the_servers_reason_or_groups_hosts_by_revision() {
-        let mut i = info("aborted");
+        let mut i = info(RolloutPhase::Aborted);
         i.reason = "aborted by alice; hosts left as they are: web-1, web-2 on 222222222222, the rest on 111111111111".into();
         assert_eq!(
             abort_note(&i),
             "hosts left as they are: web-1, web-2 on 222222222222, the rest on 111111111111"
         );
         i.reason.clear();
-        i.events = vec![pb::RolloutEvent {
-            at_unix_ms: 1,
-            host: String::new(),
-            what: "Aborted: hosts left as they are: web-1 on 222222222222".into(),
-        }];
+        i.events = vec![event(
+            1,
+            "",
+            "Aborted: hosts left as they are: web-1 on 222222222222",
+        )];
         assert_eq!(
             abort_note(&i),
             "hosts left as they are: web-1 on 222222222222"
@@ -805,19 +738,31 @@ mod tests {
 
     #[test]
     fn the_watch_exits_zero_on_success_one_on_other_final_phases_and_goes_on_otherwise() {
-        assert!(matches!(final_result(&info("succeeded")), Some(Ok(()))));
-        for phase in ["failed", "rolled_back", "rollback_failed", "aborted"] {
+        assert!(matches!(
+            final_result(&info(RolloutPhase::Succeeded)),
+            Some(Ok(()))
+        ));
+        for phase in [
+            RolloutPhase::Failed,
+            RolloutPhase::RolledBack,
+            RolloutPhase::RollbackFailed,
+            RolloutPhase::Aborted,
+        ] {
             let code = final_result(&info(phase)).map(|r| r.map_err(|e| e.exit_code()));
             assert_eq!(code, Some(Err(1)), "{phase}");
         }
-        for phase in ["running", "paused", "rolling_back"] {
+        for phase in [
+            RolloutPhase::Running,
+            RolloutPhase::Paused,
+            RolloutPhase::RollingBack,
+        ] {
             assert!(final_result(&info(phase)).is_none(), "{phase}");
         }
     }
 
     #[test]
     fn a_failed_rollout_ends_with_its_phase_and_reason() {
-        let mut i = info("rolled_back");
+        let mut i = info(RolloutPhase::RolledBack);
         i.reason = "web-1: service api unhealthy".into();
         assert_eq!(
             ended_text(&i),
@@ -831,7 +776,7 @@ mod tests {
 
     #[test]
     fn change_lines_key_the_rollout_and_each_host() {
-        let mut i = info("running");
+        let mut i = info(RolloutPhase::Running);
         i.hosts[1].detail = "waiting for api to be healthy".into();
         let lines = change_lines(&i);
         assert_eq!(lines[0].1, "rollout r7 of shop: running, step 2/3");
@@ -847,7 +792,7 @@ mod tests {
 
     #[test]
     fn json_uses_the_proto_field_names() {
-        let v = info_json(&info("running"));
+        let v = serde_json::to_value(info(RolloutPhase::Running)).unwrap();
         for key in [
             "id",
             "stack",
@@ -867,13 +812,14 @@ mod tests {
         assert_eq!(v["hosts"][0]["target_revision"], R2);
         assert_eq!(v["config"]["batch_count"], 2);
         assert_eq!(v["config"]["min_healthy_ms"], 0);
+        assert_eq!(v["phase"], "running");
+        assert_eq!(v["hosts"][1]["phase"], "updating");
     }
 
     #[test]
     fn history_rows_show_short_revisions_and_a_dash_for_no_reason() {
-        let rows = history_rows(&[info("succeeded")]);
         assert_eq!(
-            rows[0],
+            info(RolloutPhase::Succeeded).cells(),
             ["r7", "-", "111111111111", "222222222222", "succeeded", "-"]
         );
     }

@@ -6,8 +6,11 @@ use std::fmt;
 use std::time::Duration;
 
 use noco_proto::v1 as pb;
+use pb::RolloutPhase;
 use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy};
+
+use crate::view::rollout::RolloutConfigView;
 
 /// Built-in defaults, used when neither a flag nor `x-noco.rollout` gives a value.
 pub const DEFAULT_CANARY: u32 = 1;
@@ -121,7 +124,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `canary 1, batch 25%, min-healthy 10s, deadline 5m, max-failures 0, auto-rollback off, …`
-pub fn describe(c: &pb::RolloutConfig) -> String {
+pub fn describe(c: &RolloutConfigView) -> String {
     let batch = if c.batch_percent > 0 {
         Batch::Percent(c.batch_percent)
     } else {
@@ -214,12 +217,18 @@ pub enum Ending {
 }
 
 /// How a phase ends the rollout; `None` while it goes on (running, paused, rolling_back, or a
-/// phase this nococtl does not know).
-pub fn ending(phase: &str) -> Option<Ending> {
+/// phase this nococtl does not know, which reads as unspecified).
+pub fn ending(phase: RolloutPhase) -> Option<Ending> {
     match phase {
-        "succeeded" => Some(Ending::Succeeded),
-        "failed" | "rolled_back" | "rollback_failed" | "aborted" => Some(Ending::NotSucceeded),
-        _ => None,
+        RolloutPhase::Succeeded => Some(Ending::Succeeded),
+        RolloutPhase::Failed
+        | RolloutPhase::RolledBack
+        | RolloutPhase::RollbackFailed
+        | RolloutPhase::Aborted => Some(Ending::NotSucceeded),
+        RolloutPhase::Running
+        | RolloutPhase::Paused
+        | RolloutPhase::RollingBack
+        | RolloutPhase::Unspecified => None,
     }
 }
 
@@ -261,7 +270,7 @@ mod tests {
             }
         );
         assert_eq!(
-            describe(&c),
+            describe(&RolloutConfigView::from(&c)),
             "canary 1, batch 25%, min-healthy 10s, deadline 5m, max-failures 0, auto-rollback off, pause-after-canary off"
         );
     }
@@ -379,12 +388,28 @@ mod tests {
 
     #[test]
     fn only_final_phases_end_the_watch() {
-        assert_eq!(ending("succeeded"), Some(Ending::Succeeded));
-        for phase in ["failed", "rolled_back", "rollback_failed", "aborted"] {
+        assert_eq!(ending(RolloutPhase::Succeeded), Some(Ending::Succeeded));
+        for phase in [
+            RolloutPhase::Failed,
+            RolloutPhase::RolledBack,
+            RolloutPhase::RollbackFailed,
+            RolloutPhase::Aborted,
+        ] {
             assert_eq!(ending(phase), Some(Ending::NotSucceeded), "{phase}");
         }
-        for phase in ["running", "paused", "rolling_back", "something_new"] {
+        for phase in [
+            RolloutPhase::Running,
+            RolloutPhase::Paused,
+            RolloutPhase::RollingBack,
+            RolloutPhase::Unspecified,
+        ] {
             assert_eq!(ending(phase), None, "{phase}");
         }
+        // A phase from a newer server reads as unspecified: the watch goes on.
+        let newer = pb::RolloutInfo {
+            phase: 99,
+            ..Default::default()
+        };
+        assert_eq!(ending(newer.phase()), None);
     }
 }

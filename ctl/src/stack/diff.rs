@@ -1,6 +1,7 @@
 //! What differs between two loaded compose projects: services, networks and volumes added,
 //! removed or changed, and for changed ones the top-level fields that differ (old → new).
-//! Pure: works on [`noco_compose::model`] values only.
+//! Pure: works on [`noco_compose::model`] values only. [`DiffView`] is how `stack diff` shows
+//! it: the derived JSON, and the lines of the table output.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,11 +9,13 @@ use noco_compose::model::{Project, Service};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::output::{short_revision, truncate};
+
 /// How long a value may be in the table output before it is cut.
 pub const VALUE_WIDTH: usize = 80;
 
 /// One top-level field of a service (or network, volume) that differs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
     pub field: String,
     /// `null` when the field is absent on that side.
@@ -21,11 +24,18 @@ pub struct FieldChange {
 }
 
 /// Services, networks or volumes of two projects compared by name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SectionDiff {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    pub changed: Vec<(String, Vec<FieldChange>)>,
+    pub changed: Vec<Changed>,
+}
+
+/// A service (or network, volume) in both projects, and its fields that differ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Changed {
+    pub name: String,
+    pub fields: Vec<FieldChange>,
 }
 
 impl SectionDiff {
@@ -34,7 +44,7 @@ impl SectionDiff {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProjectDiff {
     pub services: SectionDiff,
     pub networks: SectionDiff,
@@ -107,7 +117,10 @@ fn diff_section<T>(
             Some(after) => {
                 let changes = fields(before, after);
                 if !changes.is_empty() {
-                    diff.changed.push((name.clone(), changes));
+                    diff.changed.push(Changed {
+                        name: name.clone(),
+                        fields: changes,
+                    });
                 }
             }
         }
@@ -124,13 +137,13 @@ fn diff_section<T>(
 pub fn names_diff<'a>(
     old: impl IntoIterator<Item = &'a str>,
     new: impl IntoIterator<Item = &'a str>,
-) -> (Vec<String>, Vec<String>) {
+) -> NamesDiff {
     let old: BTreeSet<&str> = old.into_iter().collect();
     let new: BTreeSet<&str> = new.into_iter().collect();
-    (
-        new.difference(&old).map(|s| s.to_string()).collect(),
-        old.difference(&new).map(|s| s.to_string()).collect(),
-    )
+    NamesDiff {
+        added: new.difference(&old).map(|s| s.to_string()).collect(),
+        removed: old.difference(&new).map(|s| s.to_string()).collect(),
+    }
 }
 
 /// A value as compact JSON, cut to `max` characters (with `…`); absent values read `(none)`.
@@ -172,13 +185,97 @@ pub fn narrowed(old: &Value, new: &Value) -> (Value, Value) {
     (Value::Object(left), Value::Object(right))
 }
 
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
+/// Variable or file names added and removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NamesDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl NamesDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
     }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+}
+
+/// What `stack diff` shows: a stack's current revision against the local files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiffView {
+    pub name: String,
+    /// The stack exists on the server.
+    pub exists: bool,
+    /// Its current revision; empty when it does not exist.
+    pub current_revision: String,
+    /// The revision the local files make.
+    pub revision: String,
+    /// The local files make the current revision.
+    pub unchanged: bool,
+    /// `services`, `networks` and `volumes`.
+    #[serde(flatten)]
+    pub changes: ProjectDiff,
+    /// Variable names (values are masked by the server, so not compared).
+    pub env: NamesDiff,
+    /// Shipped file names (contents are not sent by the server, so not compared).
+    pub files: NamesDiff,
+}
+
+impl DiffView {
+    /// Nothing differs that nococtl can see: services, networks, volumes, variable and file
+    /// names are the same.
+    pub fn nothing_shown(&self) -> bool {
+        self.changes.is_empty() && self.env.is_empty() && self.files.is_empty()
+    }
+
+    /// The heading line: which revisions are compared.
+    pub fn heading(&self) -> String {
+        if self.exists {
+            format!(
+                "stack {}: current revision {}, these files make {}",
+                self.name,
+                short_revision(&self.current_revision),
+                short_revision(&self.revision)
+            )
+        } else {
+            format!(
+                "stack {} does not exist yet: applying creates it",
+                self.name
+            )
+        }
+    }
+
+    /// `+ service cache`, `- service db`, `~ service web` with a line per field that differs,
+    /// then `+ env NAME`, `- file PATH` ….
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (kind, section) in [
+            ("service", &self.changes.services),
+            ("network", &self.changes.networks),
+            ("volume", &self.changes.volumes),
+        ] {
+            lines.extend(section.added.iter().map(|n| format!("+ {kind} {n}")));
+            lines.extend(section.removed.iter().map(|n| format!("- {kind} {n}")));
+            for c in &section.changed {
+                lines.push(format!("~ {kind} {}", c.name));
+                lines.extend(c.fields.iter().map(field_line));
+            }
+        }
+        lines.extend(self.env.added.iter().map(|k| format!("+ env {k}")));
+        lines.extend(self.env.removed.iter().map(|k| format!("- env {k}")));
+        lines.extend(self.files.added.iter().map(|f| format!("+ file {f}")));
+        lines.extend(self.files.removed.iter().map(|f| format!("- file {f}")));
+        lines
+    }
+}
+
+/// `    image: "nginx:1.25" → "nginx:1.27"`; objects show only their keys that differ.
+fn field_line(c: &FieldChange) -> String {
+    let (old, new) = narrowed(&c.old, &c.new);
+    format!(
+        "    {}: {} → {}",
+        c.field,
+        show_value(&old, VALUE_WIDTH),
+        show_value(&new, VALUE_WIDTH)
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +325,7 @@ mod tests {
         );
         let d = diff_projects(&project(BASE), &new);
         assert!(d.services.added.is_empty() && d.services.removed.is_empty());
-        let [(name, fields)] = d.services.changed.as_slice() else {
+        let [Changed { name, fields }] = d.services.changed.as_slice() else {
             panic!("{:?}", d.services.changed)
         };
         assert_eq!(name, "web");
@@ -284,9 +381,9 @@ mod tests {
 
     #[test]
     fn names_diff_reports_added_and_removed() {
-        let (added, removed) = names_diff(["A", "B"], ["B", "C"]);
-        assert_eq!(added, ["C"]);
-        assert_eq!(removed, ["A"]);
+        let names = names_diff(["A", "B"], ["B", "C"]);
+        assert_eq!(names.added, ["C"]);
+        assert_eq!(names.removed, ["A"]);
     }
 
     #[test]
@@ -313,5 +410,82 @@ mod tests {
         assert!(shown.ends_with('…'));
         assert_eq!(show_value(&json!("short"), VALUE_WIDTH), "\"short\"");
         assert_eq!(show_value(&Value::Null, VALUE_WIDTH), "(none)");
+    }
+
+    fn view() -> DiffView {
+        DiffView {
+            name: "shop".into(),
+            exists: true,
+            current_revision: format!("sha256:{}", "1".repeat(64)),
+            revision: format!("sha256:{}", "2".repeat(64)),
+            unchanged: false,
+            changes: ProjectDiff {
+                services: SectionDiff {
+                    added: vec!["cache".into()],
+                    removed: vec!["db".into()],
+                    changed: vec![Changed {
+                        name: "web".into(),
+                        fields: vec![FieldChange {
+                            field: "image".into(),
+                            old: json!("nginx:1.25"),
+                            new: json!("nginx:1.27"),
+                        }],
+                    }],
+                },
+                ..Default::default()
+            },
+            env: NamesDiff {
+                added: vec!["NEW".into()],
+                removed: vec![],
+            },
+            files: NamesDiff {
+                added: vec![],
+                removed: vec!["old.conf".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn diff_lines_mark_added_removed_and_changed_fields() {
+        let v = view();
+        assert_eq!(
+            v.heading(),
+            "stack shop: current revision 111111111111, these files make 222222222222"
+        );
+        assert_eq!(
+            v.lines(),
+            [
+                "+ service cache",
+                "- service db",
+                "~ service web",
+                "    image: \"nginx:1.25\" → \"nginx:1.27\"",
+                "+ env NEW",
+                "- file old.conf",
+            ]
+        );
+        assert!(!v.nothing_shown());
+    }
+
+    #[test]
+    fn a_diff_shows_as_json_with_each_section_and_the_names() {
+        let v = view();
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({
+                "name": "shop", "exists": true, "current_revision": v.current_revision,
+                "revision": v.revision, "unchanged": false,
+                "services": {
+                    "added": ["cache"], "removed": ["db"],
+                    "changed": [{
+                        "name": "web",
+                        "fields": [{"field": "image", "old": "nginx:1.25", "new": "nginx:1.27"}],
+                    }],
+                },
+                "networks": {"added": [], "removed": [], "changed": []},
+                "volumes": {"added": [], "removed": [], "changed": []},
+                "env": {"added": ["NEW"], "removed": []},
+                "files": {"added": [], "removed": ["old.conf"]},
+            })
+        );
     }
 }

@@ -9,13 +9,13 @@ use std::path::Path;
 use noco_compose::revision::RevisionSource;
 use noco_compose::{Diagnostic, Loaded};
 use noco_proto::v1 as pb;
-use serde_json::{Value, json};
 
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, errln, outln, rfc3339_ms, short_revision};
+use crate::output::{self, Format, errln, or_dash, outln, short_revision};
+use crate::view::stack::{AppliedView, RemovedView, StackSummaryView, StackView};
 use crate::{StackCmd, StackSource, client};
 
-use self::diff::{FieldChange, ProjectDiff, SectionDiff, VALUE_WIDTH, show_value};
+use self::diff::DiffView;
 use self::source::LocalStack;
 
 pub async fn run(
@@ -93,11 +93,9 @@ async fn apply(
         .map_err(|s| refused(&format!("apply stack {name}"), s))?
         .into_inner();
     let warnings = merge_warnings(&local.compose_path, &loaded.warnings, &r.warnings);
+    let r = AppliedView::new(&name, dry_run, &r, warnings);
     match out {
-        Format::Json => output::json(&json!({
-            "name": name, "revision": r.revision, "unchanged": r.unchanged, "dry_run": dry_run,
-            "hosts": r.hosts, "warnings": warnings,
-        })),
+        Format::Json => output::json(&r),
         Format::Table => {
             if dry_run {
                 outln!(
@@ -121,7 +119,7 @@ async fn apply(
                 );
             }
             // The local warnings were printed when the file was checked.
-            for w in warnings.iter().skip(loaded.warnings.len()) {
+            for w in r.warnings.iter().skip(loaded.warnings.len()) {
                 outln!("warning: {w}");
             }
             if !dry_run && !r.hosts.is_empty() {
@@ -167,24 +165,8 @@ async fn ls(path: &Path, server: Option<&str>, out: Format) -> Result<(), CtlErr
         .map_err(|s| refused("list stacks", s))?
         .into_inner()
         .stacks;
-    match out {
-        Format::Json => output::json(&json!(stacks.iter().map(summary_json).collect::<Vec<_>>())),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = stacks
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        short_revision(&s.revision),
-                        or_dash(&s.selector),
-                        s.hosts.to_string(),
-                        format!("{}/{}", s.healthy, s.hosts),
-                    ]
-                })
-                .collect();
-            output::table(&["NAME", "REVISION", "SELECTOR", "HOSTS", "HEALTHY"], &rows);
-        }
-    }
+    let stacks: Vec<StackSummaryView> = stacks.iter().map(StackSummaryView::from).collect();
+    output::list(out, &stacks);
     Ok(())
 }
 
@@ -204,44 +186,29 @@ async fn show(
         .await
         .map_err(|s| refused(&format!("show stack {name}"), s))?
         .into_inner();
-    let summary = r.summary.clone().unwrap_or_default();
-    let env: BTreeMap<&String, &String> = r.env.iter().collect();
-    let compose = String::from_utf8_lossy(&r.compose);
+    let r = StackView::from(&r);
     match out {
-        Format::Json => output::json(&json!({
-            "name": summary.name, "revision": r.revision, "current_revision": summary.revision,
-            "selector": summary.selector, "hosts": summary.hosts, "healthy": summary.healthy,
-            "updated": rfc3339_ms(summary.updated_unix_ms), "updated_unix_ms": summary.updated_unix_ms,
-            "compose": compose, "env": env, "files": r.files,
-            "history": r.history.iter().map(|h| json!({
-                "revision": h.revision, "selector": h.selector, "applied": rfc3339_ms(h.applied_unix_ms),
-                "applied_unix_ms": h.applied_unix_ms, "applied_by": h.applied_by,
-            })).collect::<Vec<_>>(),
-        })),
+        Format::Json => output::json(&r),
         Format::Table => {
-            let current = if r.revision == summary.revision {
+            let current = if r.revision == r.current_revision {
                 " (current)".to_string()
             } else {
-                format!(" (current: {})", summary.revision)
+                format!(" (current: {})", r.current_revision)
             };
-            outln!("stack:     {}", summary.name);
+            outln!("stack:     {}", r.name);
             outln!("revision:  {}{current}", r.revision);
-            outln!("selector:  {}", or_dash(&summary.selector));
-            outln!(
-                "hosts:     {} matched, {} healthy",
-                summary.hosts,
-                summary.healthy
-            );
-            outln!("updated:   {}", rfc3339_ms(summary.updated_unix_ms));
+            outln!("selector:  {}", or_dash(&r.selector));
+            outln!("hosts:     {} matched, {} healthy", r.hosts, r.healthy);
+            outln!("updated:   {}", r.updated);
             outln!("\ncompose file:");
-            for line in compose.lines() {
+            for line in r.compose.lines() {
                 outln!("  {line}");
             }
             outln!("\nenv (as the server shows it: values masked):");
-            if env.is_empty() {
+            if r.env.is_empty() {
                 outln!("  -");
             }
-            for (k, v) in &env {
+            for (k, v) in &r.env {
                 outln!("  {k}={v}");
             }
             outln!("\nfiles:");
@@ -252,19 +219,7 @@ async fn show(
                 outln!("  {f}");
             }
             outln!("\nhistory:");
-            let rows: Vec<Vec<String>> = r
-                .history
-                .iter()
-                .map(|h| {
-                    vec![
-                        short_revision(&h.revision),
-                        or_dash(&h.selector),
-                        rfc3339_ms(h.applied_unix_ms),
-                        or_dash(&h.applied_by),
-                    ]
-                })
-                .collect();
-            output::table(&["REVISION", "SELECTOR", "APPLIED", "BY"], &rows);
+            output::listed_table(&r.history);
         }
     }
     Ok(())
@@ -334,107 +289,39 @@ async fn diff(
             )
         }
     };
-    let changes = diff::diff_projects(&old_project, &loaded.project);
-    let (env_added, env_removed) = diff::names_diff(
-        old_env.iter().map(String::as_str),
-        local.env.keys().map(String::as_str),
-    );
-    let (files_added, files_removed) = diff::names_diff(
-        old_files.iter().map(String::as_str),
-        local.files.iter().map(|f| f.path.as_str()),
-    );
-    let unchanged = digest == current_revision;
+    let view = DiffView {
+        exists: current.is_some(),
+        unchanged: digest == current_revision,
+        changes: diff::diff_projects(&old_project, &loaded.project),
+        env: diff::names_diff(
+            old_env.iter().map(String::as_str),
+            local.env.keys().map(String::as_str),
+        ),
+        files: diff::names_diff(
+            old_files.iter().map(String::as_str),
+            local.files.iter().map(|f| f.path.as_str()),
+        ),
+        name,
+        current_revision,
+        revision: digest,
+    };
     match out {
-        Format::Json => output::json(&json!({
-            "name": name, "exists": current.is_some(), "current_revision": current_revision,
-            "revision": digest, "unchanged": unchanged,
-            "services": section_json(&changes.services),
-            "networks": section_json(&changes.networks),
-            "volumes": section_json(&changes.volumes),
-            "env": {"added": env_added, "removed": env_removed},
-            "files": {"added": files_added, "removed": files_removed},
-        })),
+        Format::Json => output::json(&view),
         Format::Table => {
-            if current.is_none() {
-                outln!("stack {name} does not exist yet: applying creates it");
-            } else {
-                outln!(
-                    "stack {name}: current revision {}, these files make {}",
-                    short_revision(&current_revision),
-                    short_revision(&digest)
-                );
-            }
-            let names_same = env_added.is_empty()
-                && env_removed.is_empty()
-                && files_added.is_empty()
-                && files_removed.is_empty();
-            if unchanged {
+            outln!("{}", view.heading());
+            if view.unchanged {
                 outln!("no changes");
-            } else if changes.is_empty() && names_same {
+            } else if view.nothing_shown() {
                 outln!(
                     "no changes to services, networks, volumes, variable names or file names; variable values or file contents differ (the server does not send them, so they are not shown)"
                 );
             }
-            for line in diff_lines(
-                &changes,
-                &env_added,
-                &env_removed,
-                &files_added,
-                &files_removed,
-            ) {
+            for line in view.lines() {
                 outln!("{line}");
             }
         }
     }
     Ok(())
-}
-
-fn diff_lines(
-    changes: &ProjectDiff,
-    env_added: &[String],
-    env_removed: &[String],
-    files_added: &[String],
-    files_removed: &[String],
-) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (kind, section) in [
-        ("service", &changes.services),
-        ("network", &changes.networks),
-        ("volume", &changes.volumes),
-    ] {
-        lines.extend(section.added.iter().map(|n| format!("+ {kind} {n}")));
-        lines.extend(section.removed.iter().map(|n| format!("- {kind} {n}")));
-        for (n, fields) in &section.changed {
-            lines.push(format!("~ {kind} {n}"));
-            lines.extend(fields.iter().map(field_line));
-        }
-    }
-    lines.extend(env_added.iter().map(|k| format!("+ env {k}")));
-    lines.extend(env_removed.iter().map(|k| format!("- env {k}")));
-    lines.extend(files_added.iter().map(|f| format!("+ file {f}")));
-    lines.extend(files_removed.iter().map(|f| format!("- file {f}")));
-    lines
-}
-
-/// `    image: "nginx:1.25" → "nginx:1.27"`; objects show only their keys that differ.
-fn field_line(c: &FieldChange) -> String {
-    let (old, new) = diff::narrowed(&c.old, &c.new);
-    format!(
-        "    {}: {} → {}",
-        c.field,
-        show_value(&old, VALUE_WIDTH),
-        show_value(&new, VALUE_WIDTH)
-    )
-}
-
-fn section_json(s: &SectionDiff) -> Value {
-    json!({
-        "added": s.added, "removed": s.removed,
-        "changed": s.changed.iter().map(|(name, fields)| json!({
-            "name": name,
-            "fields": fields.iter().map(|f| json!({"field": f.field, "old": f.old, "new": f.new})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 async fn rm(name: String, path: &Path, server: Option<&str>, out: Format) -> Result<(), CtlError> {
@@ -444,10 +331,9 @@ async fn rm(name: String, path: &Path, server: Option<&str>, out: Format) -> Res
         .await
         .map_err(|s| refused(&format!("remove stack {name}"), s))?
         .into_inner();
+    let r = RemovedView::new(&name, &r);
     match out {
-        Format::Json => {
-            output::json(&json!({"name": name, "hosts": r.hosts, "volumes_kept": true}))
-        }
+        Format::Json => output::json(&r),
         Format::Table => {
             if r.hosts.is_empty() {
                 outln!("removed stack {name}; it was assigned to no host");
@@ -465,21 +351,6 @@ async fn rm(name: String, path: &Path, server: Option<&str>, out: Format) -> Res
         }
     }
     Ok(())
-}
-
-fn summary_json(s: &pb::StackSummary) -> Value {
-    json!({
-        "name": s.name, "selector": s.selector, "revision": s.revision, "hosts": s.hosts,
-        "healthy": s.healthy, "updated": rfc3339_ms(s.updated_unix_ms), "updated_unix_ms": s.updated_unix_ms,
-    })
-}
-
-pub(crate) fn or_dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".to_string()
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -503,37 +374,6 @@ mod tests {
             [
                 "compose.yaml:1: version: \"version\" is obsolete and ignored",
                 "selector matches no host"
-            ]
-        );
-    }
-
-    #[test]
-    fn diff_lines_mark_added_removed_and_changed_fields() {
-        let changes = ProjectDiff {
-            services: SectionDiff {
-                added: vec!["cache".into()],
-                removed: vec!["db".into()],
-                changed: vec![(
-                    "web".into(),
-                    vec![FieldChange {
-                        field: "image".into(),
-                        old: json!("nginx:1.25"),
-                        new: json!("nginx:1.27"),
-                    }],
-                )],
-            },
-            ..Default::default()
-        };
-        let lines = diff_lines(&changes, &["NEW".into()], &[], &[], &["old.conf".into()]);
-        assert_eq!(
-            lines,
-            [
-                "+ service cache",
-                "- service db",
-                "~ service web",
-                "    image: \"nginx:1.25\" → \"nginx:1.27\"",
-                "+ env NEW",
-                "- file old.conf",
             ]
         );
     }

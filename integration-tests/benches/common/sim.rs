@@ -530,7 +530,7 @@ pub fn converged(name: &str, revision: &str, now: i64) -> pb::StackReport {
     pb::StackReport {
         name: name.to_string(),
         revision: revision.to_string(),
-        state: "converged".to_string(),
+        state: noco_proto::v1::ApplyState::Converged.into(),
         applied_unix_ms: now,
         ..Default::default()
     }

@@ -7,27 +7,22 @@ use noco_integration_tests::docker::{require_docker, testapp_image, with_docker}
 use noco_integration_tests::stack::Stack;
 use noco_integration_tests::{bin, eventually, path_str};
 
-const STACK: &str = "services:\n  web:\n    image: ${IMAGE}\n    restart: unless-stopped\n  api:\n    image: ${IMAGE}\n    restart: unless-stopped\n";
+/// `noco-agent compose up --watch` on the stack, its output in `watch.log`; killed at drop.
+struct Kill(std::process::Child);
 
-#[test]
-fn a_container_removed_or_stopped_by_hand_is_put_back_and_reported() {
-    if !require_docker() {
-        return;
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    let stack = Stack::new("drift", STACK);
-    stack.up();
+}
+
+fn watch(stack: &Stack) -> (Kill, std::path::PathBuf) {
     let log = stack.path().join("watch.log");
     let out = std::fs::File::create(&log).unwrap();
     let image = format!("IMAGE={}", testapp_image());
     let file = stack.file();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut w = Kill(
+    let w = Kill(
         Command::new(bin("noco-agent"))
             .args([
                 "compose",
@@ -52,6 +47,19 @@ fn a_container_removed_or_stopped_by_hand_is_put_back_and_reported() {
             .ok()
             .filter(|t| t.contains("watching"))
     });
+    (w, log)
+}
+
+const STACK: &str = "services:\n  web:\n    image: ${IMAGE}\n    restart: unless-stopped\n  api:\n    image: ${IMAGE}\n    restart: unless-stopped\n";
+
+#[test]
+fn a_container_removed_or_stopped_by_hand_is_put_back_and_reported() {
+    if !require_docker() {
+        return;
+    }
+    let stack = Stack::new("drift", STACK);
+    stack.up();
+    let (mut w, log) = watch(&stack);
     let before = stack.ids();
     let web = stack.container("web", 1);
     let api = stack.container("api", 1);
@@ -182,42 +190,7 @@ fn a_stopped_service_with_a_healthcheck_is_started_again_but_a_finished_one_shot
     );
 
     // Under `compose up --watch`, a service stopped by hand comes back, healthy.
-    let log = stack.path().join("watch.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let image = format!("IMAGE={}", testapp_image());
-    let file = stack.file();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut w = Kill(
-        Command::new(bin("noco-agent"))
-            .args([
-                "compose",
-                "up",
-                path_str(&file),
-                "-p",
-                &stack.project,
-                "--var",
-                &image,
-                "--watch",
-                "--interval",
-                "2s",
-            ])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    eventually("the watcher to start watching", || {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|t| t.contains("watching"))
-    });
+    let (mut w, log) = watch(&stack);
     let running_and = |name: &str, health: serde_json::Value| {
         stack
             .ps()

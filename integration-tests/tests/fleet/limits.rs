@@ -6,34 +6,21 @@
 use noco_integration_tests::docker::require_docker;
 use std::time::Duration;
 
-use noco_integration_tests::{Fleet, ServerOptions, eventually_within, path_str};
+use noco_integration_tests::{Fleet, ServerOptions, eventually_within};
 
-use crate::support::{Prefix, app_stack, reported, write_stack};
+use crate::support::{Prefix, app_stack, apply_args, reported};
 
 const MIB: usize = 1024 * 1024;
 
 /// `nococtl stack apply` of the app stack with one shipped file of `size` bytes.
 fn apply_with_blob(fleet: &Fleet, name: &str, selector: &str, size: usize) -> std::process::Output {
-    let compose = write_stack(fleet, &app_stack(name));
+    let mut args = apply_args(fleet, name, selector, &app_stack(name));
     let blob = format!("{name}.bin");
     // Different bytes per stack: every revision is its own content.
     let fill = name.bytes().fold(0u8, |a, b| a.wrapping_add(b));
     std::fs::write(fleet.path(&blob), vec![fill; size]).unwrap();
-    let env = fleet.path("stack.env");
-    fleet.ctl(&[
-        "stack",
-        "apply",
-        "-f",
-        path_str(&compose),
-        "--name",
-        name,
-        "--selector",
-        selector,
-        "--env-file",
-        path_str(&env),
-        "--file",
-        &blob,
-    ])
+    args.extend(["--file".into(), blob]);
+    fleet.ctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn converged(fleet: &Fleet, host: &str, stack: &str) -> bool {

@@ -29,9 +29,17 @@ pub fn write_stack(fleet: &Fleet, yaml: &str) -> PathBuf {
 
 /// `nococtl stack apply -f compose.yaml --name <name> --selector <selector> --env-file stack.env`.
 pub fn apply(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Value {
+    let mut args = apply_args(fleet, name, selector, yaml);
+    args.extend(["-o".into(), "json".into()]);
+    let out = fleet.ctl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stack apply printed ({e}): {out}"))
+}
+
+/// The arguments of [`apply`], to which a test may add more.
+pub fn apply_args(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Vec<String> {
     let file = write_stack(fleet, yaml);
     let env = fleet.path("stack.env");
-    fleet.ctl_json(&[
+    [
         "stack",
         "apply",
         "-f",
@@ -42,7 +50,9 @@ pub fn apply(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Value {
         selector,
         "--env-file",
         path_str(&env),
-    ])
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The `nococtl status -o json` rows.

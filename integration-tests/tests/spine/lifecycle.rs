@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use noco_integration_tests::{Fleet, ServerOptions, eventually, stderr};
+use noco_integration_tests::{Fleet, ServerOptions, bin, eventually, path_str, stderr};
 use tonic::Code;
 
 use crate::grpc::{self, client_config, list_hosts, load_credential, open_session};
@@ -172,4 +172,74 @@ fn sigterm_stops_agent_and_server_cleanly() {
             "nothing listens any more"
         );
     });
+}
+
+/// Regression (issue 8, defect 6): with sled's snapshot files removed, the server started on an
+/// empty database — no hosts, no operators — and still accepted the old admin certificate. Now
+/// it refuses to start, says why and how to recover, and `noco-server check` says the same;
+/// the data directory is left as it was.
+#[test]
+fn a_server_refuses_to_start_on_a_damaged_database_and_says_how_to_recover() {
+    let mut fleet = Fleet::start(ServerOptions::default());
+    fleet.enroll("d-1", "role=app");
+    let check = |fleet: &Fleet| {
+        std::process::Command::new(bin("noco-server"))
+            .args(["check", "--data-dir", path_str(&fleet.server_data())])
+            .output()
+            .unwrap()
+    };
+    let healthy = check_while_running_is_refused_then_ok(&mut fleet, check);
+    assert!(healthy.contains("1 hosts"), "{healthy}");
+
+    let db = fleet.server_data().join("db");
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&db).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("snap.") || name == "db" {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no sled data files under {}", db.display());
+
+    let out = check(&fleet);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to start on the database"), "{err}");
+    assert!(err.contains("restore the whole data directory"), "{err}");
+
+    let run = std::process::Command::new(bin("noco-server"))
+        .args([
+            "run",
+            "--data-dir",
+            path_str(&fleet.server_data()),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(!out.contains("listening"), "it must not serve: {out}");
+    assert!(err.contains("holds no noco data"), "{err}");
+}
+
+/// `noco-server check` on the live server's data directory is refused (sled allows one
+/// process); after the server stops it reports the database. Returns what check printed.
+fn check_while_running_is_refused_then_ok(
+    fleet: &mut Fleet,
+    check: impl Fn(&Fleet) -> std::process::Output,
+) -> String {
+    let busy = check(fleet);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(fleet.stop_server().is_some_and(|s| s.success()));
+    let out = check(fleet);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -57,18 +57,24 @@ impl Phase {
     }
 }
 
-/// How a phase is named on the wire and in messages.
-pub fn phase_name(p: &Phase) -> &'static str {
+/// A phase on the wire; in messages, its [`noco_proto::Enumeration::text`].
+pub fn phase_to_wire(p: &Phase) -> noco_proto::v1::RolloutPhase {
+    use noco_proto::v1::RolloutPhase as W;
     match p {
-        Phase::Running => "running",
-        Phase::Paused => "paused",
-        Phase::Succeeded => "succeeded",
-        Phase::Failed(_) => "failed",
-        Phase::RollingBack(_) => "rolling_back",
-        Phase::RolledBack(_) => "rolled_back",
-        Phase::RollbackFailed(_) => "rollback_failed",
-        Phase::Aborted => "aborted",
+        Phase::Running => W::Running,
+        Phase::Paused => W::Paused,
+        Phase::Succeeded => W::Succeeded,
+        Phase::Failed(_) => W::Failed,
+        Phase::RollingBack(_) => W::RollingBack,
+        Phase::RolledBack(_) => W::RolledBack,
+        Phase::RollbackFailed(_) => W::RollbackFailed,
+        Phase::Aborted => W::Aborted,
     }
+}
+
+/// How a phase reads in messages (`rolling_back`).
+pub fn phase_name(p: &Phase) -> &'static str {
+    noco_proto::Enumeration::text(phase_to_wire(p))
 }
 
 pub fn phase_reason(p: &Phase) -> String {

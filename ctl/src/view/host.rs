@@ -1,0 +1,249 @@
+//! Hosts (`host ls`, `host label`, `host revoke`) and the join tokens that enroll them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use noco_proto::v1 as pb;
+use serde::Serialize;
+
+use super::text;
+use crate::output::{Listed, ago_ms, rfc3339_ms};
+
+/// An enrolled host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostView {
+    pub name: String,
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(serialize_with = "text")]
+    pub status: pb::Presence,
+    /// RFC 3339, `-` for never.
+    pub last_seen: String,
+    pub last_seen_unix_ms: i64,
+    pub connected_since_unix_ms: i64,
+    pub enrolled_unix_ms: i64,
+    pub cert_not_after_unix_ms: i64,
+    pub facts: FactsView,
+}
+
+/// What the host's agent reported about it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FactsView {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub docker_version: String,
+    pub agent_version: String,
+}
+
+impl From<&pb::Host> for HostView {
+    fn from(h: &pb::Host) -> Self {
+        let pb::Host {
+            id,
+            name,
+            labels,
+            facts,
+            status: _,
+            last_seen_unix_ms,
+            enrolled_unix_ms,
+            cert_not_after_unix_ms,
+            connected_since_unix_ms,
+        } = h;
+        HostView {
+            name: name.clone(),
+            id: id.clone(),
+            labels: sorted(labels),
+            status: h.status(),
+            last_seen: rfc3339_ms(*last_seen_unix_ms),
+            last_seen_unix_ms: *last_seen_unix_ms,
+            connected_since_unix_ms: *connected_since_unix_ms,
+            enrolled_unix_ms: *enrolled_unix_ms,
+            cert_not_after_unix_ms: *cert_not_after_unix_ms,
+            facts: facts.as_ref().map(FactsView::from).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&pb::HostFacts> for FactsView {
+    fn from(f: &pb::HostFacts) -> Self {
+        let pb::HostFacts {
+            hostname,
+            os,
+            kernel,
+            arch,
+            docker_version,
+            agent_version,
+        } = f;
+        FactsView {
+            hostname: hostname.clone(),
+            os: os.clone(),
+            kernel: kernel.clone(),
+            arch: arch.clone(),
+            docker_version: docker_version.clone(),
+            agent_version: agent_version.clone(),
+        }
+    }
+}
+
+impl HostView {
+    /// `env=prod,role=web`, `-` for none.
+    pub fn labels_text(&self) -> String {
+        labels_text(&self.labels)
+    }
+}
+
+impl Listed for HostView {
+    const HEADER: &'static [&'static str] = &[
+        "NAME",
+        "ID",
+        "LABELS",
+        "STATUS",
+        "LAST-SEEN",
+        "AGENT",
+        "DOCKER",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.id.clone(),
+            self.labels_text(),
+            self.status.to_string(),
+            if self.status == pb::Presence::Online {
+                "now".into()
+            } else {
+                ago_ms(self.last_seen_unix_ms)
+            },
+            self.facts.agent_version.clone(),
+            self.facts.docker_version.clone(),
+        ]
+    }
+}
+
+/// A single-use join token (`token create`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JoinTokenView {
+    pub token: String,
+    pub id: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+impl From<&pb::CreateTokenResponse> for JoinTokenView {
+    fn from(r: &pb::CreateTokenResponse) -> Self {
+        let pb::CreateTokenResponse {
+            token,
+            token_id,
+            expires_unix_ms,
+        } = r;
+        JoinTokenView {
+            token: token.clone(),
+            id: token_id.clone(),
+            expires: rfc3339_ms(*expires_unix_ms),
+        }
+    }
+}
+
+/// Labels in key order.
+pub fn sorted(labels: &HashMap<String, String>) -> BTreeMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// `env=prod,role=web`, `-` for none.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    text.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn host() -> pb::Host {
+        pb::Host {
+            id: "h1".into(),
+            name: "web-1".into(),
+            labels: [("role", "web"), ("env", "prod")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            facts: Some(pb::HostFacts {
+                hostname: "web-1.local".into(),
+                os: "linux".into(),
+                kernel: "6.1".into(),
+                arch: "x86_64".into(),
+                docker_version: "24.0.7".into(),
+                agent_version: "0.1.0".into(),
+            }),
+            status: pb::Presence::Online.into(),
+            last_seen_unix_ms: 1_700_000_000_000,
+            enrolled_unix_ms: 1_600_000_000_000,
+            cert_not_after_unix_ms: 1_700_086_400_000,
+            connected_since_unix_ms: 1_699_999_000_000,
+        }
+    }
+
+    #[test]
+    fn a_host_shows_as_json_with_its_presence_as_text_and_sorted_labels() {
+        assert_eq!(
+            serde_json::to_value(HostView::from(&host())).unwrap(),
+            json!({
+                "name": "web-1", "id": "h1", "labels": {"env": "prod", "role": "web"},
+                "status": "online",
+                "last_seen": "2023-11-14T22:13:20Z", "last_seen_unix_ms": 1_700_000_000_000_i64,
+                "connected_since_unix_ms": 1_699_999_000_000_i64,
+                "enrolled_unix_ms": 1_600_000_000_000_i64,
+                "cert_not_after_unix_ms": 1_700_086_400_000_i64,
+                "facts": {
+                    "hostname": "web-1.local", "os": "linux", "kernel": "6.1", "arch": "x86_64",
+                    "docker_version": "24.0.7", "agent_version": "0.1.0",
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn a_host_row_shows_its_labels_presence_and_versions() {
+        let online = HostView::from(&host());
+        assert_eq!(
+            online.cells(),
+            [
+                "web-1",
+                "h1",
+                "env=prod,role=web",
+                "online",
+                "now",
+                "0.1.0",
+                "24.0.7"
+            ]
+        );
+        let mut h = host();
+        h.status = pb::Presence::Revoked.into();
+        h.labels.clear();
+        h.facts = None;
+        let revoked = HostView::from(&h);
+        assert_eq!(serde_json::to_value(&revoked).unwrap()["status"], "revoked");
+        let cells = revoked.cells();
+        assert_eq!((cells[2].as_str(), cells[3].as_str()), ("-", "revoked"));
+        assert!(cells[4].ends_with(" ago"), "{cells:?}");
+        assert_eq!((cells[5].as_str(), cells[6].as_str()), ("", ""));
+    }
+
+    #[test]
+    fn a_join_token_shows_its_id_and_expiry() {
+        let t = JoinTokenView::from(&pb::CreateTokenResponse {
+            token: "noco1:ab:t1.secret".into(),
+            token_id: "t1".into(),
+            expires_unix_ms: 1_700_000_000_000,
+        });
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            json!({"token": "noco1:ab:t1.secret", "id": "t1", "expires": "2023-11-14T22:13:20Z"})
+        );
+    }
+}
