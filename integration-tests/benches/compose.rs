@@ -52,7 +52,7 @@ use bollard::Docker;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use clap::Parser;
-use common::{parse_args, positive};
+use common::{load_average, parse_args, positive};
 use noco_integration_tests::docker::{
     COMPOSE_PROJECT_LABEL, cleanup_project, require_docker, testapp_image, with_docker,
 };
@@ -600,13 +600,6 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn engine_version() -> anyhow::Result<String> {

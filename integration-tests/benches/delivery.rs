@@ -328,7 +328,7 @@ impl ChangeFigures {
             None => "server CPU unknown".to_string(),
         };
         let goal = if self.n >= 10000 {
-            "   (goal: p99 < 2 s)"
+            "   (goal: p99 < 1 s)"
         } else {
             ""
         };

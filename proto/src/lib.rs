@@ -1,6 +1,7 @@
 //! noco-proto: the generated tonic/prost code for `proto/noco.proto`, and the rules of the
 //! contract every part reads the same way: the size limits ([`limits`]), when a stack counts as
-//! healthy ([`health`]) and how enumerations read as text ([`text`]).
+//! healthy ([`health`]), how enumerations read as text ([`text`]), what a label looks like
+//! ([`labels`]) and how a selector picks hosts by them ([`selector`]).
 
 /// Version 1 of the noco protocol.
 #[allow(clippy::all, clippy::pedantic)]
@@ -8,8 +9,11 @@ pub mod v1 {
     tonic::include_proto!("noco.v1");
 }
 
+pub mod codec;
 pub mod health;
+pub mod labels;
 pub mod limits;
+pub mod selector;
 pub mod text;
 
 pub use text::Enumeration;

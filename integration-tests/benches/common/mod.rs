@@ -83,7 +83,18 @@ pub fn begin(name: &str, title: &str, settings: &str) -> Option<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Some(format!("{cores} cores, {profile} build"))
+    Some(format!(
+        "{cores} cores, {profile} build, load average {} at start",
+        load_average()
+    ))
+}
+
+/// The machine's 1, 5 and 15 minute load averages, printed next to every figure.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Run a blocking harness call, turning its panic (the harness asserts) into an error.

@@ -108,14 +108,29 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// How long opening waits for the database's lock: a process that just closed it (a server
+/// restarting, a test reopening) releases it from its flusher thread a moment later.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
-    fn open_db(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
+    async fn open_db(path: &Path) -> Result<Self> {
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(db_err)?;
+            .flush_every_ms(Some(500));
+        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        };
         let t = |name: &str| db.open_tree(name).map_err(db_err);
         Ok(SledStore {
             meta: t("meta")?,
@@ -136,7 +151,7 @@ impl SledStore {
 
     /// Create a new, empty database under `path` (`noco-server init`), recording its format.
     pub async fn create(path: &Path) -> Result<Self> {
-        let store = Self::open_db(path)?;
+        let store = Self::open_db(path).await?;
         if store.meta.get(FORMAT_KEY).map_err(db_err)?.is_some() || !store.hosts.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "{} already holds a noco database",
@@ -160,7 +175,7 @@ impl SledStore {
                 path.display()
             )));
         }
-        let store = Self::open_db(path)?;
+        let store = Self::open_db(path).await?;
         let census = store.check()?;
         tracing::info!(path = %path.display(), "database checked: {census}");
         Ok(store)
