@@ -6,7 +6,8 @@
 #
 #   deploy/quickstart.sh          build, start (or restart) both, show the fleet
 #   deploy/quickstart.sh stop     stop both (data stays in .noco-dev/)
-#   deploy/quickstart.sh clean    stop both, remove the example stack's containers, delete .noco-dev/
+#   deploy/quickstart.sh clean    stop both, remove every stack the local agent ran (containers,
+#                                 networks, volumes of each compose project), delete .noco-dev/
 #
 # Environment: NOCO_DEV_DIR (default .noco-dev), NOCO_DEV_PORT (default 7443),
 # NOCO_DEV_PROFILE (debug or release, default debug).
@@ -36,7 +37,19 @@ case "${1:-up}" in
   stop) stop; echo "stopped (data kept in $DIR)"; exit 0 ;;
   clean)
     stop
-    [[ -x target/$PROFILE/noco-agent ]] && "target/$PROFILE/noco-agent" compose down -p example >/dev/null 2>&1 || true
+    # The agent keeps a directory per stack it runs (<data-dir>/stacks/<stack>), until it has
+    # removed the stack; the stack's compose project on this host has the stack's name.
+    if [[ -d $DIR/agent/stacks ]]; then
+      for stack_dir in "$DIR"/agent/stacks/*/; do
+        [[ -d $stack_dir ]] || continue
+        project=$(basename "$stack_dir")
+        if [[ -x $BIN/noco-agent ]] && "$BIN/noco-agent" compose down -p "$project" --volumes >/dev/null 2>&1; then
+          echo "removed stack $project"
+        else
+          echo "could not remove stack $project: run noco-agent compose down -p $project --volumes" >&2
+        fi
+      done
+    fi
     rm -rf "$DIR"; echo "removed $DIR"; exit 0 ;;
   up) ;;
   *) echo "usage: $0 [up|stop|clean]" >&2; exit 2 ;;
@@ -93,7 +106,7 @@ if ! DOCKER_BUILDKIT=0 docker build --quiet -t noco-example:latest "$ctx" >"$DIR
 fi
 rm -rf "$ctx"
 
-"$BIN/nococtl" stack apply -f deploy/example/compose.yaml --name example --selector role=dev
+"$BIN/nococtl" stack apply example -f deploy/example/compose.yaml --selector role=dev
 "$BIN/nococtl" status example --watch --timeout 3m >/dev/null
 "$BIN/nococtl" status
 cat <<MSG

@@ -11,7 +11,7 @@ use noco_compose::model::Project;
 use noco_compose::{FileSource, LoadOptions};
 
 use crate::engine::apply::ApplyOptions;
-use crate::engine::{EngineError, docker, project};
+use crate::engine::{EngineError, docker, files, project};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ComposeCmd {
@@ -33,21 +33,32 @@ pub enum ComposeCmd {
         /// With --watch: how often to reconcile even without events.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// Where secret and config files are written, under `compose/<project>/` (0700).
+        /// Default: $XDG_STATE_HOME/noco-agent, else ~/.local/state/noco-agent.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// The stack's containers: service, state, health.
     Ps {
-        #[arg(short = 'p', long = "project-name")]
-        project: String,
+        #[command(flatten)]
+        target: TargetArgs,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Remove the stack's containers and networks (volumes only with --volumes).
     Down {
-        #[arg(short = 'p', long = "project-name")]
-        project: String,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Also delete the stack's named volumes (their data is lost).
         #[arg(long)]
         volumes: bool,
+        /// Seconds each container has to stop after its stop signal before it is killed
+        /// (default: its own stop_grace_period, else Docker's 10).
+        #[arg(short = 't', long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+        /// The state directory `up` wrote the stack's secret and config files under (removed).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -61,7 +72,24 @@ pub enum Output {
 pub struct FileArgs {
     /// The compose file.
     pub file: PathBuf,
-    /// Project name (default: the file's top-level `name:`).
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// The project of `ps` and `down`: `-p`, or the one a compose file names.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// The compose file whose project this is (else -p names it).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// How a compose file is loaded: its project name, variables and profiles.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Project name (default, as docker compose: COMPOSE_PROJECT_NAME from the env files, else
+    /// the file's top-level `name:`, else the name of the file's directory).
     #[arg(short = 'p', long = "project-name")]
     pub project: Option<String>,
     /// Variables for interpolation, KEY=VALUE lines; repeatable, later files win. Default: `.env`
@@ -71,15 +99,25 @@ pub struct FileArgs {
     /// A variable for interpolation (wins over env files); repeatable.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// Enable the services of a profile (repeatable; `*`: every service). Default:
+    /// COMPOSE_PROFILES from the env files. The file's `x-noco.profiles` are always enabled.
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
 }
 
-/// Files named by the compose file (env_file), read relative to the stack directory.
+/// Files named by the compose file (env_file, secrets' and configs' `file:`), read relative
+/// to the stack directory.
 struct DirFiles(PathBuf);
 
 impl FileSource for DirFiles {
     fn read(&self, path: &str) -> Result<String, String> {
         let p = self.0.join(path);
         std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    fn read_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let p = self.0.join(path);
+        std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))
     }
 }
 
@@ -116,10 +154,39 @@ fn read_text(path: &Path, what: &str) -> Result<String, Failure> {
         .map_err(|d| Failure::Invalid(format!("{}: {d}", path.display())))
 }
 
+/// The name of the directory holding `file`, as docker compose takes it for the project name:
+/// the absolute path, cleaned lexically (symbolic links are not followed); `None` at `/`.
+fn directory_name(file: &Path) -> Option<String> {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty());
+    let abs = std::path::absolute(dir.unwrap_or(Path::new("."))).ok()?;
+    let mut parts = Vec::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::Normal(part) => parts.push(part),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.last().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The project `ps` or `down` acts on: the one the file names (loading it), else `-p`.
+fn target_project(target: &TargetArgs) -> Result<String, Failure> {
+    match (&target.file, &target.load.project) {
+        (Some(file), _) => load(file, &target.load).map(|(project, _)| project.name),
+        (None, Some(name)) => Ok(name.clone()),
+        (None, None) => Err(Failure::Environment(
+            "no project: pass its name with -p, or its compose file".to_owned(),
+        )),
+    }
+}
+
 /// Read the file and its variables, and load the model; warnings go to stderr.
-fn load(args: &FileArgs) -> Result<(Project, PathBuf), Failure> {
-    let yaml = read_text(&args.file, "")?;
-    let dir = stack_dir(&args.file);
+fn load(file: &Path, args: &LoadArgs) -> Result<(Project, PathBuf), Failure> {
+    let yaml = read_text(file, "")?;
+    let dir = stack_dir(file);
     let mut variables = BTreeMap::new();
     let mut env_files = args.env_file.clone();
     if env_files.is_empty() && dir.join(".env").is_file() {
@@ -138,22 +205,25 @@ fn load(args: &FileArgs) -> Result<(Project, PathBuf), Failure> {
         variables.insert(k.to_string(), v.to_string());
     }
     let files = DirFiles(dir.clone());
+    let directory = directory_name(file);
     let opts = LoadOptions {
         project_name: args.project.as_deref(),
         variables: &variables,
         files: &files,
+        profiles: &args.profiles,
+        directory: directory.as_deref(),
     };
     match noco_compose::load(&yaml, &opts) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                crate::errln!("warning: {}: {w}", args.file.display());
+                crate::errln!("warning: {}: {w}", file.display());
             }
             Ok((loaded.project, dir))
         }
         Err(diags) => {
             let lines: Vec<String> = diags
                 .iter()
-                .map(|d| format!("{}: {d}", args.file.display()))
+                .map(|d| format!("{}: {d}", file.display()))
                 .collect();
             Err(Failure::Invalid(lines.join("\n")))
         }
@@ -185,7 +255,7 @@ pub async fn run(cmd: ComposeCmd, config: Option<&Path>) -> ExitCode {
 async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure> {
     match cmd {
         ComposeCmd::Validate(args) => {
-            let (project, _) = load(&args)?;
+            let (project, _) = load(&args.file, &args.load)?;
             crate::outln!(
                 "{}: valid — project {}, {} services, {} networks, {} volumes",
                 args.file.display(),
@@ -196,7 +266,7 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             );
         }
         ComposeCmd::Plan(args) => {
-            let (project, _) = load(&args)?;
+            let (project, _) = load(&args.file, &args.load)?;
             let docker = connect().await?;
             let plan = project::plan(&docker, &project).await?;
             crate::out!("{plan}");
@@ -206,13 +276,20 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             wait_timeout,
             watch,
             interval,
+            state_dir,
         } => {
-            let (project, dir) = load(&file)?;
+            let (project, dir) = load(&file.file, &file.load)?;
             let (_, registry_credentials) = crate::config::AgentConfig::load(config)
                 .map_err(|e| Failure::Environment(format!("{e:#}")))?;
             let docker = connect().await?;
+            let files_dir = match files::local_dir(state_dir.as_deref(), &project.name) {
+                Ok(d) => d,
+                Err(e) if files::any(&project) => return Err(Failure::Environment(e)),
+                Err(_) => PathBuf::new(),
+            };
             let opts = ApplyOptions {
                 stack_dir: dir,
+                files_dir,
                 config_file: file.file.display().to_string(),
                 wait_timeout,
                 registry_credentials,
@@ -245,10 +322,8 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
                     .await?;
             }
         }
-        ComposeCmd::Ps {
-            project: name,
-            output,
-        } => {
+        ComposeCmd::Ps { target, output } => {
+            let name = target_project(&target)?;
             let docker = connect().await?;
             let list = project::ps(&docker, &name).await?;
             match output {
@@ -286,11 +361,23 @@ async fn run_inner(cmd: ComposeCmd, config: Option<&Path>) -> Result<(), Failure
             }
         }
         ComposeCmd::Down {
-            project: name,
+            target,
             volumes,
+            timeout,
+            state_dir,
         } => {
+            let name = target_project(&target)?;
             let docker = connect().await?;
-            let report = project::down(&docker, &name, volumes).await?;
+            let timeout = timeout.map(|s| Duration::from_secs(u64::from(s)));
+            let report = project::down(&docker, &name, volumes, timeout).await?;
+            if let Ok(dir) = files::local_dir(state_dir.as_deref(), &name)
+                && dir.is_dir()
+            {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    Failure::Environment(format!("removing {}: {e}", dir.display()))
+                })?;
+                crate::outln!("secret and config files {}: removed", dir.display());
+            }
             for c in &report.containers {
                 crate::outln!("container {c}: removed");
             }

@@ -278,6 +278,8 @@ mod tests {
             project_name: Some("p"),
             variables: &vars,
             files: &noco_compose::NoFiles,
+            profiles: &[],
+            directory: None,
         };
         match noco_compose::load(yaml, &opts) {
             Ok(l) => l.project,

@@ -157,6 +157,7 @@ mod tests {
             service: service.into(),
             number: 1,
             config_hash: None,
+            image: None,
             state,
             health,
         }
@@ -198,6 +199,8 @@ mod tests {
             project_name: Some("p"),
             variables: &vars,
             files: &noco_compose::NoFiles,
+            profiles: &[],
+            directory: None,
         };
         noco_compose::load(yaml, &opts).unwrap().project
     }

@@ -3,6 +3,8 @@
 //! ```text
 //! <data-dir>/stacks/<stack>/<revision-hex-first-16>/compose.yaml   the compose file
 //!                                                   /<shipped files>  0640 unless given a mode
+//!                           /mounted/   (0700) secret and config files as containers mount
+//!                                       them, with their own modes (`engine::files`)
 //! ```
 //!
 //! A revision directory is written whole into a temporary directory next to it (every file
@@ -24,6 +26,9 @@ use crate::datadir::DataDir;
 /// The compose file's name inside a revision directory.
 pub use noco_compose::revision::COMPOSE_FILE;
 const DEFAULT_MODE: u32 = 0o640;
+/// The directory of a stack's secret and config files, beside its revision directories (whose
+/// names are 16 hex digits, so never this).
+const MOUNTED_DIR: &str = "mounted";
 const DIR_MODE: u32 = 0o750;
 
 impl DataDir {
@@ -31,6 +36,11 @@ impl DataDir {
     pub fn stacks(&self) -> PathBuf {
         self.root.join("stacks")
     }
+}
+
+/// Where the secret and config files of a stack's containers are written.
+pub fn mounted_dir(stacks: &Path, stack: &str) -> PathBuf {
+    stacks.join(stack).join(MOUNTED_DIR)
 }
 
 /// A stack name is a directory name and part of a compose project name: `[a-z0-9][a-z0-9_-]*`,
@@ -208,11 +218,14 @@ fn fill(tmp: &Path, stack: &StackState) -> Result<(), String> {
     Ok(())
 }
 
-/// Remove every revision directory of a stack but `keep` (and leftover temporary ones).
+/// Remove every revision directory of a stack but `keep` (and leftover temporary ones); the
+/// secret and config files stay (the engine prunes them).
 pub fn prune_revisions(stack_root: &Path, keep: &str) -> Result<(), String> {
     let entries = fs::read_dir(stack_root).map_err(|e| io_err(stack_root, "listing", e))?;
     for entry in entries.flatten() {
-        if entry.file_name().to_str() == Some(keep) {
+        if entry.file_name().to_str() == Some(keep)
+            || entry.file_name().to_str() == Some(MOUNTED_DIR)
+        {
             continue;
         }
         let path = entry.path();
@@ -252,6 +265,12 @@ impl noco_compose::FileSource for RevisionFiles {
         let rel = path.strip_prefix("./").unwrap_or(path);
         let full = inside(&self.0, rel)?;
         fs::read_to_string(&full).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn read_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let rel = path.strip_prefix("./").unwrap_or(path);
+        let full = inside(&self.0, rel)?;
+        fs::read(&full).map_err(|e| format!("{path}: {e}"))
     }
 }
 
@@ -366,13 +385,21 @@ mod tests {
         write_revision(tmp.path(), &a, &na).unwrap();
         let dir_b = write_revision(tmp.path(), &b, &nb).unwrap();
         fs::create_dir(tmp.path().join("web/.tmp-junk")).unwrap();
+        fs::create_dir(mounted_dir(tmp.path(), "web")).unwrap();
         prune_revisions(&tmp.path().join("web"), &nb).unwrap();
-        let left: Vec<_> = fs::read_dir(tmp.path().join("web"))
+        let mut left: Vec<_> = fs::read_dir(tmp.path().join("web"))
             .unwrap()
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from(&nb)]);
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                std::ffi::OsString::from(&nb),
+                std::ffi::OsString::from(MOUNTED_DIR)
+            ]
+        );
         let files = RevisionFiles(dir_b);
         assert_eq!(files.read("./b.env").unwrap(), "X=2\n");
         assert!(files.read("../../web").is_err());

@@ -432,6 +432,8 @@ impl Applier {
             project_name: Some(&project_name),
             variables: &variables,
             files: &files,
+            profiles: &[],
+            directory: None,
         };
         let loaded = noco_compose::load(compose, &opts).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
@@ -460,6 +462,7 @@ impl Applier {
             opts: ApplyOptions {
                 config_file: dir.join(COMPOSE_FILE).display().to_string(),
                 stack_dir: dir,
+                files_dir: stackdir::mounted_dir(&self.cfg.data_dir.stacks(), &stack.name),
                 wait_timeout: self.cfg.wait_timeout,
                 registry_credentials: self.cfg.registry_credentials.clone(),
             },
@@ -470,7 +473,7 @@ impl Applier {
     /// (volumes are kept), then its directory.
     async fn remove(&mut self, docker: &Docker, name: &str) {
         let project = self.project_name(name);
-        match project::down(docker, &project, false).await {
+        match project::down(docker, &project, false, None).await {
             Ok(r) => {
                 let root = self.cfg.data_dir.stacks().join(name);
                 if let Err(e) = std::fs::remove_dir_all(&root) {

@@ -5,7 +5,10 @@
 //! 1. Serialize the normalized [`Service`] with serde into a JSON value (field names as in
 //!    `model.rs`, enums as their serde tags, durations as `{"secs":…,"nanos":…}`).
 //! 2. Remove `name` and `deploy.replicas`: renaming is not a config change a container sees,
-//!    and scaling must not recreate the running containers.
+//!    and scaling must not recreate the running containers. Fields added to the model since
+//!    (`secrets`, `configs`) are left out when empty, so a service that does not use them keeps
+//!    its hash; they hold each mounted file's digest, never its bytes, so a new secret value
+//!    changes the hash without being in it.
 //! 3. Encode it canonically: objects with keys sorted by their UTF-8 bytes, no whitespace,
 //!    strings escaped as serde_json escapes them, numbers as serde_json prints them.
 //! 4. Hash the bytes `"noco-config-v1\n"` followed by that encoding with SHA-256, and write
@@ -91,6 +94,8 @@ mod tests {
             project_name: Some("p"),
             variables: &vars,
             files: &NoFiles,
+            profiles: &[],
+            directory: None,
         };
         let yaml = "services:\n  web:\n    image: app\n    environment: {Z: '1', A: '2'}\n    deploy:\n      replicas: 3\n";
         let service = match load(yaml, &opts) {

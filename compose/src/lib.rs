@@ -9,8 +9,10 @@
 //! Code map: `parse` (bytes → UTF-8 text, YAML → tree with lines), `interpolate` (`${VAR:-d}`
 //! …), `read` (typed reads of tree nodes), `load` (top level, volumes, networks), `service` (one
 //! service) with `environment`, `relations` (depends_on, links, networks), `ports`, `mounts`,
-//! `deploy`; `validate` (project-wide checks), `units` (durations, sizes), `shell` (splitting
-//! string commands), `envfile` (`.env` syntax), `hash`, `diag`.
+//! `deploy`; `secrets` (top-level secrets and configs, and their mounts in services);
+//! `validate` (project-wide checks), `units` (durations, sizes), `shell` (splitting string
+//! commands), `envfile` (`.env` syntax), `hash`, `diag`, `suggest` ("did you mean" for
+//! unknown names, also for nococtl and the server).
 
 use std::collections::BTreeMap;
 
@@ -26,11 +28,14 @@ mod mounts;
 mod parse;
 pub mod plan;
 mod ports;
+mod profiles;
 mod read;
 mod relations;
 pub mod revision;
+mod secrets;
 mod service;
 mod shell;
+pub mod suggest;
 mod units;
 mod validate;
 
@@ -46,6 +51,12 @@ pub use parse::text;
 pub trait FileSource {
     /// Read a file named in the compose file (env_file), relative to the stack directory.
     fn read(&self, path: &str) -> Result<String, String>;
+
+    /// Read the content of a secret or config (`file:`), any bytes. By default, the text
+    /// [`FileSource::read`] gives.
+    fn read_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.read(path).map(String::into_bytes)
+    }
 }
 
 /// A [`FileSource`] that refuses every read.
@@ -70,12 +81,21 @@ impl FileSource for BTreeMap<String, String> {
 
 /// What [`load`] needs besides the file itself.
 pub struct LoadOptions<'a> {
-    /// `-p`; else the top-level `name:`; else an error.
+    /// `-p`, used as given (refused unless a valid project name). Without it, as docker compose
+    /// decides: `COMPOSE_PROJECT_NAME` from `variables` (as given), else the top-level `name:`,
+    /// else [`LoadOptions::directory`] (both normalized); else an error.
     pub project_name: Option<&'a str>,
     /// The only source for interpolation and for `environment: [FOO]` without a value. The
     /// process environment is never read.
     pub variables: &'a BTreeMap<String, String>,
     pub files: &'a dyn FileSource,
+    /// Enabled profiles (`--profile`; `*` enables every service). When empty,
+    /// `COMPOSE_PROFILES` from `variables` (comma-separated). The file's own `x-noco.profiles`
+    /// are enabled either way.
+    pub profiles: &'a [String],
+    /// The name of the compose file's directory: the project name when nothing else gives one
+    /// (`None` on the fleet, where the stack names the project).
+    pub directory: Option<&'a str>,
 }
 
 /// A loaded project and the warnings found on the way.

@@ -1,16 +1,23 @@
 //! The loading pipeline: YAML → tree → (interpolated as read) → validated, normalized
 //! [`Project`]. Top-level keys, project name, volumes and networks live here; services in
-//! `service.rs`, project-wide checks in `validate.rs`.
+//! `service.rs`, secrets and configs in `secrets.rs`, project-wide checks in `validate.rs`.
 
 use std::collections::BTreeMap;
 
 use crate::diag::Diagnostic;
 use crate::model::{Ipam, IpamPool, Network, Project, Volume};
 use crate::parse::{Node, parse};
+use crate::profiles::{Selection, select};
 use crate::read::{Reader, index, join};
+use crate::secrets::{self, Kind};
 use crate::service::{Draft, read_service};
 use crate::validate::validate;
 use crate::{LoadOptions, Loaded};
+
+/// The top-level keys of the compose specification, for "did you mean".
+const TOP_LEVEL: &[&str] = &[
+    "services", "networks", "volumes", "secrets", "configs", "name", "version", "include", "models",
+];
 
 /// Load a compose file into a normalized [`Project`]. Returns every error found (not just
 /// the first), or the project and the warnings. Never panics, whatever the input.
@@ -30,6 +37,9 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
     let mut volumes_node = None;
     let mut networks_node = None;
     let mut name_node = None;
+    let mut secrets_node = None;
+    let mut configs_node = None;
+    let mut x_noco_node = None;
     for (key, value) in entries {
         let k = key.name.as_str();
         match k {
@@ -38,20 +48,23 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
             "networks" => networks_node = Some(value),
             "name" => name_node = Some(value),
             "version" => r.warn(k, key.line, "\"version\" is obsolete and ignored"),
+            "x-noco" => x_noco_node = Some(value),
             _ if k.starts_with("x-") => {}
-            "secrets" | "configs" => r.error(
-                k,
-                key.line,
-                format!("top-level key {k:?} is not supported yet: pass secrets through environment or env_file, ship files with the stack and bind-mount them"),
-            ),
+            "secrets" => secrets_node = Some(value),
+            "configs" => configs_node = Some(value),
             "include" => r.error(k, key.line, "top-level key \"include\" is not supported: submit one self-contained compose file"),
             "models" => r.error(k, key.line, "top-level key \"models\" is not supported"),
-            _ => r.error(k, key.line, format!("unknown top-level key {k:?}")),
+            _ => {
+                let hint = crate::suggest::did_you_mean(k, TOP_LEVEL.iter().copied())
+                    .map(|h| format!(": {h}"))
+                    .unwrap_or_default();
+                r.error(k, key.line, format!("unknown top-level key {k:?}{hint}"))
+            }
         }
     }
 
-    let project_name = project_name(&mut r, opts.project_name, name_node);
-    let volumes = volumes_node
+    let project_name = project_name(&mut r, opts, name_node);
+    let mut volumes = volumes_node
         .map(|n| read_volumes(&mut r, n, &project_name))
         .unwrap_or_default();
     let mut networks = networks_node
@@ -80,6 +93,9 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
         }
     }
 
+    let selection = Selection::new(&mut r, opts.profiles, opts.variables, x_noco_node);
+    let mut drafts = select(&mut r, drafts, &selection, &mut networks, &mut volumes);
+
     if !networks.contains_key("default")
         && drafts
             .iter()
@@ -93,6 +109,13 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
             },
         );
     }
+    let secrets = secrets_node
+        .map(|n| secrets::read_definitions(&mut r, n, Kind::Secret))
+        .unwrap_or_default();
+    let configs = configs_node
+        .map(|n| secrets::read_definitions(&mut r, n, Kind::Config))
+        .unwrap_or_default();
+    let (secrets, configs) = secrets::attach(&mut r, opts.files, &mut drafts, &secrets, &configs);
     validate(&mut r, &drafts, &volumes, &networks);
 
     if !r.diags.errors.is_empty() {
@@ -108,38 +131,91 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
             services,
             networks,
             volumes,
+            secrets,
+            configs,
         },
         warnings: r.diags.warnings,
     })
 }
 
-/// `-p` if given, else top-level `name:`; normalized like compose (lowercase, only
+/// The project name as docker compose decides it: `-p`, else `COMPOSE_PROJECT_NAME` from the
+/// variables (the env files), each used as given and refused unless valid; else the top-level
+/// `name:`, else the compose file's directory name, each normalized (lowercase, only
 /// `[a-z0-9_-]`, starting with a letter or digit).
-fn project_name(r: &mut Reader, given: Option<&str>, node: Option<&Node>) -> String {
-    let (raw, path, line) = match (given, node) {
-        (Some(name), _) => (Some(name.to_owned()), "", None),
-        (None, Some(node)) => (r.text(node, "name"), "name", node.line),
-        (None, None) => {
+fn project_name(r: &mut Reader, opts: &LoadOptions, node: Option<&Node>) -> String {
+    if let Some(given) = opts.project_name.filter(|n| !n.is_empty()) {
+        return exact_project_name(r, given, false);
+    }
+    if let Some(name) = opts
+        .variables
+        .get("COMPOSE_PROJECT_NAME")
+        .filter(|n| !n.is_empty())
+    {
+        return exact_project_name(r, name, true);
+    }
+    if let Some(node) = node
+        && let Some(raw) = r.opt_text(node, "name").filter(|n| !n.is_empty())
+    {
+        let normalized = normalize_project_name(&raw);
+        if normalized.is_empty() {
             r.error(
-                "",
-                None,
-                "no project name: pass one (-p) or set a top-level \"name:\"",
+                "name",
+                node.line,
+                format!("project name {raw:?} has no usable characters (lowercase letters, digits, '_', '-'): pass one with -p"),
             );
-            return String::new();
+        } else if normalized != raw {
+            r.warn(
+                "name",
+                node.line,
+                format!("project name {raw:?} normalized to {normalized:?}"),
+            );
         }
+        return normalized;
+    }
+    let Some(directory) = opts.directory else {
+        r.error(
+            "",
+            None,
+            "no project name: pass one (-p) or set a top-level \"name:\"",
+        );
+        return String::new();
     };
-    let Some(raw) = raw else { return String::new() };
-    let normalized = normalize_project_name(&raw);
+    let normalized = normalize_project_name(directory);
     if normalized.is_empty() {
-        r.error(path, line, format!("project name {raw:?} has no usable characters (lowercase letters, digits, '_', '-')"));
-    } else if normalized != raw {
-        r.warn(
-            path,
-            line,
-            format!("project name {raw:?} normalized to {normalized:?}"),
+        r.error(
+            "",
+            None,
+            format!("no project name: the directory name {directory:?} has no usable characters (lowercase letters, digits, '_', '-'): pass one with -p or set a top-level \"name:\""),
         );
     }
     normalized
+}
+
+/// A project name given as is (`-p`, a stack's name, `COMPOSE_PROJECT_NAME`): refused unless it
+/// is valid, as docker compose refuses it, suggesting the normalized form.
+fn exact_project_name(r: &mut Reader, name: &str, from_env: bool) -> String {
+    let normalized = normalize_project_name(name);
+    if normalized != name {
+        let source = if from_env {
+            " from COMPOSE_PROJECT_NAME"
+        } else {
+            ""
+        };
+        let mut hint = if normalized.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {normalized:?}?")
+        };
+        if from_env {
+            hint.push_str(" (-p overrides it)");
+        }
+        r.error(
+            "",
+            None,
+            format!("invalid project name {name:?}{source}: it must consist only of lowercase letters, digits, '-' and '_', and start with a letter or digit{hint}"),
+        );
+    }
+    name.to_owned()
 }
 
 pub(crate) fn normalize_project_name(raw: &str) -> String {

@@ -19,6 +19,10 @@ pub struct Project {
     /// is declared, the normalizer adds `default` (compose's `<project>_default`).
     pub networks: BTreeMap<String, Network>,
     pub volumes: BTreeMap<String, Volume>,
+    /// Top-level `secrets:` that some service mounts, by key, with their content.
+    pub secrets: BTreeMap<String, FileObject>,
+    /// Top-level `configs:` that some service mounts, by key, with their content.
+    pub configs: BTreeMap<String, FileObject>,
 }
 
 impl Project {
@@ -91,6 +95,13 @@ pub struct Service {
     pub links: Vec<String>,
     pub cpu_shares: Option<i64>,
     pub group_add: Vec<String>,
+    /// `secrets:` mounted read-only under `/run/secrets` (or their absolute target), ordered by
+    /// target. Left out of the serialization (and so of the config hash) when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileMount>,
+    /// `configs:` mounted read-only at their target (default `/<name>`), ordered by target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileMount>,
 }
 
 impl Service {
@@ -331,4 +342,75 @@ pub struct Volume {
     pub driver: Option<String>,
     pub driver_opts: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A top-level secret or config: where its content came from, and the content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileObject {
+    pub source: ObjectSource,
+    pub content: Content,
+}
+
+/// Where a secret's or config's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum ObjectSource {
+    /// `file:`, as written (interpolated): relative to the compose file's directory, or
+    /// absolute. On the fleet the file ships with the revision under this path.
+    File(String),
+    /// `environment:`: the variable's name (from the env files and variables given, never a
+    /// process environment).
+    Environment(String),
+    /// `content:` (configs only), inline and interpolated.
+    Inline,
+}
+
+/// The bytes of a secret or config. Serialized, and printed with `{:?}`, as their SHA-256 only,
+/// so that no view of the model (a plan, a diff, a log line) can show them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Content(Vec<u8>);
+
+impl Content {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Content(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// `sha256:<hex>` of the bytes.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        format!("sha256:{}", hex::encode(Sha256::digest(&self.0)))
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Content({} bytes, {})", self.0.len(), self.digest())
+    }
+}
+
+impl Serialize for Content {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.digest())
+    }
+}
+
+/// A secret or config as one service mounts it: a read-only file at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMount {
+    /// The key of the project's secret or config.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Owner of the file; `None`: the agent's own user (root for a system agent).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Permission bits (at most 0777): default 0400 for secrets, 0444 for configs.
+    pub mode: u32,
+    /// [`Content::digest`] of the content, so that the config hash changes with the content
+    /// without holding it.
+    pub digest: String,
 }

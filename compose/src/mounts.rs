@@ -333,7 +333,7 @@ fn long_mount(
 
 /// A file mode: a YAML integer as written (`0o1777` is octal), or a string read as octal
 /// (`"1777"`, `0755`).
-fn read_mode(r: &mut Reader, node: &Node, path: &str) -> Option<u32> {
+pub(crate) fn read_mode(r: &mut Reader, node: &Node, path: &str) -> Option<u32> {
     if let Value::Int(_) = node.value {
         return r.int(node, path);
     }

@@ -16,6 +16,9 @@ pub struct ObservedContainer {
     pub number: u32,
     /// noco's config-hash label; `None` for containers noco did not create.
     pub config_hash: Option<String>,
+    /// The ID of the image it was created from (`sha256:…`): its `com.docker.compose.image`
+    /// label, as compose v2 records it, else the container's own image ID.
+    pub image: Option<String>,
     pub state: RunState,
     pub health: Option<Health>,
 }
@@ -77,6 +80,9 @@ pub struct Observed {
     pub networks: BTreeSet<String>,
     /// Docker names of the volumes that exist.
     pub volumes: BTreeSet<String>,
+    /// The IDs of the local images the services name, by reference as written (`nginx:1.25`
+    /// → `sha256:…`); a reference with no local image is absent.
+    pub images: BTreeMap<String, String>,
 }
 
 /// How a service's containers are replaced.
@@ -315,6 +321,7 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
             _ => None,
         };
         let one_shot = project.is_one_shot(&name);
+        let local_image = observed.images.get(&svc.image);
         let mut containers = by_service.remove(name.as_str()).unwrap_or_default();
         containers.sort_by(|a, b| a.number.cmp(&b.number).then(a.name.cmp(&b.name)));
         let mut steps = Vec::new();
@@ -339,9 +346,27 @@ pub fn plan(project: &Project, observed: &Observed, hash: impl Fn(&Service) -> S
                 });
                 continue;
             }
+            // As compose compares `com.docker.compose.image`: the reference now names another
+            // image than the one the container was created from (pulled, rebuilt, retagged).
+            let image_changed = match (&c.image, local_image) {
+                (Some(have), Some(want)) if have != want => Some(format!(
+                    "image {} changed ({} → {})",
+                    svc.image,
+                    short(have),
+                    short(want)
+                )),
+                _ => None,
+            };
             let step = match &c.config_hash {
                 Some(h) if *h == desired => {
-                    if let Some(owner) = &namespace_gone {
+                    if let Some(reason) = image_changed {
+                        Step::Recreate {
+                            id,
+                            name: cname,
+                            number,
+                            reason,
+                        }
+                    } else if let Some(owner) = &namespace_gone {
                         Step::Recreate {
                             id,
                             name: cname,

@@ -416,14 +416,12 @@ impl<'a> Reader<'a> {
             if known.contains(&key.name.as_str()) {
                 out.push((key, value));
             } else {
+                let hint = crate::suggest::did_you_mean(&key.name, known.iter().copied())
+                    .unwrap_or_else(|| format!("known: {}", known.join(", ")));
                 self.error(
                     &join(path, &key.name),
                     key.line,
-                    format!(
-                        "{what}: unknown key {:?} (known: {})",
-                        key.name,
-                        known.join(", ")
-                    ),
+                    format!("{what}: unknown key {:?} ({hint})", key.name),
                 );
             }
         }

@@ -187,7 +187,8 @@ pub(crate) fn read_service_networks(
             }
         }
         Value::Map(entries) => {
-            for (key, value) in entries {
+            // An `x-` key here is an extension, not a network (as in compose).
+            for (key, value) in entries.iter().filter(|(k, _)| !k.name.starts_with("x-")) {
                 let p = join(path, &key.name);
                 let mut net = ServiceNetwork::default();
                 if !value.is_null()

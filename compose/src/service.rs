@@ -16,6 +16,7 @@ use crate::read::{Reader, index, join};
 use crate::relations::{
     NameRef, read_depends_on, read_links, read_network_mode, read_service_networks,
 };
+use crate::secrets::{self, MountRef};
 use crate::shell::split_words;
 
 /// A loaded service and what the project-wide checks need to know about it.
@@ -28,6 +29,11 @@ pub(crate) struct Draft {
     pub networks: Vec<NameRef>,
     pub volumes: Vec<VolumeRef>,
     pub ports: Vec<PortRef>,
+    /// `profiles:` (empty: the service always runs); `profiles::select` decides.
+    pub profiles: Vec<String>,
+    /// `secrets:` and `configs:` as written; `secrets::attach` resolves them into the service.
+    pub secrets: Vec<MountRef>,
+    pub configs: Vec<MountRef>,
 }
 
 /// Service keys noco supports.
@@ -81,16 +87,14 @@ const SUPPORTED: &[&str] = &[
     "memswap_limit",
     "pids_limit",
     "group_add",
+    "profiles",
+    "secrets",
+    "configs",
 ];
 
 /// Why a compose service key that noco does not support is refused.
 fn refusal(key: &str) -> Option<&'static str> {
     Some(match key {
-        "secrets" => "secrets are not supported yet; pass them through environment or env_file",
-        "configs" => {
-            "configs are not supported yet; ship the file with the stack and bind-mount it"
-        }
-        "profiles" => "profiles are not supported: every service of a noco stack runs",
         "extends" => {
             "extends is not supported: inline the settings (YAML anchors and `<<` merge keys work)"
         }
@@ -153,6 +157,9 @@ pub(crate) fn read_service(
         networks: Vec::new(),
         volumes: Vec::new(),
         ports: Vec::new(),
+        profiles: Vec::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     let what = format!("service {name:?}");
     if !valid_service_name(name) {
@@ -188,7 +195,12 @@ pub(crate) fn read_service(
                     key.line,
                     format!("{what}: key {k:?} is not supported: {why}"),
                 ),
-                None => r.error(&p, key.line, format!("{what}: unknown key {k:?}")),
+                None => {
+                    let hint = crate::suggest::did_you_mean(k, SUPPORTED.iter().copied())
+                        .map(|h| format!(": {h}"))
+                        .unwrap_or_default();
+                    r.error(&p, key.line, format!("{what}: unknown key {k:?}{hint}"))
+                }
             }
             continue;
         }
@@ -278,6 +290,13 @@ pub(crate) fn read_service(
             "memswap_limit" => legacy.memswap_limit = r.bytes_or_unlimited(value, &p),
             "pids_limit" => legacy.pids_limit = r.int(value, &p),
             "group_add" => s.group_add = r.strings(value, &p),
+            "profiles" => draft.profiles = crate::profiles::read_profiles(r, value, &p),
+            "secrets" => {
+                draft.secrets = secrets::read_mounts(r, value, &p, secrets::Kind::Secret, &what)
+            }
+            "configs" => {
+                draft.configs = secrets::read_mounts(r, value, &p, secrets::Kind::Config, &what)
+            }
             _ => {}
         }
     }
@@ -398,6 +417,8 @@ fn empty_service(name: &str) -> Service {
         links: Vec::new(),
         cpu_shares: None,
         group_add: Vec::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 
@@ -563,7 +584,8 @@ fn read_ulimits(r: &mut Reader, node: &Node, path: &str, what: &str) -> BTreeMap
     let Some(entries) = r.mapping(node, path) else {
         return out;
     };
-    for (key, value) in entries {
+    // An `x-` key here is an extension, not a limit (as in compose).
+    for (key, value) in entries.iter().filter(|(k, _)| !k.name.starts_with("x-")) {
         let p = join(path, &key.name);
         let limit = match &value.value {
             Value::Map(inner) => {

@@ -564,6 +564,8 @@ fn env_file_entries_then_environment_later_wins() {
         project_name: Some("p"),
         variables: &variables,
         files: &files,
+        profiles: &[],
+        directory: None,
     };
     let loaded = match noco_compose::load(yaml, &opts) {
         Ok(l) => l,
@@ -581,6 +583,8 @@ fn env_file_entries_then_environment_later_wins() {
         project_name: Some("p"),
         variables: &variables,
         files: &files,
+        profiles: &[],
+        directory: None,
     };
     match noco_compose::load(single, &opts) {
         Ok(l) => assert_eq!(l.project.services["s"].environment, map(&[("B", "from-b")])),
@@ -591,6 +595,8 @@ fn env_file_entries_then_environment_later_wins() {
         project_name: Some("p"),
         variables: &variables,
         files: &bad,
+        profiles: &[],
+        directory: None,
     };
     match noco_compose::load(
         "services:\n  s:\n    image: img\n    env_file: a.env\n",
@@ -660,9 +666,6 @@ fn warnings_say_what_was_ignored_or_defaulted() {
 #[test]
 fn each_unsupported_key_is_refused_naming_service_and_key() {
     let cases: &[(&str, &str)] = &[
-        ("secrets: [pw]", "secrets"),
-        ("configs: [conf]", "configs"),
-        ("profiles: [debug]", "profiles"),
         ("extends:\n  service: other", "extends"),
         ("develop: {}", "develop"),
         ("scale: 2", "scale"),
@@ -743,7 +746,7 @@ fn unsupported_nested_keys_and_values_are_refused() {
 
 #[test]
 fn unsupported_top_level_keys_are_refused() {
-    for key in ["secrets", "configs", "include", "bogus"] {
+    for key in ["include", "bogus"] {
         let yaml = format!("services:\n  s:\n    image: i\n{key}: {{}}\n");
         let errs = errors(&yaml);
         assert_eq!(errs.len(), 1, "{}", show(&errs));

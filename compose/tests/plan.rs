@@ -15,13 +15,21 @@ fn project(yaml: &str) -> Project {
             project_name: Some("p"),
             variables: &vars,
             files: &NoFiles,
+            profiles: &[],
+            directory: None,
         },
     )
     .unwrap_or_else(|d| panic!("{d:?}"))
     .project
 }
 
-/// A running container of `service` with the hash the project wants (or `hash`).
+/// The ID the local image `reference` has in these tests.
+fn image_id(reference: &str) -> String {
+    format!("sha256:{reference}")
+}
+
+/// A running container of `service` with the hash the project wants, made from the image its
+/// reference names.
 fn running(p: &Project, service: &str, number: u32) -> ObservedContainer {
     ObservedContainer {
         id: format!("id-{service}-{number}"),
@@ -29,6 +37,7 @@ fn running(p: &Project, service: &str, number: u32) -> ObservedContainer {
         service: service.into(),
         number,
         config_hash: Some(config_hash(&p.services[service])),
+        image: Some(image_id(&p.services[service].image)),
         state: RunState::Running,
         health: None,
     }
@@ -43,6 +52,11 @@ fn converged(p: &Project) -> Observed {
     }
     o.networks = p.networks.values().map(|n| n.name.clone()).collect();
     o.volumes = p.volumes.values().map(|v| v.name.clone()).collect();
+    o.images = p
+        .services
+        .values()
+        .map(|s| (s.image.clone(), image_id(&s.image)))
+        .collect();
     o
 }
 
@@ -121,6 +135,30 @@ fn a_changed_service_is_recreated_and_only_it() {
         changes(&p, &o),
         ["web: recreate p-web-1 (the container was not made by noco)"]
     );
+}
+
+#[test]
+fn a_container_whose_image_reference_now_names_another_image_is_recreated() {
+    // As compose compares com.docker.compose.image: `app` was pulled or retagged since.
+    let p = project(TWO);
+    let mut o = converged(&p);
+    o.images
+        .insert("app".into(), "sha256:0123456789abcdef".into());
+    assert_eq!(
+        plan(&p, &o, config_hash).services[1].steps,
+        [Step::Recreate {
+            id: "id-web-1".into(),
+            name: "p-web-1".into(),
+            number: 1,
+            reason: "image app changed (app → 0123456789ab)".into(),
+        }]
+    );
+    // Nothing to compare with: the local image is gone, or the container's image unknown.
+    o.images.remove("app");
+    assert!(plan(&p, &o, config_hash).is_noop());
+    let mut o = converged(&p);
+    o.containers[1].image = None;
+    assert!(plan(&p, &o, config_hash).is_noop());
 }
 
 #[test]

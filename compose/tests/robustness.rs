@@ -156,6 +156,8 @@ fn mutated_seed_files_never_panic() {
                 project_name: Some("fuzz"),
                 variables: &variables,
                 files: &AnyFile,
+                profiles: &[],
+                directory: None,
             };
             match catch_unwind(AssertUnwindSafe(|| load(&text, &opts))) {
                 Ok(Ok(_)) => outcomes.0 += 1,
@@ -183,6 +185,8 @@ fn hostile_inputs_are_refused_quickly() {
         project_name: Some("p"),
         variables: &variables,
         files: &noco_compose::NoFiles,
+        profiles: &[],
+        directory: None,
     };
     let mut laughs = String::from("x-a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..10 {
@@ -237,6 +241,8 @@ fn long_dependency_chains_do_not_overflow() {
         project_name: Some("p"),
         variables: &variables,
         files: &noco_compose::NoFiles,
+        profiles: &[],
+        directory: None,
     };
     match load(&yaml, &opts) {
         Ok(_) => panic!("a cycle through every service should be refused"),

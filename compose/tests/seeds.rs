@@ -22,6 +22,8 @@ fn load_text(
             project_name: Some("seed"),
             variables: &variables,
             files,
+            profiles: &[],
+            directory: None,
         },
     )
 }

@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::{errors, load_with, project, show, vars};
+use common::{errors, load_with, project, show};
 use noco_compose::model::{Network, RestartPolicy};
-use noco_compose::{LoadOptions, NoFiles, load};
 
 /// Errors of `yaml`, as (path, message fragment) expectations: each expectation must match
 /// one error, and there must be no other errors.
@@ -494,57 +491,6 @@ fn external_objects_cannot_be_configured() {
 }
 
 #[test]
-fn project_names() {
-    let variables = BTreeMap::new();
-    let name = |yaml: &str, given: Option<&str>| {
-        load(
-            yaml,
-            &LoadOptions {
-                project_name: given,
-                variables: &variables,
-                files: &NoFiles,
-            },
-        )
-        .map(|l| (l.project.name, l.warnings.len()))
-        .map_err(|e| e.into_iter().map(|d| d.to_string()).collect::<Vec<_>>())
-    };
-    let svc = "services:\n  a:\n    image: a\n";
-    assert_eq!(name(svc, Some("web")), Ok(("web".into(), 0)));
-    assert_eq!(
-        name(&format!("name: from-file\n{svc}"), None),
-        Ok(("from-file".into(), 0))
-    );
-    assert_eq!(
-        name(&format!("name: from-file\n{svc}"), Some("flag")),
-        Ok(("flag".into(), 0))
-    );
-    assert_eq!(
-        name(&format!("name: My.App\n{svc}"), None),
-        Ok(("myapp".into(), 1))
-    );
-    assert_eq!(
-        name(svc, None),
-        Err(vec![
-            "no project name: pass one (-p) or set a top-level \"name:\"".to_owned()
-        ])
-    );
-    assert!(matches!(name(svc, Some("...")), Err(e) if e[0].contains("no usable characters")));
-    let vars = vars(&[("STACK", "Shop")]);
-    let loaded = load(
-        &format!("name: ${{STACK}}-prod\n{svc}"),
-        &LoadOptions {
-            project_name: None,
-            variables: &vars,
-            files: &NoFiles,
-        },
-    );
-    assert_eq!(
-        loaded.map(|l| l.project.name).ok().as_deref(),
-        Some("shop-prod")
-    );
-}
-
-#[test]
 fn every_problem_is_reported_at_once() {
     let yaml = "\
 version: '3'
@@ -553,20 +499,22 @@ services:
     image: a
     restart: sometimes
     ports: ['99999:1']
-    secrets: [x]
+    secrets: [x, y]
   b:
     build: .
     depends_on: [nope]
   c: {}
-secrets: {}
+secrets:
+  x:
+    external: true
 ";
     let errs = errors(yaml);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     for want in [
-        "secrets",
+        "secrets.x.external",
         "services.a.restart",
         "services.a.ports[0]",
-        "services.a.secrets",
+        "services.a.secrets[1]",
         "services.b.build",
         "services.c",
         "services.b.depends_on[0]",

@@ -10,6 +10,7 @@ use noco_certs::{PeerCert, csr, sha256_hex, tls};
 use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
 
+use crate::cli::{Cli, Command, HostCmd, OperatorCmd, SigningKeyCmd, TokenCmd};
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, errln, outln};
@@ -17,7 +18,7 @@ use crate::view::audit::AuditView;
 use crate::view::host::{HostView, JoinTokenView};
 use crate::view::operator::{LoginTokenView, LoginView, OperatorView, WhoAmIView};
 use crate::view::signing::SigningKeyView;
-use crate::{Cli, Command, HostCmd, OperatorCmd, TokenCmd, config, rollout, stack, status};
+use crate::{config, rollout, stack, status};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let path = config::resolve(cli.config.as_deref())?;
@@ -176,7 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 Format::Table => outln!("revoked operator {} ({})", o.name, o.id),
             }
         }
-        Command::SigningKey(crate::SigningKeyCmd::Rotate) => {
+        Command::SigningKey(SigningKeyCmd::Rotate) => {
             let r = ctl
                 .rotate_signing_key(pb::RotateSigningKeyRequest {})
                 .await
@@ -188,9 +189,25 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 Format::Table => outln!("{}", key.line()),
             }
         }
-        Command::Audit { limit } => {
+        Command::Audit {
+            limit,
+            since,
+            action,
+            caller,
+        } => {
+            let since_unix_ms = since.map_or(0, |d| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.saturating_sub(d).as_millis() as i64
+            });
             let records = ctl
-                .list_audit(pb::ListAuditRequest { limit })
+                .list_audit(pb::ListAuditRequest {
+                    limit,
+                    since_unix_ms,
+                    action: action.unwrap_or_default(),
+                    caller: caller.unwrap_or_default(),
+                })
                 .await
                 .map_err(|s| refused("read audit log", s))?
                 .into_inner()

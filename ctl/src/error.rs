@@ -1,7 +1,8 @@
 //! nococtl's failures and the exit codes scripts can rely on:
-//! 0 success · 1 the server refused or failed the request · 2 usage or local problem (no or bad
-//! credential, expired certificate) · 3 the server could not be reached. (A closed stdout is
-//! not a failure: see `output`.)
+//! 0 success · 1 the server refused or failed the request, or what was shown or watched failed
+//! (a failed stack in `status`; nothing to wait for in `status -w`) · 2 usage or local problem
+//! (no or bad credential, expired certificate) · 3 the server could not be reached. (A closed
+//! stdout is not a failure: see `output`.)
 
 use std::fmt;
 
@@ -9,6 +10,9 @@ use std::fmt;
 pub enum CtlError {
     /// The server answered with an error.
     Refused(String),
+    /// The request worked, and what it shows failed: a stack failed or was refused, there is
+    /// nothing to wait for.
+    Failed(String),
     /// Something on this machine is wrong: configuration, credential, arguments.
     Local(String),
     /// The server could not be reached or the TLS handshake failed.
@@ -18,7 +22,7 @@ pub enum CtlError {
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Refused(_) => 1,
+            CtlError::Refused(_) | CtlError::Failed(_) => 1,
             CtlError::Local(_) => 2,
             CtlError::Unreachable(_) => 3,
         }
@@ -32,7 +36,10 @@ impl CtlError {
 impl fmt::Display for CtlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CtlError::Refused(m) | CtlError::Local(m) | CtlError::Unreachable(m) => f.write_str(m),
+            CtlError::Refused(m)
+            | CtlError::Failed(m)
+            | CtlError::Local(m)
+            | CtlError::Unreachable(m) => f.write_str(m),
         }
     }
 }

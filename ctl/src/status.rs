@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
 
-use crate::client;
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, Listed, errln, out, outln, short_revision, truncate};
 use crate::view::status::{HostStatusView, StackReportView};
+use crate::{client, duration};
 
 /// How long the ERROR column may be in the table.
 const ERROR_WIDTH: usize = 80;
@@ -273,11 +273,12 @@ pub async fn run(
                 .map_err(|s| refused("status", s))?
                 .into_inner(),
         );
+        let rows = all_rows(&hosts, only);
         match out {
             Format::Json => output::json(&hosts),
-            Format::Table => print_table(&all_rows(&hosts, only), only),
+            Format::Table => print_table(&rows, only),
         }
-        return Ok(());
+        return failed(&verdict(&rows).failed);
     }
 
     let started = tokio::time::Instant::now();
@@ -295,7 +296,7 @@ pub async fn run(
             Ok(Err(s)) => Some(refused("status", s).to_string()),
             Err(_) => Some(format!(
                 "status: no answer from the server within {}",
-                humantime::format_duration(CALL_TIMEOUT)
+                duration::format(CALL_TIMEOUT)
             )),
         };
         let hosts = last.clone().unwrap_or_default();
@@ -309,8 +310,8 @@ pub async fn run(
                 outln!(
                     "\n{} — {} elapsed of {}",
                     verdict.summary(),
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                    humantime::format_duration(timeout)
+                    duration::format(Duration::from_secs(elapsed.as_secs())),
+                    duration::format(timeout)
                 );
             } else {
                 print_changes(&rows, &mut shown);
@@ -326,27 +327,35 @@ pub async fn run(
             result
         };
         if !verdict.failed.is_empty() {
-            for r in &verdict.failed {
-                errln!(
-                    "{} on {}: {}: {}",
-                    r.stack,
-                    r.host,
-                    r.state.text(),
-                    if r.error.is_empty() {
-                        "(no error reported)"
-                    } else {
-                        &r.error
+            return finish(failed(&verdict.failed));
+        }
+        let nothing = problem
+            .is_none()
+            .then(|| nothing_to_wait_for(&rows, only))
+            .flatten();
+        if let Some(reason) = nothing {
+            let reason = match only {
+                Some(name) if offline_hosts(&rows).is_empty() => {
+                    match selector_of(&mut ctl, name).await {
+                        Some(selector) => {
+                            format!("{reason}: its selector {selector} matches no host")
+                        }
+                        None => reason,
                     }
-                );
-            }
-            return finish(Err(CtlError::Refused(format!(
-                "{} of the watched stacks failed or were refused (above)",
-                verdict.failed.len()
+                }
+                _ => reason,
+            };
+            return finish(Err(CtlError::Failed(format!(
+                "nothing to wait for: {reason}"
             ))));
         }
         if problem.is_none() && verdict.waiting.is_empty() {
             if out == Format::Table && !tty {
                 outln!("{}", verdict.summary());
+            }
+            let offline = offline_hosts(&rows);
+            if !offline.is_empty() {
+                errln!("nococtl: not waited for (offline): {}", offline.join(", "));
             }
             return finish(Ok(()));
         }
@@ -361,13 +370,92 @@ pub async fn run(
             } else {
                 format!("still waiting for {}", pending.join(", "))
             };
-            return finish(Err(CtlError::Refused(format!(
+            return finish(Err(CtlError::Failed(format!(
                 "timed out after {}: {what}",
-                humantime::format_duration(timeout)
+                duration::format(timeout)
             ))));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Exit 1 naming each failed or refused stack (on stderr), or 0 when there is none.
+fn failed(rows: &[&Row]) -> Result<(), CtlError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for r in rows {
+        errln!(
+            "{} on {}: {}: {}",
+            r.stack,
+            r.host,
+            r.state.text(),
+            if r.error.is_empty() {
+                "(no error reported)"
+            } else {
+                &r.error
+            }
+        );
+    }
+    Err(CtlError::Failed(format!(
+        "{} failed or {} refused (above)",
+        if rows.len() == 1 {
+            "1 stack".to_string()
+        } else {
+            format!("{} stacks", rows.len())
+        },
+        if rows.len() == 1 { "was" } else { "were" }
+    )))
+}
+
+/// Why `-w` has nothing to wait for, if it has not: no online host has a (matching) stack
+/// assigned, and nothing failed.
+pub fn nothing_to_wait_for(rows: &[Row], only: Option<&str>) -> Option<String> {
+    let v = verdict(rows);
+    if v.done > 0 || !v.waiting.is_empty() || !v.failed.is_empty() {
+        return None;
+    }
+    let offline = offline_hosts(rows);
+    Some(match (only, offline.is_empty()) {
+        (Some(name), true) => format!("stack {name} is assigned to no host"),
+        (Some(name), false) => format!(
+            "every host stack {name} is assigned to is offline: {}",
+            offline.join(", ")
+        ),
+        (None, false) => format!(
+            "every host with a stack assigned is offline: {}",
+            offline.join(", ")
+        ),
+        (None, true) if rows.is_empty() => "no host is enrolled".to_string(),
+        (None, true) => "no stack is assigned to any host".to_string(),
+    })
+}
+
+/// The hosts that have a stack assigned but are offline, by name, once each.
+fn offline_hosts(rows: &[Row]) -> Vec<String> {
+    let mut hosts: Vec<String> = rows
+        .iter()
+        .filter(|r| r.status != pb::Presence::Online && !r.assigned.is_empty())
+        .map(|r| r.host.clone())
+        .collect();
+    hosts.dedup();
+    hosts
+}
+
+/// The stack's selector, to say why it runs nowhere (`None` when it cannot be read).
+async fn selector_of(
+    ctl: &mut noco_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
+    stack: &str,
+) -> Option<String> {
+    let r = ctl
+        .get_stack(pb::GetStackRequest {
+            name: stack.to_string(),
+            revision: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    r.summary.map(|s| s.selector).filter(|s| !s.is_empty())
 }
 
 /// The rows `-w` still waits for and those that failed.
@@ -746,5 +834,92 @@ mod tests {
         let rows = vec![healthy];
         let v = verdict(&rows);
         assert_eq!(v.summary(), "all 1 converged and healthy");
+    }
+
+    #[test]
+    fn nothing_to_wait_for_names_why_when_no_online_host_has_the_stack() {
+        let named = |name: &str, h: pb::HostStatus| pb::HostStatus {
+            host: name.into(),
+            ..h
+        };
+        // The selector matches no host: no rows at all.
+        assert_eq!(
+            nothing_to_wait_for(&[], Some("shop")).as_deref(),
+            Some("stack shop is assigned to no host")
+        );
+        assert_eq!(
+            nothing_to_wait_for(&[], None).as_deref(),
+            Some("no host is enrolled")
+        );
+        // Every matching host is offline: they are named.
+        let offline: Vec<Row> = ["web-1", "web-2"]
+            .iter()
+            .flat_map(|n| {
+                rows_of(
+                    &named(n, host(Presence::Offline, &[("shop", R1)], vec![])),
+                    Some("shop"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nothing_to_wait_for(&offline, Some("shop")).as_deref(),
+            Some("every host stack shop is assigned to is offline: web-1, web-2")
+        );
+        assert_eq!(
+            nothing_to_wait_for(&offline, None).as_deref(),
+            Some("every host with a stack assigned is offline: web-1, web-2")
+        );
+        // Online hosts with nothing assigned.
+        let idle = rows_of(&host(Presence::Online, &[], vec![]), None);
+        assert_eq!(
+            nothing_to_wait_for(&idle, None).as_deref(),
+            Some("no stack is assigned to any host")
+        );
+        // One online host waiting (or done, or failed): something to wait for.
+        let mut rows = offline.clone();
+        rows.extend(rows_of(
+            &host(Presence::Online, &[("shop", R1)], vec![]),
+            None,
+        ));
+        assert_eq!(nothing_to_wait_for(&rows, Some("shop")), None);
+        let mut failed = report("shop", R1, ApplyState::Failed, &[]);
+        failed.error = "boom".into();
+        let rows = rows_of(&host(Presence::Online, &[("shop", R1)], vec![failed]), None);
+        assert_eq!(nothing_to_wait_for(&rows, None), None);
+    }
+
+    #[test]
+    fn status_fails_naming_each_failed_stack_and_succeeds_without_one() {
+        let healthy = only_row(&host(
+            Presence::Online,
+            &[("shop", R1)],
+            vec![report(
+                "shop",
+                R1,
+                ApplyState::Converged,
+                &[(1, 1, Health::Healthy)],
+            )],
+        ));
+        let rows = vec![healthy];
+        assert!(failed(&verdict(&rows).failed).is_ok());
+        let mut broken = report("shop", R1, ApplyState::Failed, &[]);
+        broken.error = "service app exited with code 3".into();
+        let rows = vec![only_row(&host(
+            Presence::Online,
+            &[("shop", R1)],
+            vec![broken],
+        ))];
+        let e = failed(&verdict(&rows).failed).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.to_string(), "1 stack failed or was refused (above)");
+        // A failure reported by a host that is offline now is not counted.
+        let mut old = report("shop", R1, ApplyState::Failed, &[]);
+        old.error = "boom".into();
+        let rows = vec![only_row(&host(
+            Presence::Offline,
+            &[("shop", R1)],
+            vec![old],
+        ))];
+        assert!(failed(&verdict(&rows).failed).is_ok());
     }
 }

@@ -430,6 +430,68 @@ pub fn remove_container(name: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Images a test makes
+
+/// Tag `image` as `reference` (`repo:tag`).
+pub fn tag_image(image: &str, reference: &str) -> anyhow::Result<()> {
+    let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+    with_docker(|docker| async move {
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        docker
+            .tag_image(image, Some(opts))
+            .await
+            .with_context(|| format!("tagging {image} as {reference}"))
+    })
+}
+
+/// Build `reference` (`repo:tag`) as `FROM base` plus a label saying `variant`: an image with
+/// the same contents as `base` but another ID. Offline: `base` is local.
+pub fn variant_image(base: &str, reference: &str, variant: &str) -> anyhow::Result<()> {
+    let dockerfile = format!("FROM {base}\nLABEL noco.test.variant={variant}\n");
+    let mut context = Vec::new();
+    tar_entry(
+        &mut context,
+        "Dockerfile",
+        TarKind::File,
+        0o644,
+        dockerfile.as_bytes(),
+    );
+    context.extend_from_slice(&[0; 1024]);
+    with_docker(|docker| async move { build_image(&docker, reference, context).await })
+}
+
+/// The ID (`sha256:…`) of a local image.
+pub fn image_id(image: &str) -> anyhow::Result<String> {
+    with_docker(|docker| async move {
+        let inspected = docker
+            .inspect_image(image)
+            .await
+            .with_context(|| format!("inspecting {image}"))?;
+        inspected.id.context("an image without an ID")
+    })
+}
+
+/// Remove an image reference (the image too, if nothing else names it); failures are reported
+/// on stderr, never panicked on (for `Drop` guards).
+pub fn remove_image(reference: &str) {
+    let result = with_docker(|docker| async move {
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(true)
+            .build();
+        match docker.remove_image(reference, Some(opts), None).await {
+            Err(e) if !is_not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("removing image {reference}: {e:#}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Talking to containers
 
 /// Run `cmd` in a running container (like `docker exec`); its exit code and combined output.

@@ -70,6 +70,7 @@ enumeration! {
     Role = "ROLE_",
     Presence = "PRESENCE_",
     OperatorStatus = "OPERATOR_STATUS_",
+    AuditOutcome = "AUDIT_OUTCOME_",
 }
 
 #[cfg(test)]

@@ -164,6 +164,21 @@ impl Caller {
         }
     }
 
+    /// The caller as the audit log records it.
+    pub fn who(&self) -> crate::audit::Who {
+        let (id, role) = match &self.peer.identity {
+            Identity::Operator { operator_id, role } => (operator_id.clone(), Some(*role)),
+            Identity::Agent { host_id } => (host_id.clone(), None),
+            Identity::Server => (String::new(), None),
+        };
+        crate::audit::Who {
+            text: self.describe(),
+            name: self.peer.common_name.clone(),
+            id,
+            role,
+        }
+    }
+
     /// The caller of a request that passed the auth layer.
     pub fn of<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
         req.extensions().get::<Caller>().cloned().ok_or_else(|| {
@@ -300,8 +315,8 @@ where
                         .as_deref()
                         .and_then(|c| c.first())
                         .and_then(|der| PeerCert::from_der(der).ok())
-                        .map(|peer| Caller { peer }.describe())
-                        .unwrap_or_else(|| "anonymous".to_string());
+                        .map(|peer| Caller { peer }.who())
+                        .unwrap_or_else(|| crate::audit::Who::named("anonymous"));
                     let audit = self.core.audit.clone();
                     return Box::pin(async move {
                         audit

@@ -44,6 +44,20 @@ fn ttl(seconds: u64) -> Result<Duration, Error> {
 }
 
 impl ControlSvc {
+    /// "no operator named …", with the nearest existing name.
+    async fn no_operator(&self, name: &str) -> Error {
+        match self.core.store.operators().await {
+            Ok(ops) => crate::error::not_found(
+                "operator",
+                name,
+                ops.iter()
+                    .filter(|o| o.status != OperatorStatus::Revoked)
+                    .map(|o| o.name.as_str()),
+            ),
+            Err(e) => Error::from_store("reading operators", e),
+        }
+    }
+
     async fn new_token(
         &self,
         kind: TokenKind,
@@ -135,7 +149,7 @@ impl ControlSvc {
         let op = match (existing, req.reissue) {
             (Some(op), true) => op,
             (None, true) => {
-                return Err(Error::NotFound(format!("no operator named {:?}", req.name)));
+                return Err(self.no_operator(&req.name).await);
             }
             (Some(op), false) => {
                 return Err(Error::AlreadyExists(format!(
@@ -190,8 +204,10 @@ impl ControlSvc {
         let op = store
             .operator_by_name(&req.name)
             .await
-            .doing("reading operators")?
-            .ok_or_else(|| Error::NotFound(format!("no operator named {:?}", req.name)))?;
+            .doing("reading operators")?;
+        let Some(op) = op else {
+            return Err(self.no_operator(&req.name).await);
+        };
         if op.role == Role::Admin && op.status == OperatorStatus::Active {
             let admins = store
                 .operators()
@@ -254,10 +270,23 @@ impl ControlSvc {
         target: &str,
         outcome: Result<T, Error>,
     ) -> Result<Response<T>, Status> {
+        self.audited_call(caller, action, target, false, outcome)
+            .await
+    }
+
+    /// [`Self::audited`] for a call that may be a dry run.
+    async fn audited_call<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        dry_run: bool,
+        outcome: Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
         let outcome = outcome.map_err(Status::from);
         self.core
             .audit
-            .record(&caller.describe(), action, target, &outcome)
+            .record_call(&caller.who(), action, target, dry_run, &outcome)
             .await;
         outcome.map(Response::new)
     }
@@ -397,14 +426,20 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let limit = match req.into_inner().limit {
+        let req = req.into_inner();
+        let limit = match req.limit {
             0 => 100,
             n => n.min(MAX_AUDIT),
+        };
+        let filter = crate::store::AuditFilter {
+            since_ms: req.since_unix_ms,
+            action: req.action,
+            caller: req.caller,
         };
         let records = self
             .core
             .audit
-            .list(limit as usize)
+            .list(&filter, limit as usize)
             .await?
             .into_iter()
             .map(wire::audit_to_wire)
@@ -419,12 +454,14 @@ impl pb::control_server::Control for ControlSvc {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let target = format!("{} selector {:?}", req.name, req.selector);
+        let dry_run = req.dry_run;
         let outcome = self.core.stacks.apply(&caller.describe(), req).await;
         let target = match &outcome {
             Ok(r) => format!("{target} revision {}", r.revision),
             Err(_) => target,
         };
-        self.audited(&caller, "stack.apply", &target, outcome).await
+        self.audited_call(&caller, "stack.apply", &target, dry_run, outcome)
+            .await
     }
 
     async fn list_stacks(

@@ -100,6 +100,7 @@ impl Core {
             store.clone(),
             stacks.clone(),
             reports.clone(),
+            registry.clone(),
             clock.clone(),
         ));
         let hosts = Arc::new(Hosts::new(

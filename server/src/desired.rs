@@ -19,8 +19,8 @@ use prost::Message;
 use crate::clock::Clock;
 use crate::error::{Doing, Error, Result};
 use crate::registry::Registry;
-use crate::selector::Selector;
-use crate::store::{HostRecord, IssuedState, StackRecord, Store};
+use crate::store::{HostRecord, IssuedState, RolloutRecord, StackRecord, Store};
+use noco_proto::selector::Selector;
 
 /// Where the current state-signing key comes from (the PKI; a fixed key in tests).
 pub trait SigningKeys: Send + Sync + std::fmt::Debug {
@@ -36,7 +36,7 @@ pub fn assignment(stacks: &[StackRecord], host: &HostRecord, pins: &Pins) -> Vec
     let mut out: Vec<(String, String)> = stacks
         .iter()
         .filter(|s| {
-            Selector::parse(&s.selector).is_ok_and(|sel| sel.matches(&host.name, &host.labels))
+            Selector::stored(&s.selector).is_ok_and(|sel| sel.matches(&host.name, &host.labels))
         })
         .map(|s| {
             let pinned = pins.get(&s.name).and_then(|p| p.get(&host.id)).cloned();
@@ -48,22 +48,29 @@ pub fn assignment(stacks: &[StackRecord], host: &HostRecord, pins: &Pins) -> Vec
 }
 
 /// Per-host revision pins of stacks under a rollout: the latest rollout of a stack pins its
-/// hosts while the stack's revision is still the one the rollout started from (a finished
-/// rollout moves the stack itself; a failed or aborted one leaves hosts where they are).
+/// hosts (its [`crate::machines::rollout::Rollout::targets`]) unless it succeeded (then the
+/// stack itself moved), or was released by a later `stack apply`, or the stack's revision is
+/// neither the rollout's `from` nor its `to` (applied before releases were recorded).
 pub async fn pins(store: &dyn Store, stacks: &[StackRecord]) -> Result<Pins> {
     let mut out = HashMap::new();
     for r in store.latest_rollouts().await.doing("reading rollouts")? {
-        let current = stacks
-            .iter()
-            .find(|s| s.name == r.rollout.stack)
-            .map(|s| s.revision.as_str());
-        if current == Some(r.rollout.from.as_str())
-            && r.rollout.phase != crate::machines::rollout::Phase::Succeeded
-        {
-            out.insert(r.rollout.stack.clone(), r.rollout.targets());
+        if let Some(pinned) = pins_of(&r, stacks) {
+            out.insert(r.rollout.stack.clone(), pinned);
         }
     }
     Ok(out)
+}
+
+/// The pins one rollout holds, if any (see [`pins`]).
+pub fn pins_of(r: &RolloutRecord, stacks: &[StackRecord]) -> Option<BTreeMap<String, String>> {
+    let current = stacks
+        .iter()
+        .find(|s| s.name == r.rollout.stack)
+        .map(|s| s.revision.as_str())?;
+    let holds = !r.released
+        && r.rollout.phase != crate::machines::rollout::Phase::Succeeded
+        && (current == r.rollout.from || current == r.rollout.to);
+    holds.then(|| r.rollout.targets())
 }
 
 fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {

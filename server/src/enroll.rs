@@ -232,7 +232,12 @@ impl pb::enrollment_server::Enrollment for EnrollmentSvc {
         };
         self.core
             .audit
-            .record(&caller, "host.enroll", &target, &outcome)
+            .record(
+                &crate::audit::Who::named(caller),
+                "host.enroll",
+                &target,
+                &outcome,
+            )
             .await;
         outcome.map(Response::new)
     }
@@ -247,7 +252,12 @@ impl pb::enrollment_server::Enrollment for EnrollmentSvc {
         let target = outcome.as_ref().map(|r| r.name.clone()).unwrap_or_default();
         self.core
             .audit
-            .record(&caller, "operator.login", &target, &outcome)
+            .record(
+                &crate::audit::Who::named(caller),
+                "operator.login",
+                &target,
+                &outcome,
+            )
             .await;
         outcome.map(Response::new)
     }

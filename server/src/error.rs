@@ -47,6 +47,15 @@ impl<T> Doing<T> for std::result::Result<T, StoreError> {
     }
 }
 
+/// "no stack named \"shpo\"; did you mean \"shop\"?" — a name that is not there, with the
+/// nearest that is (the one rule of `noco_compose::suggest`).
+pub fn not_found<'a>(what: &str, name: &str, known: impl IntoIterator<Item = &'a str>) -> Error {
+    match noco_compose::suggest::did_you_mean(name, known) {
+        Some(hint) => Error::NotFound(format!("no {what} named {name:?}; {hint}")),
+        None => Error::NotFound(format!("no {what} named {name:?}")),
+    }
+}
+
 impl Error {
     /// A store error while `doing`: conflicts and refusals are the caller's to read.
     pub fn from_store(doing: &'static str, source: StoreError) -> Error {

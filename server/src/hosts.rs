@@ -44,13 +44,23 @@ impl Hosts {
 
     /// A host by name (not revoked) or id.
     pub async fn find(&self, name_or_id: &str) -> Result<HostRecord> {
-        self.store
+        if let Some(h) = self
+            .store
             .find_host(name_or_id)
             .await
             .doing("reading hosts")?
-            .ok_or_else(|| {
-                Error::NotFound(format!("no host named {name_or_id:?} (nor with that id)"))
-            })
+        {
+            return Ok(h);
+        }
+        let hosts = self.store.hosts().await.doing("reading hosts")?;
+        Err(crate::error::not_found(
+            "host",
+            name_or_id,
+            hosts
+                .iter()
+                .filter(|h| !h.is_revoked())
+                .map(|h| h.name.as_str()),
+        ))
     }
 
     pub async fn list(&self) -> Result<Vec<HostRecord>> {

@@ -27,7 +27,6 @@ pub mod registry;
 pub mod renew;
 pub mod reports;
 pub mod rollouts;
-pub mod selector;
 pub mod server;
 pub mod session;
 pub mod stacks;

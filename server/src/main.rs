@@ -59,6 +59,27 @@ enum Command {
     /// that every record reads. Exit 1 with the reason when it is damaged (the server itself
     /// refuses to start on a damaged database).
     Check(CheckArgs),
+    /// The server's own TLS certificate.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Add DNS names or IP addresses agents and operators may reach the server by. The
+    /// certificate is re-issued at once; a running server serves it within a minute.
+    AddSan {
+        #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
+        data_dir: PathBuf,
+        /// A DNS name or IP address; repeat for more.
+        #[arg(required = true)]
+        san: Vec<String>,
+    },
+    /// List the names and addresses in the server's certificate.
+    Sans {
+        #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +118,10 @@ struct InitArgs {
 struct RunArgs {
     #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
     data_dir: PathBuf,
+    /// Add a DNS name or IP address to the server's certificate before serving (repeat for
+    /// more; names it has already are kept; see also `noco-server cert add-san`).
+    #[arg(long = "san")]
+    sans: Vec<String>,
     /// Address to listen on (port 0: any free port; the chosen one is printed).
     #[arg(long, env = "NOCO_LISTEN", default_value = "0.0.0.0:7443")]
     listen: SocketAddr,
@@ -158,6 +183,16 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd_init(args).await,
         Command::Run(args) => cmd_run(args).await,
+        Command::Cert(CertCommand::AddSan { data_dir, san }) => cmd_add_san(&data_dir, &san),
+        Command::Cert(CertCommand::Sans { data_dir }) => {
+            noco_server::pki::Pki::load(&noco_server::pki::DataDir::new(&data_dir))
+                .and_then(|pki| pki.sans())
+                .map(|sans| {
+                    for san in sans {
+                        outln!("{san}");
+                    }
+                })
+        }
         Command::Check(args) => noco_server::server::check(&args.data_dir)
             .await
             .map(|census| outln!("{}: ok ({census})", args.data_dir.display())),
@@ -215,6 +250,20 @@ async fn cmd_init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cmd_add_san(data_dir: &std::path::Path, sans: &[String]) -> anyhow::Result<()> {
+    let pki = noco_server::pki::Pki::load(&noco_server::pki::DataDir::new(data_dir))?;
+    let added = pki.add_sans(sans, SystemTime::now())?;
+    if added.is_empty() {
+        outln!("the server certificate has every one of them already");
+    } else {
+        outln!(
+            "added {} to the server certificate; a running server serves it within a minute",
+            added.join(", ")
+        );
+    }
+    Ok(())
+}
+
 async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     if args.heartbeat.is_zero() || args.agent_cert_ttl.is_zero() || args.operator_cert_ttl.is_zero()
     {
@@ -235,6 +284,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir,
             listen: args.listen,
             limits,
+            sans: args.sans,
         },
         shutdown_signal(),
     )

@@ -52,10 +52,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
     }
     for (k, v) in labels {
         check_label_key(k)?;
-        let value_ok = v.len() <= 63
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !value_ok {
+        if noco_proto::labels::check_value(v).is_err() {
             return Err(Error::Invalid(format!(
                 "label {k}={v:?}: a value is up to 63 letters, digits, '-', '_' or '.'"
             )));
@@ -64,22 +61,9 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Label keys, by the one rule in [`noco_proto::labels`].
 pub fn check_label_key(k: &str) -> Result<(), Error> {
-    let bytes = k.as_bytes();
-    let ok = !k.is_empty()
-        && k.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "label key {k:?} is not valid: 1 to 63 letters, digits, '-', '_', '.' or '/', starting and ending with a letter or digit"
-        )))
-    }
+    noco_proto::labels::check_key(k).map_err(Error::Invalid)
 }
 
 #[cfg(test)]

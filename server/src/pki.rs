@@ -80,6 +80,9 @@ pub struct Pki {
     trust_roots: std::sync::RwLock<Vec<noco_proto::v1::SignedTrustRoot>>,
     pub server_cert: Arc<RotatingCert>,
     pub settings: Settings,
+    /// The server certificate chain last loaded into `server_cert` (to notice a new one on
+    /// disk, written by `noco-server cert add-san`).
+    loaded_chain: std::sync::Mutex<String>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -155,6 +158,7 @@ impl Pki {
             trust_roots: std::sync::RwLock::new(trust_roots),
             server_cert,
             settings,
+            loaded_chain: std::sync::Mutex::default(),
         }
     }
 
@@ -275,16 +279,103 @@ impl Pki {
     }
 
     /// Renew the server's certificate when it is due; the new one serves the next handshake.
+    /// The names and addresses come from `server.toml` as it is now on disk.
     pub fn renew_server_cert_if_due(&self, now: SystemTime) -> anyhow::Result<bool> {
         let current = PeerCert::from_pem(&read(&self.dir.server_cert())?)?;
         if !rotation::due(current.not_before, current.not_after, now) {
+            self.reload_server_cert_if_changed()?;
             return Ok(false);
         }
-        let (chain, key) = issue_server_cert(&self.ca, &self.settings, now)?;
+        let settings = self.settings_on_disk()?;
+        let (chain, key) = issue_server_cert(&self.ca, &settings, now)?;
         write_server_cert(&self.dir, &chain, &key)?;
-        self.server_cert.replace(&chain, &key)?;
+        self.load_server_cert(&chain, &key)?;
         tracing::info!("renewed the server certificate");
         Ok(true)
+    }
+
+    fn settings_on_disk(&self) -> anyhow::Result<Settings> {
+        toml::from_str(&read(&self.dir.settings())?).context("parsing server.toml")
+    }
+
+    fn load_server_cert(&self, chain: &str, key: &str) -> anyhow::Result<()> {
+        self.server_cert.replace(chain, key)?;
+        let mut loaded = self.loaded_chain.lock().unwrap_or_else(|p| p.into_inner());
+        *loaded = chain.to_string();
+        Ok(())
+    }
+
+    /// Serve the certificate on disk when it is not the one served (another process wrote a
+    /// new one: `noco-server cert add-san`).
+    pub fn reload_server_cert_if_changed(&self) -> anyhow::Result<bool> {
+        let chain = read(&self.dir.server_cert())?;
+        let unchanged = *self.loaded_chain.lock().unwrap_or_else(|p| p.into_inner()) == chain;
+        if unchanged {
+            return Ok(false);
+        }
+        let key = read(&self.dir.server_key())?;
+        self.load_server_cert(&chain, &key)?;
+        tracing::info!("serving the server certificate found on disk");
+        Ok(true)
+    }
+
+    /// Add DNS names or IP addresses to the server's certificate: recorded in `server.toml`
+    /// and a new certificate issued and served at once (a running server on the same data
+    /// directory serves it within a minute). Returns those that were new.
+    pub fn add_sans(&self, sans: &[String], now: SystemTime) -> anyhow::Result<Vec<String>> {
+        let mut settings = self.settings_on_disk()?;
+        let mut added = Vec::new();
+        for san in sans {
+            let san = san.trim();
+            match san.parse::<IpAddr>() {
+                Ok(ip) if !settings.ip_addrs.contains(&ip) => {
+                    settings.ip_addrs.push(ip);
+                    added.push(san.to_string());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let name = san.to_ascii_lowercase();
+                    let valid = !name.is_empty()
+                        && name.len() <= 253
+                        && name.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.len() <= 63
+                                && !l.starts_with('-')
+                                && !l.ends_with('-')
+                                && l.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                        });
+                    if !valid {
+                        bail!("{san:?} is neither an IP address nor a DNS name");
+                    }
+                    if !settings.dns_names.contains(&name) {
+                        settings.dns_names.push(name.clone());
+                        added.push(name);
+                    }
+                }
+            }
+        }
+        if added.is_empty() {
+            return Ok(added);
+        }
+        let (chain, key) = issue_server_cert(&self.ca, &settings, now)?;
+        let text = toml::to_string(&settings).context("encoding server.toml")?;
+        keyfile::write_atomic(&self.dir.settings(), text.as_bytes(), 0o644)
+            .context("writing server.toml")?;
+        write_server_cert(&self.dir, &chain, &key)?;
+        self.load_server_cert(&chain, &key)?;
+        Ok(added)
+    }
+
+    /// The names and addresses the server's certificate carries.
+    pub fn sans(&self) -> anyhow::Result<Vec<String>> {
+        let settings = self.settings_on_disk()?;
+        Ok(settings
+            .dns_names
+            .iter()
+            .cloned()
+            .chain(settings.ip_addrs.iter().map(|ip| ip.to_string()))
+            .collect())
     }
 
     pub fn issue(
@@ -352,4 +443,80 @@ fn decode_chain(
         )?);
     }
     Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sans_in(pem: &str) -> Vec<String> {
+        let der = rustls_pemfile_first(pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let mut out = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => out.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                        out.push(format!("{ip:?}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn rustls_pemfile_first(pem: &str) -> Vec<u8> {
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        p.contents
+    }
+
+    #[test]
+    fn names_added_to_the_server_certificate_are_kept_served_and_noticed_by_a_running_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(&tmp.path().join("srv"));
+        let settings = Settings {
+            server_url: "https://localhost:7443".into(),
+            dns_names: vec!["localhost".into()],
+            ip_addrs: vec!["127.0.0.1".parse().unwrap()],
+            server_cert_ttl_secs: 3600,
+        };
+        let now = SystemTime::now();
+        let running = Pki::create(&dir, settings, Duration::from_secs(86400), now).unwrap();
+        running.reload_server_cert_if_changed().unwrap();
+        assert!(!running.reload_server_cert_if_changed().unwrap());
+
+        // Another process (`noco-server cert add-san`) on the same data directory.
+        let other = Pki::load(&dir).unwrap();
+        let added = other
+            .add_sans(
+                &[
+                    "noco.example.com".into(),
+                    "localhost".into(),
+                    "10.1.2.3".into(),
+                ],
+                now,
+            )
+            .unwrap();
+        assert_eq!(added, ["noco.example.com", "10.1.2.3"]);
+        assert!(other.add_sans(&["-bad-".into()], now).is_err());
+        let on_disk = sans_in(&std::fs::read_to_string(dir.server_cert()).unwrap());
+        assert!(
+            on_disk.contains(&"noco.example.com".to_string()),
+            "{on_disk:?}"
+        );
+        assert!(on_disk.contains(&"localhost".to_string()), "{on_disk:?}");
+        assert_eq!(other.sans().unwrap().len(), 4);
+
+        // The running server notices the new certificate, and a renewal keeps the new names.
+        assert!(running.reload_server_cert_if_changed().unwrap());
+        let later = now + Duration::from_secs(3000);
+        assert!(running.renew_server_cert_if_due(later).unwrap());
+        let renewed = sans_in(&std::fs::read_to_string(dir.server_cert()).unwrap());
+        assert!(
+            renewed.contains(&"noco.example.com".to_string()),
+            "{renewed:?}"
+        );
+    }
 }

@@ -91,6 +91,7 @@ impl Reports {
             revision: Some(s.revision.clone()),
             healthy_since,
             failure: health::stack_failed(s).then(|| s.error.clone()),
+            offline: false,
         })
     }
 

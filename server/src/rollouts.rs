@@ -16,10 +16,11 @@ use crate::error::{Doing, Error, Result};
 use crate::machines::rollout::{
     BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason, phase_to_wire,
 };
+use crate::registry::Registry;
 use crate::reports::Reports;
-use crate::selector::Selector;
 use crate::stacks::{CatalogGuard, Stacks, active_rollout, check_revision};
 use crate::store::{AuditRecord, HistoryEntry, HostRecord, RolloutRecord, Store};
+use noco_proto::selector::Selector;
 
 /// A deadline for a host step when none is given.
 pub const DEFAULT_DEADLINE_MS: i64 = 5 * 60_000;
@@ -132,6 +133,7 @@ pub struct Rollouts {
     store: Arc<dyn Store>,
     stacks: Arc<Stacks>,
     reports: Arc<Reports>,
+    registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     spans: Spans,
 }
@@ -149,12 +151,14 @@ impl Rollouts {
         store: Arc<dyn Store>,
         stacks: Arc<Stacks>,
         reports: Arc<Reports>,
+        registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Rollouts {
             store,
             stacks,
             reports,
+            registry,
             clock,
             spans: Spans::default(),
         }
@@ -192,16 +196,33 @@ impl Rollouts {
         let seen = before.map(|b| b.events.len()).unwrap_or(0);
         self.spans
             .follow(rec, &r.events[seen.min(r.events.len())..]);
-        for e in r.events.iter().skip(seen) {
+        // The audit log gets one record per outcome (succeeded, failed, rolling back, rolled
+        // back, …), not one per step: operators' own actions are audited where they are taken,
+        // and every event stays in the rollout's history (`nococtl rollout status`).
+        let phase_changed = before.is_none_or(|b| b.phase != r.phase);
+        let automatic = !matches!(r.phase, Phase::Running | Phase::Paused | Phase::Aborted);
+        if phase_changed && automatic {
+            let names: BTreeMap<String, String> = self
+                .store
+                .hosts()
+                .await
+                .doing("reading hosts")?
+                .into_iter()
+                .map(|h| (h.id, h.name))
+                .collect();
+            let reason = phase_reason(&r.phase);
             let record = AuditRecord {
-                time_ms: e.at,
+                time_ms: self.clock.now_ms(),
                 caller: format!("rollout {}", rec.id),
-                action: "rollout.event".into(),
-                target: match &e.host {
-                    Some(h) => format!("{} on {h}", r.stack),
-                    None => r.stack.clone(),
+                caller_id: rec.id.clone(),
+                action: "rollout.outcome".into(),
+                target: format!("{} to {}", r.stack, r.to),
+                result: if reason.is_empty() {
+                    phase_name(&r.phase).to_string()
+                } else {
+                    crate::wire::named(&format!("{}: {reason}", phase_name(&r.phase)), &names)
                 },
-                result: e.what.clone(),
+                ..Default::default()
             };
             if let Err(err) = self.store.append_audit(&record).await {
                 tracing::error!("writing audit record: {err}");
@@ -250,7 +271,7 @@ impl Rollouts {
         stack_name: &str,
         to: String,
         config: Config,
-    ) -> Result<RolloutRecord> {
+    ) -> Result<(RolloutRecord, Vec<String>)> {
         let catalog = self.stacks.lock().await;
         if let Some(a) = active_rollout(&*self.store, stack_name).await? {
             return Err(Error::Precondition(format!(
@@ -259,32 +280,67 @@ impl Rollouts {
                 phase_name(&a.rollout.phase)
             )));
         }
-        let stack = self
-            .store
-            .stack(stack_name)
-            .await
-            .doing("reading stacks")?
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no stack named {stack_name:?}: `nococtl stack apply` creates it"
-                ))
-            })?;
-        if stack.revision == to {
-            return Err(Error::Precondition(format!(
-                "stack {stack_name} is already at revision {to}"
+        let stack = self.store.stack(stack_name).await.doing("reading stacks")?;
+        let Some(stack) = stack else {
+            let Error::NotFound(m) = self.stacks.no_stack(stack_name).await else {
+                return Err(self.stacks.no_stack(stack_name).await);
+            };
+            return Err(Error::NotFound(format!(
+                "{m} (`nococtl stack apply` creates a stack)"
             )));
-        }
-        let selector = Selector::parse(&stack.selector).map_err(Error::Internal)?;
+        };
+        let selector = Selector::stored(&stack.selector).map_err(Error::Internal)?;
         let all_hosts = self.store.hosts().await.doing("reading hosts")?;
-        let hosts: Vec<HostRecord> = crate::stacks::matching(&all_hosts, &selector)
+        let matched: Vec<HostRecord> = crate::stacks::matching(&all_hosts, &selector)
             .into_iter()
             .cloned()
             .collect();
-        if hosts.is_empty() {
+        if matched.is_empty() {
             return Err(Error::Precondition(format!(
                 "no host matches stack {stack_name}'s selector {}",
                 stack.selector
             )));
+        }
+        let held = self.stacks.held(&stack, &all_hosts).await?;
+        let mut warnings = Vec::new();
+        let (from, hosts) = if stack.revision == to {
+            // The stack's own revision: a rollout that brings back the hosts a failed or
+            // aborted rollout left on another revision, gated like any other.
+            let Some((_, held)) = held else {
+                return Err(Error::Precondition(format!(
+                    "stack {stack_name} is already at revision {to} on every host"
+                )));
+            };
+            let from = held[0].revision.clone();
+            let hosts: Vec<HostRecord> = matched
+                .into_iter()
+                .filter(|h| held.iter().any(|x| x.host_id == h.id && x.revision == from))
+                .collect();
+            (from, hosts)
+        } else {
+            if let Some((old, held)) = &held {
+                let names: Vec<&str> = held.iter().map(|h| h.host.as_str()).collect();
+                warnings.push(format!(
+                    "{} held on another revision by {}: back on the stack's revision until their step",
+                    names.join(", "),
+                    crate::stacks::rollout_text(old, &all_hosts)
+                ));
+            }
+            (stack.revision.clone(), matched)
+        };
+        let offline: Vec<&str> = hosts
+            .iter()
+            .filter(|h| self.registry.online(&h.id).is_none())
+            .map(|h| h.name.as_str())
+            .collect();
+        if !offline.is_empty() {
+            warnings.push(format!(
+                "offline now: {}; they cannot pass their step until they are back (deadline {})",
+                offline.join(", "),
+                humantime::format_duration(std::time::Duration::from_millis(
+                    config.deadline_ms.max(0) as u64
+                ))
+            ));
         }
         // Every host must be able to receive the new revision with its other stacks.
         let mut moved = stack.clone();
@@ -298,28 +354,29 @@ impl Rollouts {
             id: noco_certs::random_hex::<4>(),
             started_ms: now,
             by: by.to_string(),
-            rollout: Rollout::start(stack_name, &stack.revision, &to, &ids, config, now),
+            rollout: Rollout::start(stack_name, &from, &to, &ids, config, now),
+            released: false,
         };
         self.commit(&catalog, &rec, None).await?;
-        Ok(rec)
+        Ok((rec, warnings))
     }
 
     pub async fn start(&self, by: &str, req: pb::StartRolloutRequest) -> Result<pb::RolloutInfo> {
         let config = config_from_wire(req.config.as_ref())?;
         let rev = check_revision(&req.stack, req.compose, req.env, req.files)?;
         self.stacks.store_revision(&rev).await?;
-        let rec = self.begin(by, &req.stack, rev.id, config).await?;
-        self.to_wire(&rec).await
+        let (rec, warnings) = self.begin(by, &req.stack, rev.id, config).await?;
+        let mut info = self.to_wire(&rec).await?;
+        info.warnings = warnings;
+        Ok(info)
     }
 
     pub async fn undo(&self, by: &str, req: pb::UndoRolloutRequest) -> Result<pb::RolloutInfo> {
         let config = config_from_wire(req.config.as_ref())?;
-        let stack = self
-            .store
-            .stack(&req.stack)
-            .await
-            .doing("reading stacks")?
-            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.stack)))?;
+        let stack = self.store.stack(&req.stack).await.doing("reading stacks")?;
+        let Some(stack) = stack else {
+            return Err(self.stacks.no_stack(&req.stack).await);
+        };
         let previous = stack
             .history
             .iter()
@@ -332,8 +389,10 @@ impl Rollouts {
                     req.stack
                 ))
             })?;
-        let rec = self.begin(by, &req.stack, previous, config).await?;
-        self.to_wire(&rec).await
+        let (rec, warnings) = self.begin(by, &req.stack, previous, config).await?;
+        let mut info = self.to_wire(&rec).await?;
+        info.warnings = warnings;
+        Ok(info)
     }
 
     pub async fn get(&self, stack: &str) -> Result<pb::RolloutInfo> {
@@ -399,10 +458,13 @@ impl Rollouts {
                 .rollout
                 .hosts
                 .keys()
-                .filter_map(|id| {
-                    self.reports
+                .map(|id| {
+                    let mut r = self
+                        .reports
                         .host_report(id, &rec.rollout.stack)
-                        .map(|r| (id.clone(), r))
+                        .unwrap_or_default();
+                    r.offline = self.registry.online(id).is_none();
+                    (id.clone(), r)
                 })
                 .collect();
             rec.rollout.tick(self.clock.now_ms(), &reports);
@@ -459,7 +521,7 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
                 host: name(id),
                 phase: phase.into(),
                 target_revision: targets.get(id).cloned().unwrap_or_default(),
-                detail,
+                detail: crate::wire::named(&detail, names),
                 step: step_of(id),
             }
         })
@@ -471,15 +533,18 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
         from_revision: r.from.clone(),
         to_revision: r.to.clone(),
         phase: phase_to_wire(&r.phase).into(),
-        reason: match r.phase {
-            // "hosts left as they are: …", from the abort's own event.
-            Phase::Aborted => r
-                .events
-                .last()
-                .map(|e| e.what.trim_start_matches("Aborted: ").to_string())
-                .unwrap_or_default(),
-            _ => phase_reason(&r.phase),
-        },
+        reason: crate::wire::named(
+            &match r.phase {
+                // "hosts left as they are: …", from the abort's own event.
+                Phase::Aborted => r
+                    .events
+                    .last()
+                    .map(|e| e.what.trim_start_matches("Aborted: ").to_string())
+                    .unwrap_or_default(),
+                _ => phase_reason(&r.phase),
+            },
+            names,
+        ),
         step: r.step as u32 + 1,
         steps: r.steps.len() as u32,
         hosts,
@@ -489,11 +554,12 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
             .map(|e| pb::RolloutEvent {
                 at_unix_ms: e.at,
                 host: e.host.as_deref().map(name).unwrap_or_default(),
-                what: e.what.clone(),
+                what: crate::wire::named(&e.what, names),
             })
             .collect(),
         started_unix_ms: rec.started_ms,
         config: Some(config_to_wire(&r.config)),
+        warnings: Vec::new(),
     }
 }
 
@@ -522,6 +588,7 @@ mod tests {
                 f.store.clone(),
                 stacks.clone(),
                 reports,
+                f.registry.clone(),
                 f.clock.clone(),
             ));
             stacks.apply("test", apply_req("shop", "0")).await.unwrap();
@@ -563,6 +630,196 @@ mod tests {
         }
     }
 
+    fn report(revision: &str, state: pb::ApplyState, error: &str) -> pb::StateReport {
+        pb::StateReport {
+            generation: 2,
+            stacks: vec![pb::StackReport {
+                name: "shop".into(),
+                revision: revision.into(),
+                state: state.into(),
+                error: error.into(),
+                services: vec![pb::ServiceReport {
+                    name: "web".into(),
+                    running: 1,
+                    desired: 1,
+                    health: pb::Health::None.into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The revision each host's desired state holds for `shop`.
+    async fn desired_revisions(f: &crate::desired::tests::Fixture) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for h in f.store.hosts().await.unwrap() {
+            let env = f.desired.current(&h, 0).await.unwrap().unwrap();
+            let state =
+                <pb::DesiredState as prost::Message>::decode(env.payload.as_slice()).unwrap();
+            for s in state.stacks {
+                out.push((h.name.clone(), s.revision));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Issue 9: after a failed rollout that was not rolled back, `stack ls` names the hosts
+    /// held on the new revision and the rollout that holds them; applying the stack's own
+    /// revision again is not "unchanged" but brings them back; so does a rollout to it.
+    #[tokio::test]
+    async fn hosts_a_failed_rollout_left_behind_are_shown_and_can_be_brought_back() {
+        for way_back in ["apply", "rollout"] {
+            let (f, stacks) = stacks_fixture().await;
+            f.store
+                .insert_host(&crate::desired::tests::host("h2", &[("role", "web")]))
+                .await
+                .unwrap();
+            let reports = Arc::new(Reports::new(f.clock.clone()));
+            let rollouts = Rollouts::new(
+                f.store.clone(),
+                stacks.clone(),
+                reports.clone(),
+                f.registry.clone(),
+                f.clock.clone(),
+            );
+            let r0 = stacks
+                .apply("test", apply_req("shop", "0"))
+                .await
+                .unwrap()
+                .revision;
+            let mut req = start_req("1");
+            req.config = Some(pb::RolloutConfig {
+                canary: 1,
+                batch_count: 1,
+                ..Default::default()
+            });
+            let info = rollouts.start("test", req).await.unwrap();
+            let r1 = info.to_revision.clone();
+            let canary = info
+                .hosts
+                .iter()
+                .find(|h| h.step == 1)
+                .unwrap()
+                .host
+                .clone();
+            let canary_id = canary.trim_end_matches("-name").to_string();
+            reports.record(
+                &canary_id,
+                report(&r1, pb::ApplyState::Failed, "service web: exited"),
+            );
+            f.clock.advance_ms(1_000);
+            rollouts.tick_all().await.unwrap();
+            let failed = rollouts.get("shop").await.unwrap();
+            assert_eq!(failed.phase(), pb::RolloutPhase::Failed);
+            assert!(
+                failed.reason.contains(&canary),
+                "hosts by name: {}",
+                failed.reason
+            );
+
+            let listed = stacks.list().await.unwrap().stacks.remove(0);
+            assert_eq!(listed.revision, r0);
+            assert_eq!(listed.pinned.len(), 1, "{listed:?}");
+            assert_eq!(listed.pinned[0].host, canary);
+            assert_eq!(listed.pinned[0].revision, r1);
+            assert!(listed.pinned[0].by.contains("failed"), "{listed:?}");
+            let held = desired_revisions(&f).await;
+            assert!(held.contains(&(canary.clone(), r1.clone())), "{held:?}");
+
+            match way_back {
+                "apply" => {
+                    let again = stacks.apply("test", apply_req("shop", "0")).await.unwrap();
+                    assert!(!again.unchanged, "hosts run something else: not unchanged");
+                    assert!(
+                        again
+                            .warnings
+                            .iter()
+                            .any(|w| w.contains(&canary) && w.contains("move back")),
+                        "{:?}",
+                        again.warnings
+                    );
+                }
+                _ => {
+                    let back = rollouts.start("test", start_req("0")).await.unwrap();
+                    assert_eq!(back.from_revision, r1);
+                    assert_eq!(back.to_revision, r0);
+                    assert_eq!(back.hosts.len(), 1, "only the held host moves: {back:?}");
+                    reports.record(&canary_id, report(&r0, pb::ApplyState::Converged, ""));
+                    for _ in 0..4 {
+                        f.clock.advance_ms(1_000);
+                        rollouts.tick_all().await.unwrap();
+                    }
+                    assert_eq!(
+                        rollouts.get("shop").await.unwrap().phase(),
+                        pb::RolloutPhase::Succeeded
+                    );
+                }
+            }
+            let listed = stacks.list().await.unwrap().stacks.remove(0);
+            assert!(listed.pinned.is_empty(), "{way_back}: {listed:?}");
+            let all: Vec<String> = desired_revisions(&f)
+                .await
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            assert_eq!(all, [r0.clone(), r0.clone()], "{way_back}");
+            // Nothing held any more: the same revision again is unchanged.
+            assert!(
+                stacks
+                    .apply("test", apply_req("shop", "0"))
+                    .await
+                    .unwrap()
+                    .unchanged
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_offline_at_its_deadline_is_said_to_be_offline() {
+        let (f, stacks) = stacks_fixture().await;
+        let rollouts = Rollouts::new(
+            f.store.clone(),
+            stacks.clone(),
+            Arc::new(Reports::new(f.clock.clone())),
+            f.registry.clone(),
+            f.clock.clone(),
+        );
+        stacks.apply("test", apply_req("shop", "0")).await.unwrap();
+        let info = rollouts.start("test", start_req("1")).await.unwrap();
+        assert!(
+            info.warnings
+                .iter()
+                .any(|w| w.contains("offline now: h1-name")),
+            "{:?}",
+            info.warnings
+        );
+        f.clock.advance_ms(DEFAULT_DEADLINE_MS + 1_000);
+        rollouts.tick_all().await.unwrap();
+        let done = rollouts.get("shop").await.unwrap();
+        assert!(
+            done.hosts[0].detail.contains("h1-name was offline"),
+            "{:?}",
+            done.hosts[0]
+        );
+        let audit = f
+            .store
+            .audit(&crate::store::AuditFilter::default(), 100)
+            .await
+            .unwrap();
+        let outcomes: Vec<_> = audit
+            .iter()
+            .filter(|a| a.action.starts_with("rollout."))
+            .collect();
+        assert_eq!(
+            outcomes.len(),
+            1,
+            "one audit record for the outcome: {outcomes:?}"
+        );
+        assert!(outcomes[0].result.contains("h1-name"), "{outcomes:?}");
+    }
+
     #[tokio::test]
     async fn a_rollout_moves_the_stack_when_its_hosts_report_healthy() {
         let (f, stacks) = stacks_fixture().await;
@@ -571,6 +828,7 @@ mod tests {
             f.store.clone(),
             stacks.clone(),
             reports.clone(),
+            f.registry.clone(),
             f.clock.clone(),
         );
         stacks.apply("test", apply_req("shop", "0")).await.unwrap();

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub limits: Limits,
+    /// Names and addresses to add to the server certificate before serving.
+    pub sans: Vec<String>,
 }
 
 /// Serve until `shutdown` completes.
@@ -41,6 +43,12 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(open_store(&dir).await?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     pki.renew_server_cert_if_due(clock.now())?;
+    if !opts.sans.is_empty() {
+        let added = pki.add_sans(&opts.sans, clock.now())?;
+        if !added.is_empty() {
+            tracing::info!("added {} to the server certificate", added.join(", "));
+        }
+    }
     let bans = Arc::new(BanSet::load(&*store).await?);
     let tls =
         noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
@@ -165,6 +173,17 @@ fn spawn_resigning(shared: Arc<Core>) {
 }
 
 fn spawn_housekeeping(shared: Arc<Core>) {
+    // A certificate written by `noco-server cert add-san` is served within seconds.
+    let pki = shared.pki.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            if let Err(e) = pki.reload_server_cert_if_changed() {
+                tracing::error!("reading the server certificate: {e:#}");
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {

@@ -19,21 +19,28 @@ use crate::desired::{self, Desired};
 use crate::error::{Doing, Error, Result};
 use crate::machines::rollout::phase_name;
 use crate::reports::Reports;
-use crate::selector::Selector;
 use crate::store::{HistoryEntry, HostRecord, RolloutRecord, StackRecord, Store};
+use noco_proto::selector::Selector;
 
-/// Files shipped with the revision, as the compose file's `env_file` sees them.
+/// Files shipped with the revision, as the compose file's `env_file` and the `file:` of its
+/// secrets and configs see them.
 struct Shipped<'a>(&'a [pb::StackFile]);
 
 impl FileSource for Shipped<'_> {
     fn read(&self, path: &str) -> std::result::Result<String, String> {
+        let path = path.strip_prefix("./").unwrap_or(path);
+        let content = self.read_bytes(path)?;
+        String::from_utf8(content).map_err(|_| format!("{path} is not UTF-8 text"))
+    }
+
+    fn read_bytes(&self, path: &str) -> std::result::Result<Vec<u8>, String> {
         let path = path.strip_prefix("./").unwrap_or(path);
         let f = self.0.iter().find(|f| f.path == path).ok_or_else(|| {
             format!(
                 "{path} is not among the files shipped with the stack (nococtl stack apply --file {path})"
             )
         })?;
-        String::from_utf8(f.content.clone()).map_err(|_| format!("{path} is not UTF-8 text"))
+        Ok(f.content.clone())
     }
 }
 
@@ -77,6 +84,8 @@ pub fn check_revision(
             project_name: Some(name),
             variables: &variables,
             files: &Shipped(&files),
+            profiles: &[],
+            directory: None,
         },
     )
     .map_err(|diags| {
@@ -129,6 +138,52 @@ pub fn replaced(mut stacks: Vec<StackRecord>, record: &StackRecord) -> Vec<Stack
     stacks
 }
 
+/// A host a rollout holds on a revision other than its stack's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub host_id: String,
+    pub host: String,
+    pub revision: String,
+}
+
+/// "rollout 1f2e3d4c failed: …" — which rollout holds hosts, and how it ended (hosts by name).
+pub fn rollout_text(r: &RolloutRecord, hosts: &[HostRecord]) -> String {
+    let phase = &r.rollout.phase;
+    let names = hosts
+        .iter()
+        .map(|h| (h.id.clone(), h.name.clone()))
+        .collect();
+    let reason = crate::wire::named(&crate::machines::rollout::phase_reason(phase), &names);
+    if reason.is_empty() {
+        format!("rollout {} {}", r.id, phase_name(phase))
+    } else {
+        format!("rollout {} {}: {reason}", r.id, phase_name(phase))
+    }
+}
+
+fn short(rev: &str) -> &str {
+    let h = rev.strip_prefix("sha256:").unwrap_or(rev);
+    &h[..h.len().min(12)]
+}
+
+/// What re-applying a stack's revision does to the hosts a rollout held elsewhere.
+fn held_text(
+    r: &RolloutRecord,
+    held: &[Held],
+    hosts: &[HostRecord],
+    to: &str,
+    verb: &str,
+) -> String {
+    let names: Vec<&str> = held.iter().map(|h| h.host.as_str()).collect();
+    format!(
+        "{} held on {} by {}: they {verb} back to {} now",
+        names.join(", "),
+        short(&held[0].revision),
+        rollout_text(r, hosts),
+        short(to)
+    )
+}
+
 #[derive(Debug)]
 pub struct Stacks {
     store: Arc<dyn Store>,
@@ -166,6 +221,16 @@ impl Stacks {
         &self.desired
     }
 
+    /// "no stack named …", with the nearest existing name.
+    pub async fn no_stack(&self, name: &str) -> Error {
+        match self.store.stacks().await {
+            Ok(stacks) => {
+                crate::error::not_found("stack", name, stacks.iter().map(|s| s.name.as_str()))
+            }
+            Err(e) => Error::from_store("reading stacks", e),
+        }
+    }
+
     /// Store a revision's content (immutable; a no-op when it is there already).
     pub async fn store_revision(&self, rev: &CheckedRevision) -> Result<()> {
         self.store
@@ -189,17 +254,23 @@ impl Stacks {
         let rev = check_revision(&req.name, req.compose, req.env, req.files)?;
         let _catalog = self.lock().await;
         let existing = self.store.stack(&req.name).await.doing("reading stacks")?;
-        let selector_text = match (req.selector.trim(), &existing) {
-            ("", Some(s)) => s.selector.clone(),
+        // A selector kept from the stored stack is read as stored; a new one as written now.
+        let (selector_text, selector) = match (req.selector.trim(), &existing) {
+            ("", Some(s)) => (
+                s.selector.clone(),
+                Selector::stored(&s.selector).map_err(Error::Internal)?,
+            ),
             ("", None) => {
                 return Err(Error::Invalid(format!(
                     "stack {:?} is new: give it a --selector",
                     req.name
                 )));
             }
-            (text, _) => text.to_string(),
+            (text, _) => (
+                text.to_string(),
+                Selector::parse(text).map_err(Error::Invalid)?,
+            ),
         };
-        let selector = Selector::parse(&selector_text).map_err(Error::Invalid)?;
         if let Some(active) = active_rollout(&*self.store, &req.name).await? {
             return Err(Error::Precondition(format!(
                 "stack {} has an active rollout ({}, {}): follow it with `nococtl rollout status {}`, or abort it first",
@@ -220,8 +291,34 @@ impl Stacks {
         let unchanged = existing
             .as_ref()
             .is_some_and(|s| s.revision == rev.id && s.selector == selector_text);
+        // A failed or aborted rollout may hold hosts on another revision: applying the stack's
+        // own revision again brings them back (it is not "unchanged" then).
+        let held = match &existing {
+            Some(s) => self.held(s, &all_hosts).await?,
+            None => None,
+        };
         if unchanged {
-            return Ok(response(true));
+            let Some((rollout, pinned)) = held else {
+                return Ok(response(true));
+            };
+            if req.dry_run {
+                let mut r = response(false);
+                r.warnings.push(held_text(
+                    &rollout,
+                    &pinned,
+                    &all_hosts,
+                    &rev.id,
+                    "would move",
+                ));
+                return Ok(r);
+            }
+            self.release(&rollout).await?;
+            let ids: Vec<String> = pinned.iter().map(|p| p.host_id.clone()).collect();
+            self.desired.update(|h| ids.contains(&h.id)).await?;
+            let mut r = response(false);
+            r.warnings
+                .push(held_text(&rollout, &pinned, &all_hosts, &rev.id, "move"));
+            return Ok(r);
         }
         let now = self.clock.now_ms();
         let entry = HistoryEntry {
@@ -256,12 +353,16 @@ impl Stacks {
         if req.dry_run {
             return Ok(response(false));
         }
+        if let Some((rollout, _)) = &held {
+            // The new revision replaces whatever the last rollout held hosts on.
+            self.release(rollout).await?;
+        }
         self.store
             .put_stack(&record)
             .await
             .doing("storing the stack")?;
         // Hosts the old selector matched lose the stack; hosts the new one matches get it.
-        let old = existing.and_then(|s| Selector::parse(&s.selector).ok());
+        let old = existing.and_then(|s| Selector::stored(&s.selector).ok());
         self.desired
             .update(|h| {
                 selector.matches(&h.name, &h.labels)
@@ -271,13 +372,69 @@ impl Stacks {
         Ok(response(false))
     }
 
+    /// The hosts the stack's last rollout holds on a revision other than the stack's, with
+    /// that rollout; `None` when every host runs the stack's revision.
+    pub async fn held(
+        &self,
+        stack: &StackRecord,
+        hosts: &[HostRecord],
+    ) -> Result<Option<(RolloutRecord, Vec<Held>)>> {
+        let Some(latest) = self
+            .store
+            .rollouts_of(&stack.name)
+            .await
+            .doing("reading rollouts")?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let Some(pins) = desired::pins_of(&latest, std::slice::from_ref(stack)) else {
+            return Ok(None);
+        };
+        let held: Vec<Held> = hosts
+            .iter()
+            .filter(|h| !h.is_revoked())
+            .filter_map(|h| {
+                let rev = pins.get(&h.id)?;
+                (*rev != stack.revision).then(|| Held {
+                    host_id: h.id.clone(),
+                    host: h.name.clone(),
+                    revision: rev.clone(),
+                })
+            })
+            .collect();
+        Ok((!held.is_empty()).then_some((latest, held)))
+    }
+
+    /// Stop a rollout's pins from applying (the stack was applied since).
+    async fn release(&self, rollout: &RolloutRecord) -> Result<()> {
+        let mut released = rollout.clone();
+        released.released = true;
+        self.store
+            .put_rollout(&released)
+            .await
+            .doing("storing the rollout")
+    }
+
     async fn summary(&self, s: &StackRecord, hosts: &[HostRecord]) -> Result<pb::StackSummary> {
-        let selector = Selector::parse(&s.selector).map_err(Error::Internal)?;
+        let selector = Selector::stored(&s.selector).map_err(Error::Internal)?;
         let matched = matching(hosts, &selector);
         let healthy = matched
             .iter()
             .filter(|h| self.reports.healthy(&h.id, &s.name, &s.revision))
             .count();
+        let pinned = match self.held(s, hosts).await? {
+            Some((rollout, held)) => held
+                .into_iter()
+                .map(|h| pb::PinnedHost {
+                    host: h.host,
+                    revision: h.revision,
+                    by: rollout_text(&rollout, hosts),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(pb::StackSummary {
             name: s.name.clone(),
             selector: s.selector.clone(),
@@ -285,6 +442,7 @@ impl Stacks {
             hosts: matched.len() as u32,
             healthy: healthy as u32,
             updated_unix_ms: s.updated_ms,
+            pinned,
         })
     }
 
@@ -300,12 +458,10 @@ impl Stacks {
     }
 
     pub async fn get(&self, req: pb::GetStackRequest) -> Result<pb::GetStackResponse> {
-        let stack = self
-            .store
-            .stack(&req.name)
-            .await
-            .doing("reading stacks")?
-            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.name)))?;
+        let stack = self.store.stack(&req.name).await.doing("reading stacks")?;
+        let Some(stack) = stack else {
+            return Err(self.no_stack(&req.name).await);
+        };
         let wanted = if req.revision.is_empty() {
             stack.revision.clone()
         } else {
@@ -367,9 +523,11 @@ impl Stacks {
             .store
             .remove_stack(&req.name)
             .await
-            .doing("removing the stack")?
-            .ok_or_else(|| Error::NotFound(format!("no stack named {:?}", req.name)))?;
-        let selector = Selector::parse(&removed.selector).map_err(Error::Internal)?;
+            .doing("removing the stack")?;
+        let Some(removed) = removed else {
+            return Err(self.no_stack(&req.name).await);
+        };
+        let selector = Selector::stored(&removed.selector).map_err(Error::Internal)?;
         let all_hosts = self.store.hosts().await.doing("reading hosts")?;
         let hosts = names(&matching(&all_hosts, &selector));
         self.desired
@@ -448,6 +606,30 @@ pub(crate) mod tests {
                 "trial {trial}: the current revision is the last one applied"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_stack_name_that_is_not_there_gets_the_nearest_that_is() {
+        let (_f, stacks) = stacks_fixture().await;
+        stacks.apply("test", apply_req("shop", "1")).await.unwrap();
+        let err = stacks
+            .get(pb::GetStackRequest {
+                name: "shpo".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"no stack named "shpo"; did you mean "shop"?"#
+        );
+        let err = stacks
+            .remove(pb::RemoveStackRequest {
+                name: "database".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), r#"no stack named "database""#);
     }
 
     /// Regression (issue 8, defect 1): a stack too large for a host to receive alongside its

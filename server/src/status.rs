@@ -4,7 +4,7 @@
 use noco_proto::v1 as pb;
 
 use crate::desired::{self, Desired};
-use crate::error::{Doing, Error, Result};
+use crate::error::{Doing, Result};
 use crate::registry::Registry;
 use crate::reports::Reports;
 use crate::store::Store;
@@ -16,10 +16,14 @@ pub async fn status(
     registry: &Registry,
     stack: &str,
 ) -> Result<pb::StatusResponse> {
-    if !stack.is_empty() && store.stack(stack).await.doing("reading stacks")?.is_none() {
-        return Err(Error::NotFound(format!("no stack named {stack:?}")));
-    }
     let stacks = store.stacks().await.doing("reading stacks")?;
+    if !stack.is_empty() && !stacks.iter().any(|s| s.name == stack) {
+        return Err(crate::error::not_found(
+            "stack",
+            stack,
+            stacks.iter().map(|s| s.name.as_str()),
+        ));
+    }
     let pins = desired::pins(store, &stacks).await?;
     let mut records = store.hosts().await.doing("reading hosts")?;
     records.sort_by(|a, b| a.name.cmp(&b.name));

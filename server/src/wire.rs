@@ -77,11 +77,39 @@ pub fn operator_to_wire(o: &OperatorRecord) -> pb::Operator {
 }
 
 pub fn audit_to_wire(a: AuditRecord) -> pb::AuditRecord {
+    let (outcome, message) = match a.result.split_once(": ") {
+        _ if a.result == "ok" => (pb::AuditOutcome::Ok, String::new()),
+        Some(("denied", m)) => (pb::AuditOutcome::Denied, m.to_string()),
+        Some(("error", m)) => (pb::AuditOutcome::Error, m.to_string()),
+        // Rollout outcomes: "failed: …", "succeeded".
+        _ => (pb::AuditOutcome::Ok, String::new()),
+    };
     pb::AuditRecord {
         time_unix_ms: a.time_ms,
         caller: a.caller,
         action: a.action,
         target: a.target,
         result: a.result,
+        caller_name: a.caller_name,
+        caller_id: a.caller_id,
+        caller_role: a
+            .caller_role
+            .map_or(pb::Role::Unspecified, pb::Role::from)
+            .into(),
+        outcome: outcome.into(),
+        message,
+        dry_run: a.dry_run,
     }
+}
+
+/// `text` with every host id in it replaced by the host's name: people read names (the ids are
+/// 16 random hex digits, so a plain replacement cannot hit anything else).
+pub fn named(text: &str, names: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (id, name) in names {
+        if out.contains(id.as_str()) {
+            out = out.replace(id.as_str(), name);
+        }
+    }
+    out
 }

@@ -32,6 +32,11 @@
 //! - `GET /env/<NAME>`: 200 with the variable's value, 404 if unset;
 //! - `GET /file/<name>`: 200 with the contents of `$DATA_DIR/<name>`, 404 if missing;
 //! - `PUT /file/<name>` with a body: writes `$DATA_DIR/<name>` (creating `DATA_DIR`), 200;
+//! - `GET /read?path=<absolute path>`: 200 with the contents of any file, 404 if missing (how
+//!   tests read a mounted secret or config);
+//! - `GET /stat?path=<absolute path>`: 200 `mode=0400 uid=0 gid=0 size=9 writable=false`, 404 if
+//!   missing; `writable` says whether the file could be opened for writing (nothing is written:
+//!   `false` for root means a read-only mount);
 //! - `GET /fail`: `/health` answers 500 from now on;
 //! - `GET /exit/<code>`: answers 200, then exits with `<code>` (0..=255);
 //! - `GET /`: 200 `noco-testapp <VERSION>`.
@@ -616,6 +621,15 @@ fn route(app: &App, req: &Request) -> Response {
             _ => not_allowed(),
         };
     }
+    if path == "/read" || path == "/stat" {
+        if !get {
+            return not_allowed();
+        }
+        return match query_param(&req.target, "path") {
+            Some(file) if file.starts_with('/') => file_route(path, &file),
+            _ => Response::new(400, "give ?path=<absolute path>"),
+        };
+    }
     if let Some(code) = path.strip_prefix("/exit/") {
         if !get {
             return not_allowed();
@@ -642,6 +656,71 @@ fn route(app: &App, req: &Request) -> Response {
         _ => return Response::new(404, "not found"),
     };
     if get { response } else { not_allowed() }
+}
+
+/// `/read` and `/stat` of an absolute path.
+fn file_route(route: &str, file: &str) -> Response {
+    let missing = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    if route == "/read" {
+        return match std::fs::read(file) {
+            Ok(content) => Response::new(200, content),
+            Err(e) if missing(&e) => Response::new(404, "no such file"),
+            Err(e) => Response::new(500, format!("reading {file}: {e}")),
+        };
+    }
+    match std::fs::metadata(file) {
+        Ok(meta) => {
+            #[cfg(unix)]
+            let (mode, uid, gid) = {
+                use std::os::unix::fs::MetadataExt;
+                (meta.mode() & 0o7777, meta.uid(), meta.gid())
+            };
+            #[cfg(not(unix))]
+            let (mode, uid, gid) = (0, 0, 0);
+            let writable = std::fs::OpenOptions::new().write(true).open(file).is_ok();
+            Response::new(
+                200,
+                format!(
+                    "mode={mode:04o} uid={uid} gid={gid} size={} writable={writable}",
+                    meta.len()
+                ),
+            )
+        }
+        Err(e) if missing(&e) => Response::new(404, "no such file"),
+        Err(e) => Response::new(500, format!("inspecting {file}: {e}")),
+    }
+}
+
+/// A query parameter's value, percent-decoded.
+fn query_param(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 // ---------------------------------------------------------------------------------------------

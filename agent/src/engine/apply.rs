@@ -29,6 +29,10 @@ const LOG_LINES: usize = 20;
 pub struct ApplyOptions {
     /// Relative bind sources resolve against this directory.
     pub stack_dir: PathBuf,
+    /// Where the secret and config files services mount are written (0700; see
+    /// [`super::files`]): `<data-dir>/stacks/<stack>/mounted` on the fleet,
+    /// `<state>/compose/<project>` for `noco-agent compose`.
+    pub files_dir: PathBuf,
     /// The compose file, for the compose label.
     pub config_file: String,
     /// How long one service may take to become ready (started, healthy, or completed).
@@ -58,6 +62,8 @@ struct Ctx {
     project: Project,
     opts: ApplyOptions,
     ready: BTreeMap<String, watch::Receiver<Ready>>,
+    /// Image IDs by reference, as `ensure_images` found them.
+    images: BTreeMap<String, String>,
 }
 
 /// Converge the project to the plan made for it.
@@ -87,7 +93,17 @@ pub async fn apply(
         })
         .filter_map(|s| project.services.get(&s.service))
         .collect();
-    d::ensure_images(docker, &needs_image, &opts.registry_credentials).await?;
+    let images = d::ensure_images(docker, &needs_image, &opts.registry_credentials).await?;
+    if super::files::any(project) {
+        let (dir, owned) = (opts.files_dir.clone(), project.clone());
+        tokio::task::spawn_blocking(move || super::files::write(&dir, &owned))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|e| {
+                EngineError::Precondition(format!("writing secret and config files: {e}"))
+            })?;
+    }
 
     let mut report = ApplyReport::default();
     for key in &plan.create_networks {
@@ -130,6 +146,7 @@ pub async fn apply(
         project: project.clone(),
         opts: opts.clone(),
         ready: receivers,
+        images,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -375,7 +392,9 @@ async fn create_and_start(
         number,
         config_hash: hash,
         stack_dir: &ctx.opts.stack_dir,
+        files_dir: &ctx.opts.files_dir,
         config_file: &ctx.opts.config_file,
+        image_id: ctx.images.get(&svc.image).map(String::as_str),
     };
     let cname = name_override
         .map(str::to_string)

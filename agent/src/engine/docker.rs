@@ -1,7 +1,7 @@
 //! Connecting to the local Docker engine, and the small Docker operations the applier composes:
 //! images, networks, volumes, container lifecycle, logs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -34,20 +34,27 @@ pub async fn connect() -> Result<Docker, EngineError> {
 }
 
 /// Make sure every service's image is present, pulling as its pull policy says. Runs before
-/// anything is changed, so a missing image leaves the stack as it was.
+/// anything is changed, so a missing image leaves the stack as it was. Returns the image IDs
+/// by reference, for the `com.docker.compose.image` label.
 pub async fn ensure_images(
     docker: &Docker,
     services: &[&Service],
     registry_credentials: &[crate::config::Credentials],
-) -> Result<(), EngineError> {
+) -> Result<BTreeMap<String, String>, EngineError> {
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut ids = BTreeMap::new();
     for svc in services {
         if !seen.insert((svc.image.clone(), format!("{:?}", svc.pull_policy))) {
             continue;
         }
         let present = match docker.inspect_image(&svc.image).await {
-            Ok(_) => true,
+            Ok(image) => {
+                if let Some(id) = image.id {
+                    ids.insert(svc.image.clone(), id);
+                }
+                true
+            }
             Err(e) if not_found(&e) => false,
             Err(e) => {
                 return Err(EngineError::docker(
@@ -72,26 +79,41 @@ pub async fn ensure_images(
                 false
             }
         };
-        if pull
-            && let Err(e) = pull_image(
-                docker,
-                &svc.image,
-                crate::config::credentials_for(registry_credentials, &svc.image),
-            )
-            .await
-        {
-            errors.push(EngineError::service(
+        if !pull {
+            continue;
+        }
+        let pulled = pull_image(
+            docker,
+            &svc.image,
+            crate::config::credentials_for(registry_credentials, &svc.image),
+        )
+        .await;
+        match pulled {
+            Ok(()) => match docker.inspect_image(&svc.image).await {
+                Ok(image) => {
+                    if let Some(id) = image.id {
+                        ids.insert(svc.image.clone(), id);
+                    }
+                }
+                Err(e) => {
+                    return Err(EngineError::docker(
+                        format!("inspecting image {} after pulling it", svc.image),
+                        e,
+                    ));
+                }
+            },
+            Err(e) => errors.push(EngineError::service(
                 &svc.name,
                 format!(
                     "image {} is {}and cannot be pulled: {e}",
                     svc.image,
                     if present { "" } else { "not present " }
                 ),
-            ));
+            )),
         }
     }
     match errors.len() {
-        0 => Ok(()),
+        0 => Ok(ids),
         1 => Err(errors.remove(0)),
         _ => Err(EngineError::Many(errors)),
     }
@@ -147,6 +169,10 @@ pub async fn create_network(
     let mut net_labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
     net_labels.insert(labels::PROJECT.into(), project.name.clone());
     net_labels.insert(labels::NETWORK.into(), key.to_string());
+    net_labels.insert(
+        labels::COMPOSE_VERSION.into(),
+        labels::COMPOSE_VERSION_VALUE.into(),
+    );
     net_labels.insert(labels::MANAGED.into(), "true".into());
     let ipam = net.ipam.as_ref().map(|i| bollard::models::Ipam {
         driver: i.driver.clone(),
@@ -192,6 +218,10 @@ pub async fn create_volume(
     let mut vol_labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
     vol_labels.insert(labels::PROJECT.into(), project.name.clone());
     vol_labels.insert(labels::VOLUME.into(), key.to_string());
+    vol_labels.insert(
+        labels::COMPOSE_VERSION.into(),
+        labels::COMPOSE_VERSION_VALUE.into(),
+    );
     vol_labels.insert(labels::MANAGED.into(), "true".into());
     let req = VolumeCreateRequest {
         name: Some(vol.name.clone()),
@@ -227,9 +257,22 @@ pub async fn stop_and_remove(
     id: &str,
     grace: Duration,
 ) -> Result<(), bollard::errors::Error> {
-    let stop = StopContainerOptionsBuilder::default()
-        .t(grace.as_secs().min(i32::MAX as u64) as i32)
-        .build();
+    stop_and_remove_within(docker, id, Some(grace)).await
+}
+
+/// Stop (the container's stop signal, then SIGKILL after `timeout`, or after the container's
+/// own stop timeout when `None`, as `docker stop` without `-t`) and remove, ignoring "already
+/// gone".
+pub async fn stop_and_remove_within(
+    docker: &Docker,
+    id: &str,
+    timeout: Option<Duration>,
+) -> Result<(), bollard::errors::Error> {
+    let mut stop = StopContainerOptionsBuilder::default();
+    if let Some(timeout) = timeout {
+        stop = stop.t(timeout.as_secs().min(i32::MAX as u64) as i32);
+    }
+    let stop = stop.build();
     match docker.stop_container(id, Some(stop)).await {
         Ok(()) => {}
         Err(e) if not_found(&e) => return Ok(()),

@@ -1,9 +1,11 @@
 //! The compose engine: applies a stack of the compose model to the local Docker engine through
 //! the Engine API (bollard). [`observe`] reads what exists, `noco_compose::plan` decides,
-//! [`apply`] acts; [`spec`] maps a service to a container; [`labels`] marks what we made.
+//! [`apply`] acts; [`spec`] maps a service to a container; [`labels`] marks what we made;
+//! [`files`] writes the secret and config files containers mount.
 
 pub mod apply;
 pub mod docker;
+pub mod files;
 pub mod labels;
 pub mod observe;
 pub mod project;

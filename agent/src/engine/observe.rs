@@ -1,12 +1,13 @@
 //! Reading what exists of a project from Docker: its containers (by the compose project label),
 //! networks and volumes. One list call each, so an unchanged re-apply costs milliseconds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
 };
+use noco_compose::model::Project;
 use noco_compose::plan::{Health, Observed, ObservedContainer, RunState};
 
 use super::EngineError;
@@ -93,6 +94,12 @@ pub async fn containers(
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0),
                 config_hash: labels.get(labels::CONFIG_HASH).cloned(),
+                // Before noco recorded the image ID the label held the reference.
+                image: labels
+                    .get(labels::IMAGE)
+                    .filter(|i| i.starts_with("sha256:"))
+                    .cloned()
+                    .or(c.image_id),
                 state: run_state(&state, &status),
                 health: health(&status),
             })
@@ -100,8 +107,30 @@ pub async fn containers(
         .collect())
 }
 
-pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, EngineError> {
-    let containers = containers(docker, project).await?;
+/// The IDs of the local images the project's services name, by reference; one inspect each,
+/// at once. A reference with no local image is left out, and so is one Docker cannot inspect:
+/// the apply's image check reports it (nothing to compare is not a reason to fail a plan).
+pub async fn images(docker: &Docker, project: &Project) -> BTreeMap<String, String> {
+    let references: BTreeSet<&str> = project
+        .services
+        .values()
+        .map(|s| s.image.as_str())
+        .collect();
+    let inspected = futures_util::future::join_all(
+        references
+            .iter()
+            .map(|r| async move { (*r, docker.inspect_image(r).await) }),
+    )
+    .await;
+    inspected
+        .into_iter()
+        .filter_map(|(reference, result)| Some((reference.to_owned(), result.ok()?.id?)))
+        .collect()
+}
+
+pub async fn observe(docker: &Docker, project: &Project) -> Result<Observed, EngineError> {
+    let images = images(docker, project).await;
+    let containers = containers(docker, &project.name).await?;
     let networks: BTreeSet<String> = docker
         .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
         .await
@@ -122,6 +151,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, EngineE
         containers,
         networks,
         volumes,
+        images,
     })
 }
 

@@ -18,7 +18,7 @@ use super::{EngineError, docker as d, labels, observe};
 
 /// Observe and plan, without changing anything.
 pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, EngineError> {
-    let observed = observe::observe(docker, &project.name).await?;
+    let observed = observe::observe(docker, project).await?;
     Ok(plan::plan(project, &observed, noco_compose::config_hash))
 }
 
@@ -30,6 +30,10 @@ pub async fn up(
 ) -> Result<(Plan, ApplyReport), EngineError> {
     let plan = plan(docker, project).await?;
     let report = apply(docker, project, &plan, opts).await?;
+    // Converged: no container mounts the secret and config files of before any more.
+    if let Err(e) = super::files::prune(&opts.files_dir, project) {
+        tracing::warn!(project = %project.name, "{e}");
+    }
     Ok((plan, report))
 }
 
@@ -41,11 +45,14 @@ pub struct DownReport {
     pub volumes: Vec<String>,
 }
 
-/// Remove the project's containers and networks; its volumes only with `volumes`.
+/// Remove the project's containers and networks; its volumes only with `volumes`. Each
+/// container has `timeout` to stop before it is killed (default: its own stop timeout, which
+/// is its `stop_grace_period`, as with `docker compose down`).
 pub async fn down(
     docker: &Docker,
     project: &str,
     volumes: bool,
+    timeout: Option<Duration>,
 ) -> Result<DownReport, EngineError> {
     let mut report = DownReport::default();
     let containers = observe::containers(docker, project).await?;
@@ -53,7 +60,7 @@ pub async fn down(
     for c in containers {
         let docker = docker.clone();
         tasks.spawn(async move {
-            d::stop_and_remove(&docker, &c.id, Duration::from_secs(10))
+            d::stop_and_remove_within(&docker, &c.id, timeout)
                 .await
                 .map(|()| c.name.clone())
                 .map_err(|e| (c.name, e))

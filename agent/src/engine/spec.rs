@@ -14,7 +14,7 @@ use noco_compose::model::{
     MountKind, NetworkMode, Project, RestartPolicy as Restart, SeLinux, Service,
 };
 
-use super::labels;
+use super::{files, labels};
 
 /// Where a container of a service comes from.
 #[derive(Debug, Clone)]
@@ -25,8 +25,12 @@ pub struct ContainerIdentity<'a> {
     pub config_hash: &'a str,
     /// The stack directory: relative bind sources resolve against it.
     pub stack_dir: &'a Path,
+    /// Where the secret and config files it mounts are (see [`super::files`]).
+    pub files_dir: &'a Path,
     /// The compose file, for the compose label.
     pub config_file: &'a str,
+    /// The ID of the service's image (`sha256:…`), recorded as compose v2 records it.
+    pub image_id: Option<&'a str>,
 }
 
 /// The canonical name of replica `number` of a service.
@@ -143,11 +147,13 @@ pub fn create_body(id: &ContainerIdentity<'_>) -> ContainerCreateBody {
             labels::COMPOSE_VERSION,
             labels::COMPOSE_VERSION_VALUE.to_string(),
         ),
-        (labels::IMAGE, svc.image.clone()),
         (labels::MANAGED, "true".to_string()),
         (labels::CONFIG_HASH, id.config_hash.to_string()),
     ] {
         container_labels.insert(k.to_string(), v);
+    }
+    if let Some(image_id) = id.image_id {
+        container_labels.insert(labels::IMAGE.to_string(), image_id.to_string());
     }
 
     let mut exposed: Vec<String> = svc
@@ -242,6 +248,23 @@ pub fn create_body(id: &ContainerIdentity<'_>) -> ContainerCreateBody {
                 ..Default::default()
             }),
         }
+    }
+
+    // Secrets and configs: their files on the host, read-only (the source must exist: no
+    // directory is made in its place).
+    for f in files::of_service(project, svc) {
+        mounts.push(Mount {
+            typ: Some(MountType::BIND),
+            source: Some(
+                id.files_dir
+                    .join(files::file_name(f.kind, f.mount))
+                    .display()
+                    .to_string(),
+            ),
+            target: Some(f.mount.target.clone()),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
 
     let network_mode = match &svc.network_mode {

@@ -21,6 +21,8 @@ pub fn load_with(yaml: &str, variables: &[(&str, &str)]) -> Result<Loaded, Vec<D
             project_name: Some("test"),
             variables: &variables,
             files: &NoFiles,
+            profiles: &[],
+            directory: None,
         },
     )
 }

@@ -13,11 +13,12 @@ use noco_proto::v1::control_client::ControlClient;
 use pb::{RolloutAction, RolloutHostPhase, RolloutPhase};
 use tonic::transport::Channel;
 
+use crate::cli::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource};
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, ago_ms, errln, out, outln, short_revision, truncate};
 use crate::stack::{read_valid, wire_files};
 use crate::view::rollout::{DETAIL_WIDTH, RolloutEventView, RolloutHostView, RolloutView};
-use crate::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource, client};
+use crate::{client, duration};
 
 use self::settings::{Ending, Settings};
 
@@ -38,7 +39,10 @@ pub async fn run(
             source,
             settings,
             watch,
-        } => start(&stack, &source, &settings, &watch, path, server, out).await,
+        } => {
+            let source = source.source()?;
+            start(&stack, &source, &settings, &watch, path, server, out).await
+        }
         RolloutCmd::Status { stack, watch } => status(&stack, &watch, path, server, out).await,
         RolloutCmd::Pause { stack } => {
             control(&stack, RolloutAction::Pause, path, server, out).await
@@ -142,6 +146,9 @@ async fn started(
     watch: &RolloutWatch,
     out: Format,
 ) -> Result<(), CtlError> {
+    for w in &info.warnings {
+        errln!("warning: {w}");
+    }
     match out {
         Format::Json if !watch.watch => output::json(info),
         Format::Json => {}
@@ -298,7 +305,7 @@ async fn follow(
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!(
                 "rollout status: no answer from the server within {}",
-                humantime::format_duration(CALL_TIMEOUT)
+                duration::format(CALL_TIMEOUT)
             )),
         };
         let elapsed = started.elapsed();
@@ -309,8 +316,8 @@ async fn follow(
                 outln!(
                     "\n{} — {} elapsed of {}",
                     watch_summary(info),
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                    humantime::format_duration(timeout)
+                    duration::format(Duration::from_secs(elapsed.as_secs())),
+                    duration::format(timeout)
                 );
             } else {
                 print_changes(info, &mut shown);
@@ -343,7 +350,7 @@ async fn follow(
             };
             return Err(CtlError::Refused(format!(
                 "timed out after {}: {what}",
-                humantime::format_duration(timeout)
+                duration::format(timeout)
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -10,6 +10,7 @@ use pb::RolloutPhase;
 use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy};
 
+use crate::duration;
 use crate::view::rollout::RolloutConfigView;
 
 /// Built-in defaults, used when neither a flag nor `x-noco.rollout` gives a value.
@@ -98,8 +99,8 @@ impl Settings {
         if min_healthy >= deadline {
             return Err(format!(
                 "min-healthy ({}) must be shorter than the deadline ({}): no host could stay healthy that long before its step's deadline",
-                humantime::format_duration(min_healthy),
-                humantime::format_duration(deadline)
+                duration::format(min_healthy),
+                duration::format(deadline)
             ));
         }
         let (batch_count, batch_percent) = match batch {
@@ -134,8 +135,8 @@ pub fn describe(c: &RolloutConfigView) -> String {
     format!(
         "canary {}, batch {batch}, min-healthy {}, deadline {}, max-failures {}, auto-rollback {}, pause-after-canary {}",
         c.canary,
-        humantime::format_duration(Duration::from_millis(c.min_healthy_ms)),
-        humantime::format_duration(Duration::from_millis(c.deadline_ms)),
+        duration::format(Duration::from_millis(c.min_healthy_ms)),
+        duration::format(Duration::from_millis(c.deadline_ms)),
         c.max_failures,
         on_off(c.auto_rollback),
         on_off(c.pause_after_canary)
@@ -154,6 +155,9 @@ struct TopLevel {
 struct XNoco {
     #[serde(default)]
     rollout: Option<XRollout>,
+    /// `x-noco.profiles`: the compose loader's (`noco_compose::load` enables them), not ours.
+    #[serde(default, rename = "profiles")]
+    _profiles: Option<serde::de::IgnoredAny>,
 }
 
 /// `x-noco.rollout`, as written: durations and the batch as text, checked afterwards so that
@@ -185,14 +189,8 @@ pub fn compose_defaults(compose: &str) -> Result<Settings, String> {
         return Ok(Settings::default());
     };
     let duration = |key: &str, text: Option<String>| -> Result<Option<Duration>, String> {
-        text.map(|t| {
-            humantime::parse_duration(t.trim()).map_err(|e| {
-                format!(
-                    "x-noco.rollout.{key}: {t:?} is not a duration ({e}): write it like 30s or 5m"
-                )
-            })
-        })
-        .transpose()
+        text.map(|t| duration::parse(&t).map_err(|e| format!("x-noco.rollout.{key}: {e}")))
+            .transpose()
     };
     Ok(Settings {
         canary: raw.canary,
@@ -341,11 +339,14 @@ mod tests {
     }
 
     #[test]
-    fn compose_defaults_take_a_plain_number_as_a_batch_count() {
-        let s =
-            compose_defaults("x-noco:\n  rollout:\n    batch: 3\n    min_healthy: 0\n").unwrap();
+    fn compose_defaults_take_a_plain_number_as_a_batch_count_or_seconds() {
+        let s = compose_defaults(
+            "x-noco:\n  rollout:\n    batch: 3\n    min_healthy: 0\n    deadline: 300\n",
+        )
+        .unwrap();
         assert_eq!(s.batch, Some(Batch::Count(3)));
         assert_eq!(s.min_healthy, Some(Duration::ZERO));
+        assert_eq!(s.deadline, Some(Duration::from_secs(300)));
     }
 
     #[test]
@@ -355,6 +356,7 @@ mod tests {
             "x-other: {a: 1}\nservices: {}\n",
             "x-noco: {}\n",
             "x-noco:\n  rollout:\n",
+            "x-noco:\n  profiles: [debug]\n",
             "",
         ] {
             assert_eq!(
@@ -377,9 +379,15 @@ mod tests {
     #[test]
     fn bad_x_noco_rollout_values_name_the_key() {
         let e = compose_defaults("x-noco:\n  rollout:\n    min_healthy: soon\n").unwrap_err();
-        assert!(e.starts_with("x-noco.rollout.min_healthy: \"soon\""), "{e}");
-        let e = compose_defaults("x-noco:\n  rollout:\n    deadline: 30\n").unwrap_err();
-        assert!(e.starts_with("x-noco.rollout.deadline"), "{e}");
+        assert_eq!(
+            e,
+            "x-noco.rollout.min_healthy: \"soon\" is not a duration: use seconds (30) or a unit (30s, 5m, 1h)"
+        );
+        let e = compose_defaults("x-noco:\n  rollout:\n    deadline: 5x\n").unwrap_err();
+        assert!(
+            e.starts_with("x-noco.rollout.deadline: \"5x\" is not a duration"),
+            "{e}"
+        );
         let e = compose_defaults("x-noco:\n  rollout:\n    batch: 0%\n").unwrap_err();
         assert!(e.starts_with("x-noco.rollout.batch"), "{e}");
         let e = compose_defaults("x-noco:\n  rollout:\n    auto_rollback: yes\n").unwrap_err();

@@ -3,17 +3,17 @@
 mod diff;
 mod source;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use noco_compose::revision::RevisionSource;
 use noco_compose::{Diagnostic, Loaded};
 use noco_proto::v1 as pb;
 
+use crate::cli::{self, StackCmd, StackSource};
+use crate::client;
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, errln, or_dash, outln, short_revision};
 use crate::view::stack::{AppliedView, RemovedView, StackSummaryView, StackView};
-use crate::{StackCmd, StackSource, client};
 
 use self::diff::DiffView;
 use self::source::LocalStack;
@@ -26,18 +26,27 @@ pub async fn run(
 ) -> Result<(), CtlError> {
     match cmd {
         StackCmd::Apply {
+            stack,
+            legacy_name,
             source,
-            name,
             selector,
             dry_run,
         } => {
-            let selector = selector.unwrap_or_default();
+            let (name, mut warnings) = cli::stack_name(stack, legacy_name, "stack apply")?;
+            let (source, more) = source.resolve()?;
+            warnings.extend(more);
+            cli::warn(&warnings);
+            // As the parser read it (trimmed); empty keeps an existing stack's selector.
+            let selector = selector.map(|s| s.to_string()).unwrap_or_default();
             apply(&source, name, selector, dry_run, path, server, out).await
         }
         StackCmd::Ls => ls(path, server, out).await,
-        StackCmd::Show { name, revision } => show(name, revision, path, server, out).await,
-        StackCmd::Diff { source, name } => diff(&source, name, path, server, out).await,
-        StackCmd::Rm { name } => rm(name, path, server, out).await,
+        StackCmd::Show { stack, revision } => show(stack, revision, path, server, out).await,
+        StackCmd::Diff { stack, source } => {
+            let source = source.source()?;
+            diff(&source, stack, path, server, out).await
+        }
+        StackCmd::Rm { stack } => rm(stack, path, server, out).await,
     }
 }
 
@@ -47,12 +56,13 @@ pub(crate) fn read_valid(
     source: &StackSource,
     name: &str,
 ) -> Result<(LocalStack, Loaded), CtlError> {
-    let local = source::read(source)?;
+    let mut local = source::read(source)?;
     match local.load(name) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 errln!("warning: {}", source::located(&local.compose_path, w));
             }
+            local.ship_objects(&loaded.project)?;
             Ok((local, loaded))
         }
         Err(problems) => {
@@ -167,6 +177,13 @@ async fn ls(path: &Path, server: Option<&str>, out: Format) -> Result<(), CtlErr
         .stacks;
     let stacks: Vec<StackSummaryView> = stacks.iter().map(StackSummaryView::from).collect();
     output::list(out, &stacks);
+    if out == Format::Table {
+        for s in &stacks {
+            for line in s.pinned_lines() {
+                outln!("{}: {line}", s.name);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -199,6 +216,14 @@ async fn show(
             outln!("revision:  {}{current}", r.revision);
             outln!("selector:  {}", or_dash(&r.selector));
             outln!("hosts:     {} matched, {} healthy", r.hosts, r.healthy);
+            for p in &r.pinned {
+                outln!(
+                    "held:      {} runs {} (held by {})",
+                    p.host,
+                    p.revision,
+                    p.by
+                );
+            }
             outln!("updated:   {}", r.updated);
             outln!("\ncompose file:");
             for line in r.compose.lines() {
@@ -252,14 +277,8 @@ async fn diff(
         Err(s) => return Err(refused(&format!("read stack {name}"), s)),
     };
 
-    let empty = noco_compose::model::Project {
-        name: name.clone(),
-        services: BTreeMap::new(),
-        networks: BTreeMap::new(),
-        volumes: BTreeMap::new(),
-    };
     let (old_project, current_revision, old_env, old_files) = match &current {
-        None => (empty, String::new(), Vec::new(), Vec::new()),
+        None => (None, String::new(), Vec::new(), Vec::new()),
         Some(r) => {
             // Loaded with the local variables and files: the server masks variable values and
             // does not send file contents.
@@ -277,12 +296,12 @@ async fn diff(
                     errln!("{p}");
                 }
                 CtlError::Local(format!(
-                    "the current revision of stack {name} ({}) does not load with the local --env-file variables and --file files (problems above), so it cannot be compared",
+                    "the current revision of stack {name} ({}) does not load with the local --env-file variables and --ship files (problems above), so it cannot be compared",
                     r.revision
                 ))
             })?;
             (
-                old.project,
+                Some(old.project),
                 r.revision.clone(),
                 r.env.keys().cloned().collect(),
                 r.files.clone(),
@@ -292,7 +311,7 @@ async fn diff(
     let view = DiffView {
         exists: current.is_some(),
         unchanged: digest == current_revision,
-        changes: diff::diff_projects(&old_project, &loaded.project),
+        changes: diff::diff_projects(old_project.as_ref(), &loaded.project),
         env: diff::names_diff(
             old_env.iter().map(String::as_str),
             local.env.keys().map(String::as_str),
@@ -313,7 +332,7 @@ async fn diff(
                 outln!("no changes");
             } else if view.nothing_shown() {
                 outln!(
-                    "no changes to services, networks, volumes, variable names or file names; variable values or file contents differ (the server does not send them, so they are not shown)"
+                    "no changes to services, networks, volumes, secrets, configs, variable names or file names; variable values or file contents differ (the server does not send them, so they are not shown)"
                 );
             }
             for line in view.lines() {

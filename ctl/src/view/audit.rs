@@ -3,6 +3,7 @@
 use noco_proto::v1 as pb;
 use serde::Serialize;
 
+use super::text;
 use crate::output::{Listed, rfc3339_ms};
 
 /// Who did what, when, and how it ended.
@@ -16,6 +17,16 @@ pub struct AuditView {
     pub target: String,
     /// `ok`, `denied: …` or `error: …`.
     pub result: String,
+    /// The caller's name and id (operator or host; empty for tokens) and an operator's role.
+    pub caller_name: String,
+    pub caller_id: String,
+    #[serde(serialize_with = "text")]
+    pub caller_role: pb::Role,
+    #[serde(serialize_with = "text")]
+    pub outcome: pb::AuditOutcome,
+    /// Why it was denied or failed.
+    pub message: String,
+    pub dry_run: bool,
 }
 
 impl From<&pb::AuditRecord> for AuditView {
@@ -26,6 +37,12 @@ impl From<&pb::AuditRecord> for AuditView {
             action,
             target,
             result,
+            caller_name,
+            caller_id,
+            caller_role: _,
+            outcome: _,
+            message,
+            dry_run,
         } = r;
         AuditView {
             time: rfc3339_ms(*time_unix_ms),
@@ -33,7 +50,17 @@ impl From<&pb::AuditRecord> for AuditView {
             caller: caller.clone(),
             action: action.clone(),
             target: target.clone(),
-            result: result.clone(),
+            result: if *dry_run {
+                format!("{result} (dry run)")
+            } else {
+                result.clone()
+            },
+            caller_name: caller_name.clone(),
+            caller_id: caller_id.clone(),
+            caller_role: r.caller_role(),
+            outcome: r.outcome(),
+            message: message.clone(),
+            dry_run: *dry_run,
         }
     }
 }
@@ -66,13 +93,19 @@ mod tests {
             action: "rollout.start".into(),
             target: "shop".into(),
             result: "ok".into(),
+            caller_name: "admin".into(),
+            caller_id: "0a1b".into(),
+            caller_role: pb::Role::Admin.into(),
+            outcome: pb::AuditOutcome::Ok.into(),
+            ..Default::default()
         });
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({
                 "time": "2023-11-14T22:13:20Z", "time_unix_ms": 1_700_000_000_000_i64,
                 "caller": "operator/admin", "action": "rollout.start", "target": "shop",
-                "result": "ok",
+                "result": "ok", "caller_name": "admin", "caller_id": "0a1b",
+                "caller_role": "admin", "outcome": "ok", "message": "", "dry_run": false,
             })
         );
         assert_eq!(

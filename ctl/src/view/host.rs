@@ -19,8 +19,14 @@ pub struct HostView {
     /// RFC 3339, `-` for never.
     pub last_seen: String,
     pub last_seen_unix_ms: i64,
+    /// RFC 3339, `-` when not connected.
+    pub connected_since: String,
     pub connected_since_unix_ms: i64,
+    /// RFC 3339.
+    pub enrolled: String,
     pub enrolled_unix_ms: i64,
+    /// RFC 3339.
+    pub cert_not_after: String,
     pub cert_not_after_unix_ms: i64,
     pub facts: FactsView,
 }
@@ -56,8 +62,11 @@ impl From<&pb::Host> for HostView {
             status: h.status(),
             last_seen: rfc3339_ms(*last_seen_unix_ms),
             last_seen_unix_ms: *last_seen_unix_ms,
+            connected_since: rfc3339_ms(*connected_since_unix_ms),
             connected_since_unix_ms: *connected_since_unix_ms,
+            enrolled: rfc3339_ms(*enrolled_unix_ms),
             enrolled_unix_ms: *enrolled_unix_ms,
+            cert_not_after: rfc3339_ms(*cert_not_after_unix_ms),
             cert_not_after_unix_ms: *cert_not_after_unix_ms,
             facts: facts.as_ref().map(FactsView::from).unwrap_or_default(),
         }
@@ -127,6 +136,7 @@ pub struct JoinTokenView {
     pub id: String,
     /// RFC 3339.
     pub expires: String,
+    pub expires_unix_ms: i64,
 }
 
 impl From<&pb::CreateTokenResponse> for JoinTokenView {
@@ -140,6 +150,7 @@ impl From<&pb::CreateTokenResponse> for JoinTokenView {
             token: token.clone(),
             id: token_id.clone(),
             expires: rfc3339_ms(*expires_unix_ms),
+            expires_unix_ms: *expires_unix_ms,
         }
     }
 }
@@ -196,8 +207,11 @@ mod tests {
                 "name": "web-1", "id": "h1", "labels": {"env": "prod", "role": "web"},
                 "status": "online",
                 "last_seen": "2023-11-14T22:13:20Z", "last_seen_unix_ms": 1_700_000_000_000_i64,
+                "connected_since": "2023-11-14T21:56:40Z",
                 "connected_since_unix_ms": 1_699_999_000_000_i64,
+                "enrolled": "2020-09-13T12:26:40Z",
                 "enrolled_unix_ms": 1_600_000_000_000_i64,
+                "cert_not_after": "2023-11-15T22:13:20Z",
                 "cert_not_after_unix_ms": 1_700_086_400_000_i64,
                 "facts": {
                     "hostname": "web-1.local", "os": "linux", "kernel": "6.1", "arch": "x86_64",
@@ -243,7 +257,7 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_value(t).unwrap(),
-            json!({"token": "noco1:ab:t1.secret", "id": "t1", "expires": "2023-11-14T22:13:20Z"})
+            json!({"token": "noco1:ab:t1.secret", "id": "t1", "expires": "2023-11-14T22:13:20Z", "expires_unix_ms": 1_700_000_000_000_i64})
         );
     }
 }

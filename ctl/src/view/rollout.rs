@@ -32,6 +32,8 @@ pub struct RolloutView {
     /// RFC 3339.
     pub started: String,
     pub config: Option<RolloutConfigView>,
+    /// Said at start (offline hosts, hosts held elsewhere).
+    pub warnings: Vec<String>,
 }
 
 /// A host of a rollout.
@@ -91,6 +93,7 @@ impl From<&pb::RolloutInfo> for RolloutView {
             events,
             started_unix_ms,
             config,
+            warnings,
         } = r;
         let config = config.as_ref().map(RolloutConfigView::from);
         RolloutView {
@@ -110,6 +113,7 @@ impl From<&pb::RolloutInfo> for RolloutView {
             started_unix_ms: *started_unix_ms,
             started: rfc3339_ms(*started_unix_ms),
             config,
+            warnings: warnings.clone(),
         }
     }
 }
@@ -242,6 +246,7 @@ mod tests {
 
     fn info() -> pb::RolloutInfo {
         pb::RolloutInfo {
+            warnings: Vec::new(),
             id: "r7".into(),
             stack: "shop".into(),
             from_revision: R1.into(),
@@ -290,7 +295,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(RolloutView::from(&info())).unwrap(),
             json!({
-                "id": "r7", "stack": "shop", "from_revision": R1, "to_revision": R2,
+                "id": "r7", "stack": "shop", "from_revision": R1, "to_revision": R2, "warnings": [],
                 "phase": "rolling_back", "reason": "web-1: service api unhealthy",
                 "step": 1, "steps": 2,
                 "hosts": [

@@ -22,6 +22,16 @@ pub struct StackSummaryView {
     /// RFC 3339.
     pub updated: String,
     pub updated_unix_ms: i64,
+    /// Hosts the stack's last rollout holds on another revision (failed, aborted or running).
+    pub pinned: Vec<PinnedView>,
+}
+
+/// A host held on a revision other than its stack's, and by what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PinnedView {
+    pub host: String,
+    pub revision: String,
+    pub by: String,
 }
 
 impl From<&pb::StackSummary> for StackSummaryView {
@@ -33,6 +43,7 @@ impl From<&pb::StackSummary> for StackSummaryView {
             hosts,
             healthy,
             updated_unix_ms,
+            pinned,
         } = s;
         StackSummaryView {
             name: name.clone(),
@@ -42,7 +53,40 @@ impl From<&pb::StackSummary> for StackSummaryView {
             healthy: *healthy,
             updated: rfc3339_ms(*updated_unix_ms),
             updated_unix_ms: *updated_unix_ms,
+            pinned: pinned
+                .iter()
+                .map(|p| PinnedView {
+                    host: p.host.clone(),
+                    revision: p.revision.clone(),
+                    by: p.by.clone(),
+                })
+                .collect(),
         }
+    }
+}
+
+impl StackSummaryView {
+    /// What the REVISION cell says: the revision, and how many hosts a rollout holds elsewhere.
+    fn revision_cell(&self) -> String {
+        match self.pinned.len() {
+            0 => short_revision(&self.revision),
+            n => format!("{} ({n} held elsewhere)", short_revision(&self.revision)),
+        }
+    }
+
+    /// One line per held host, for the lines under a table or `stack show`.
+    pub fn pinned_lines(&self) -> Vec<String> {
+        self.pinned
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} runs {} (held by {}); `nococtl stack apply` or `nococtl rollout start` with the stack's revision brings it back",
+                    p.host,
+                    short_revision(&p.revision),
+                    p.by
+                )
+            })
+            .collect()
     }
 }
 
@@ -52,7 +96,7 @@ impl Listed for StackSummaryView {
     fn cells(&self) -> Vec<String> {
         vec![
             self.name.clone(),
-            short_revision(&self.revision),
+            self.revision_cell(),
             or_dash(&self.selector),
             self.hosts.to_string(),
             format!("{}/{}", self.healthy, self.hosts),
@@ -75,6 +119,8 @@ pub struct StackView {
     /// RFC 3339.
     pub updated: String,
     pub updated_unix_ms: i64,
+    /// Hosts the stack's last rollout holds on another revision.
+    pub pinned: Vec<PinnedView>,
     pub compose: String,
     pub env: BTreeMap<String, String>,
     pub files: Vec<String>,
@@ -104,6 +150,7 @@ impl From<&pb::GetStackResponse> for StackView {
             healthy: summary.healthy,
             updated: summary.updated,
             updated_unix_ms: summary.updated_unix_ms,
+            pinned: summary.pinned,
             compose: String::from_utf8_lossy(compose).into_owned(),
             env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             files: files.clone(),
@@ -230,7 +277,27 @@ mod tests {
             hosts: 3,
             healthy: 2,
             updated_unix_ms: 1_700_000_000_000,
+            pinned: Vec::new(),
         }
+    }
+
+    #[test]
+    fn hosts_a_rollout_holds_elsewhere_show_in_the_row_and_below_it() {
+        let mut s = summary();
+        s.pinned = vec![pb::PinnedHost {
+            host: "web-2".into(),
+            revision: R1.into(),
+            by: "rollout 1f2e failed: web-2: service web: exited".into(),
+        }];
+        let v = StackSummaryView::from(&s);
+        assert!(v.cells()[1].ends_with("(1 held elsewhere)"), "{:?}", v.cells());
+        let lines = v.pinned_lines();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("web-2 runs ") && lines[0].contains("rollout 1f2e failed"),
+            "{lines:?}"
+        );
+        assert_eq!(serde_json::to_value(&v).unwrap()["pinned"][0]["host"], "web-2");
     }
 
     #[test]
@@ -240,7 +307,7 @@ mod tests {
             serde_json::to_value(&s).unwrap(),
             json!({
                 "name": "shop", "selector": "role=web", "revision": R2, "hosts": 3, "healthy": 2,
-                "updated": "2023-11-14T22:13:20Z", "updated_unix_ms": 1_700_000_000_000_i64,
+                "updated": "2023-11-14T22:13:20Z", "updated_unix_ms": 1_700_000_000_000_i64, "pinned": [],
             })
         );
         assert_eq!(s.cells(), ["shop", "222222222222", "role=web", "3", "2/3"]);
@@ -267,7 +334,7 @@ mod tests {
             json!({
                 "name": "shop", "revision": R1, "current_revision": R2, "selector": "role=web",
                 "hosts": 3, "healthy": 2, "updated": "2023-11-14T22:13:20Z",
-                "updated_unix_ms": 1_700_000_000_000_i64, "compose": "services: {}\n",
+                "updated_unix_ms": 1_700_000_000_000_i64, "compose": "services: {}\n", "pinned": [],
                 "env": {"TOKEN": "****"}, "files": ["nginx.conf"],
                 "history": [{
                     "revision": R1, "selector": "role=web", "applied": "2020-09-13T12:26:40Z",

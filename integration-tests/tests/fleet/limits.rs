@@ -19,7 +19,7 @@ fn apply_with_blob(fleet: &Fleet, name: &str, selector: &str, size: usize) -> st
     // Different bytes per stack: every revision is its own content.
     let fill = name.bytes().fold(0u8, |a, b| a.wrapping_add(b));
     std::fs::write(fleet.path(&blob), vec![fill; size]).unwrap();
-    args.extend(["--file".into(), blob]);
+    args.extend(["--ship".into(), blob]);
     fleet.ctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 

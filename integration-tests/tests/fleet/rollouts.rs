@@ -266,10 +266,9 @@ fn pause_after_the_canary_resume_abort_and_undo() {
     let refused = fleet.ctl(&[
         "stack",
         "apply",
+        "shop",
         "-f",
         path_str(&fleet.path("compose.yaml")),
-        "--name",
-        "shop",
         "--env-file",
         path_str(&fleet.path("stack.env")),
     ]);

@@ -27,7 +27,7 @@ pub fn write_stack(fleet: &Fleet, yaml: &str) -> PathBuf {
     file
 }
 
-/// `nococtl stack apply -f compose.yaml --name <name> --selector <selector> --env-file stack.env`.
+/// `nococtl stack apply <name> -f compose.yaml --selector <selector> --env-file stack.env`.
 pub fn apply(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Value {
     let mut args = apply_args(fleet, name, selector, yaml);
     args.extend(["-o".into(), "json".into()]);
@@ -42,10 +42,9 @@ pub fn apply_args(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Vec<
     [
         "stack",
         "apply",
+        name,
         "-f",
         path_str(&file),
-        "--name",
-        name,
         "--selector",
         selector,
         "--env-file",
@@ -55,11 +54,18 @@ pub fn apply_args(fleet: &Fleet, name: &str, selector: &str, yaml: &str) -> Vec<
     .to_vec()
 }
 
-/// The `nococtl status -o json` rows.
+/// The `nococtl status -o json` rows (printed with exit 0, or 1 while a stack has failed).
 pub fn status(fleet: &Fleet) -> Vec<Value> {
-    match fleet.ctl_json(&["status"]) {
-        Value::Array(a) => a,
-        other => panic!("status printed {other}"),
+    let out = fleet.ctl(&["status", "-o", "json"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "nococtl status failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(a)) => a,
+        other => panic!("status printed {other:?}"),
     }
 }
 

@@ -4,7 +4,10 @@
 // Synchronous test code: blocking sleeps are what we want here.
 #![allow(clippy::disallowed_methods)]
 
+mod audit;
+mod credential_file;
 mod enrollment;
+mod grammar;
 mod grpc;
 mod identities;
 mod lifecycle;

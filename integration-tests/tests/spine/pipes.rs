@@ -27,10 +27,9 @@ fn nococtl_exits_quietly_when_the_reader_of_its_output_goes_away() {
     fleet.ctl_ok(&[
         "stack",
         "apply",
+        "big",
         "-f",
         path_str(&file),
-        "--name",
-        "big",
         "--selector",
         "role=none",
     ]);

@@ -100,7 +100,7 @@ pub enum HostPhase {
 }
 
 /// What a host reports about the rollout's stack.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostReport {
     /// The revision the host runs (converged), if any.
     pub revision: Option<String>,
@@ -108,6 +108,8 @@ pub struct HostReport {
     pub healthy_since: Option<Ms>,
     /// Why the stack failed on the host (apply error, unhealthy or exited service).
     pub failure: Option<String>,
+    /// The host has no session with the server (it reports nothing while so).
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +301,12 @@ impl Rollout {
             }
         }
         if now - since > self.config.deadline_ms {
+            if report.is_some_and(|r| r.offline) {
+                return Some(Err(format!(
+                    "host {host} was offline (no session with the server) at the deadline for {}",
+                    short(want)
+                )));
+            }
             return Some(Err(format!(
                 "host {host} was not healthy on {} within the deadline",
                 short(want)
@@ -532,6 +540,7 @@ mod tests {
                         revision: Some(rev.into()),
                         healthy_since: Some(since),
                         failure: None,
+                        offline: false,
                     },
                 )
             })
@@ -598,6 +607,7 @@ mod tests {
                 revision: Some(TO.into()),
                 healthy_since: None,
                 failure: Some("service web: container exited with code 1".into()),
+                offline: false,
             },
         );
         r.tick(100, &reports);
@@ -613,6 +623,7 @@ mod tests {
                 revision: Some(FROM.into()),
                 healthy_since: Some(200),
                 failure: None,
+                offline: false,
             },
         );
         r.tick(1_300, &reports);
@@ -637,6 +648,7 @@ mod tests {
                 revision: None,
                 healthy_since: None,
                 failure: Some("unhealthy".into()),
+                offline: false,
             },
         );
         r.tick(2_100, &reports);
@@ -680,6 +692,7 @@ mod tests {
                 revision: None,
                 healthy_since: None,
                 failure: Some("boom".into()),
+                offline: false,
             },
         );
         r.tick(100, &reports);

@@ -107,8 +107,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---------------------------------------------------------------- audit
     async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
-    /// The newest `limit` audit records, oldest first.
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// The newest `limit` audit records that match `filter`, oldest first.
+    async fn audit(&self, filter: &AuditFilter, limit: usize) -> Result<Vec<AuditRecord>>;
 
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;

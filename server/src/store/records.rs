@@ -70,13 +70,45 @@ pub struct OperatorRecord {
     pub created_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditRecord {
     pub time_ms: i64,
+    /// How people read the caller (`operator alice (admin)`).
     pub caller: String,
     pub action: String,
     pub target: String,
+    /// `ok`, `denied: …` or `error: …`.
     pub result: String,
+    #[serde(default)]
+    pub caller_name: String,
+    #[serde(default)]
+    pub caller_id: String,
+    #[serde(default)]
+    pub caller_role: Option<noco_certs::Role>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub since_ms: i64,
+    /// An action, or a prefix ending in '.'.
+    pub action: String,
+    /// A caller's name or id.
+    pub caller: String,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        r.time_ms >= self.since_ms
+            && (self.action.is_empty()
+                || r.action == self.action
+                || (self.action.ends_with('.') && r.action.starts_with(&self.action)))
+            && (self.caller.is_empty()
+                || r.caller_name == self.caller
+                || r.caller_id == self.caller)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,6 +144,9 @@ pub struct RolloutRecord {
     pub started_ms: i64,
     pub by: String,
     pub rollout: crate::machines::rollout::Rollout,
+    /// Its per-host pins no longer apply: the stack was applied (or re-applied) since.
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// A host's newly issued desired state: its generation and the encoded `SignedState`.

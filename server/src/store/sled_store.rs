@@ -604,17 +604,22 @@ impl Store for SledStore {
         Ok(())
     }
 
-    async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        let mut records = self
-            .audit
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv.map_err(db_err)?;
-                decode("audit", &k, &v)
-            })
-            .collect::<Result<Vec<AuditRecord>>>()?;
+    async fn audit(&self, filter: &AuditFilter, limit: usize) -> Result<Vec<AuditRecord>> {
+        // Keys are time-ordered: newest first, stop at the first record older than `since`.
+        let mut records = Vec::new();
+        for kv in self.audit.iter().rev() {
+            if records.len() >= limit {
+                break;
+            }
+            let (k, v) = kv.map_err(db_err)?;
+            let record: AuditRecord = decode("audit", &k, &v)?;
+            if record.time_ms < filter.since_ms {
+                break;
+            }
+            if filter.matches(&record) {
+                records.push(record);
+            }
+        }
         records.reverse();
         Ok(records)
     }
@@ -785,21 +790,35 @@ mod tests {
                 .append_audit(&AuditRecord {
                     time_ms: i,
                     caller: "c".into(),
+                    caller_name: format!("c{}", i % 2),
                     action: format!("a{i}"),
-                    target: String::new(),
                     result: "ok".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
         }
         let actions: Vec<_> = store
-            .audit(3)
+            .audit(&AuditFilter::default(), 3)
             .await
             .unwrap()
             .into_iter()
             .map(|r| r.action)
             .collect();
         assert_eq!(actions, ["a2", "a3", "a4"]);
+        let filter = AuditFilter {
+            since_ms: 1,
+            caller: "c1".into(),
+            ..Default::default()
+        };
+        let actions: Vec<_> = store
+            .audit(&filter, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(actions, ["a1", "a3"]);
     }
 
     #[tokio::test]
