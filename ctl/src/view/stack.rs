@@ -290,14 +290,21 @@ mod tests {
             by: "rollout 1f2e failed: web-2: service web: exited".into(),
         }];
         let v = StackSummaryView::from(&s);
-        assert!(v.cells()[1].ends_with("(1 held elsewhere)"), "{:?}", v.cells());
+        assert!(
+            v.cells()[1].ends_with("(1 held elsewhere)"),
+            "{:?}",
+            v.cells()
+        );
         let lines = v.pinned_lines();
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0].starts_with("web-2 runs ") && lines[0].contains("rollout 1f2e failed"),
             "{lines:?}"
         );
-        assert_eq!(serde_json::to_value(&v).unwrap()["pinned"][0]["host"], "web-2");
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["pinned"][0]["host"],
+            "web-2"
+        );
     }
 
     #[test]
