@@ -73,17 +73,17 @@ struct RunArgs {
     )]
     data_dir: PathBuf,
     /// Longest wait between reconnection attempts (the wait doubles from 0.5s, with jitter).
-    #[arg(long, env = "NOCO_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_MAX_BACKOFF", default_value = "30s", value_parser = noco_proto::duration::parse)]
     max_backoff: Duration,
     /// Prefix of the compose project names of the stacks this agent runs (`<prefix><stack>`);
     /// it touches no other project. Lets several agents share one Docker engine.
     #[arg(long, env = "NOCO_PROJECT_PREFIX", default_value = "")]
     project_prefix: String,
     /// How often the desired state is re-applied (drift correction) even without Docker events.
-    #[arg(long, env = "NOCO_RECONCILE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_RECONCILE_INTERVAL", default_value = "30s", value_parser = noco_proto::duration::parse)]
     reconcile_interval: Duration,
     /// How long one service may take to become ready when applying a stack.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = noco_proto::duration::parse)]
     wait_timeout: Duration,
 }
 

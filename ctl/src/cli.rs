@@ -12,7 +12,8 @@ use noco_proto::selector::Selector;
 
 use crate::error::CtlError;
 use crate::output::errln;
-use crate::{commands, duration, rollout};
+use crate::{commands, rollout};
+use noco_proto::duration;
 
 /// The grammar, as `--help` shows it (README.md's "Command grammar" says the same).
 pub const GRAMMAR: &str = "\
@@ -85,7 +86,7 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// Only records of the last DURATION (`90` seconds, `10m`, `24h`).
-        #[arg(long, value_parser = crate::duration::parse)]
+        #[arg(long, value_parser = duration::parse)]
         since: Option<std::time::Duration>,
         /// Only this action (`stack.apply`), or every action under a prefix ending in '.'
         /// (`stack.`, `rollout.`).

@@ -8,7 +8,6 @@ mod cli;
 mod client;
 mod commands;
 mod config;
-mod duration;
 mod error;
 mod output;
 mod rollout;

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
 
+use crate::client;
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, Listed, errln, out, outln, short_revision, truncate};
 use crate::view::status::{HostStatusView, StackReportView};
-use crate::{client, duration};
+use noco_proto::duration;
 
 /// How long the ERROR column may be in the table.
 const ERROR_WIDTH: usize = 80;

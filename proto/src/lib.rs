@@ -10,6 +10,7 @@ pub mod v1 {
 }
 
 pub mod codec;
+pub mod duration;
 pub mod health;
 pub mod labels;
 pub mod limits;

@@ -101,16 +101,16 @@ struct InitArgs {
     #[arg(long)]
     server_url: Option<String>,
     /// Lifetime of the CA.
-    #[arg(long, default_value = "10y", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10y", value_parser = noco_proto::duration::parse)]
     ca_ttl: Duration,
     /// Lifetime of the server's TLS certificate; the server renews it at two thirds.
-    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "365d", value_parser = noco_proto::duration::parse)]
     server_cert_ttl: Duration,
     /// Name of the first admin operator.
     #[arg(long, default_value = "admin")]
     admin_name: String,
     /// Lifetime of the first admin's certificate (nococtl renews it when used after two thirds).
-    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = noco_proto::duration::parse)]
     admin_cert_ttl: Duration,
 }
 
@@ -126,18 +126,18 @@ struct RunArgs {
     #[arg(long, env = "NOCO_LISTEN", default_value = "0.0.0.0:7443")]
     listen: SocketAddr,
     /// Lifetime of agent certificates; agents renew at one half to two thirds of it.
-    #[arg(long, env = "NOCO_AGENT_CERT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_AGENT_CERT_TTL", default_value = "24h", value_parser = noco_proto::duration::parse)]
     agent_cert_ttl: Duration,
     /// Lifetime of operator certificates issued by login and renewal.
-    #[arg(long, env = "NOCO_OPERATOR_CERT_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_OPERATOR_CERT_TTL", default_value = "30d", value_parser = noco_proto::duration::parse)]
     operator_cert_ttl: Duration,
     /// How often the server and agents send heartbeats; a session silent for three intervals is
     /// closed.
-    #[arg(long, env = "NOCO_HEARTBEAT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_HEARTBEAT", default_value = "10s", value_parser = noco_proto::duration::parse)]
     heartbeat: Duration,
     /// How long a signed desired state is valid; the server re-signs it at a third remaining,
     /// and an agent whose state expired keeps running it and reports itself stale.
-    #[arg(long, env = "NOCO_STATE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "NOCO_STATE_TTL", default_value = "24h", value_parser = noco_proto::duration::parse)]
     state_ttl: Duration,
 }
 

@@ -14,11 +14,12 @@ use pb::{RolloutAction, RolloutHostPhase, RolloutPhase};
 use tonic::transport::Channel;
 
 use crate::cli::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource};
+use crate::client;
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, ago_ms, errln, out, outln, short_revision, truncate};
 use crate::stack::{read_valid, wire_files};
 use crate::view::rollout::{DETAIL_WIDTH, RolloutEventView, RolloutHostView, RolloutView};
-use crate::{client, duration};
+use noco_proto::duration;
 
 use self::settings::{Ending, Settings};
 

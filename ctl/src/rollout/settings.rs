@@ -10,8 +10,8 @@ use pb::RolloutPhase;
 use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy};
 
-use crate::duration;
 use crate::view::rollout::RolloutConfigView;
+use noco_proto::duration;
 
 /// Built-in defaults, used when neither a flag nor `x-noco.rollout` gives a value.
 pub const DEFAULT_CANARY: u32 = 1;

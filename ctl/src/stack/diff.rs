@@ -13,8 +13,8 @@ use noco_compose::model::{Project, Service};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::duration;
 use crate::output::{short_revision, truncate};
+use noco_proto::duration;
 
 /// How long a value may be in the table output before it is cut.
 pub const VALUE_WIDTH: usize = 80;

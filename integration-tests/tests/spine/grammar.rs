@@ -288,3 +288,43 @@ fn a_selector_that_cannot_match_is_refused_before_anything_is_sent() {
         "nothing reached the server"
     );
 }
+
+/// Every program reads durations the same way: the server's and the agent's flags take plain
+/// seconds too, and refuse the same way.
+#[test]
+fn the_server_and_agent_read_durations_as_nococtl_does() {
+    for (program, args) in [
+        (
+            "noco-server",
+            vec!["run", "--data-dir", "/nonexistent", "--heartbeat"],
+        ),
+        (
+            "noco-agent",
+            vec!["run", "--data-dir", "/nonexistent", "--max-backoff"],
+        ),
+    ] {
+        let mut bad = args.clone();
+        bad.push("5x");
+        let out = std::process::Command::new(noco_integration_tests::bin(program))
+            .args(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {err}");
+        assert!(
+            err.contains(r#""5x" is not a duration: use seconds (30) or a unit (30s, 5m, 1h)"#),
+            "{program}: {err}"
+        );
+        let mut good = args;
+        good.push("30");
+        let out = std::process::Command::new(noco_integration_tests::bin(program))
+            .args(&good)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("is not a duration") && out.status.code() != Some(2),
+            "{program} takes plain seconds: {err}"
+        );
+    }
+}

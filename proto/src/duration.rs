@@ -1,5 +1,6 @@
-//! Durations as nococtl reads them, for every duration flag (`--ttl`, `--timeout`,
-//! `--min-healthy`, `--deadline`) and the compose file's `x-noco.rollout`: a plain number of
+//! Durations as every noco command line reads them (nococtl's `--ttl`, `--timeout`,
+//! `--min-healthy`, `--deadline`, the server's and agent's flags, and the compose file's
+//! `x-noco.rollout`): a plain number of
 //! seconds (`30`, as docker compose's `--timeout` takes it) or a number with units (`30s`,
 //! `5m`, `1h30m`, `500ms`).
 
