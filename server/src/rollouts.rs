@@ -568,6 +568,22 @@ mod tests {
     use super::*;
     use crate::stacks::tests::{apply_req, compose, stacks_fixture};
 
+    /// A rollout service over the fixture's store, stacks, registry and clock.
+    fn rollouts_of(
+        f: &crate::desired::tests::Fixture,
+        stacks: &Arc<Stacks>,
+    ) -> (Arc<Reports>, Arc<Rollouts>) {
+        let reports = Arc::new(Reports::new(f.clock.clone()));
+        let rollouts = Arc::new(Rollouts::new(
+            f.store.clone(),
+            stacks.clone(),
+            reports.clone(),
+            f.registry.clone(),
+            f.clock.clone(),
+        ));
+        (reports, rollouts)
+    }
+
     fn start_req(tag: &str) -> pb::StartRolloutRequest {
         pb::StartRolloutRequest {
             stack: "shop".into(),
@@ -583,14 +599,7 @@ mod tests {
     async fn concurrent_starts_admit_exactly_one_rollout() {
         for trial in 0..12 {
             let (f, stacks) = stacks_fixture().await;
-            let reports = Arc::new(Reports::new(f.clock.clone()));
-            let rollouts = Arc::new(Rollouts::new(
-                f.store.clone(),
-                stacks.clone(),
-                reports,
-                f.registry.clone(),
-                f.clock.clone(),
-            ));
+            let (_, rollouts) = rollouts_of(&f, &stacks);
             stacks.apply("test", apply_req("shop", "0")).await.unwrap();
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..8 {
@@ -676,14 +685,7 @@ mod tests {
                 .insert_host(&crate::desired::tests::host("h2", &[("role", "web")]))
                 .await
                 .unwrap();
-            let reports = Arc::new(Reports::new(f.clock.clone()));
-            let rollouts = Rollouts::new(
-                f.store.clone(),
-                stacks.clone(),
-                reports.clone(),
-                f.registry.clone(),
-                f.clock.clone(),
-            );
+            let (reports, rollouts) = rollouts_of(&f, &stacks);
             let r0 = stacks
                 .apply("test", apply_req("shop", "0"))
                 .await
@@ -779,13 +781,7 @@ mod tests {
     #[tokio::test]
     async fn a_host_offline_at_its_deadline_is_said_to_be_offline() {
         let (f, stacks) = stacks_fixture().await;
-        let rollouts = Rollouts::new(
-            f.store.clone(),
-            stacks.clone(),
-            Arc::new(Reports::new(f.clock.clone())),
-            f.registry.clone(),
-            f.clock.clone(),
-        );
+        let (_, rollouts) = rollouts_of(&f, &stacks);
         stacks.apply("test", apply_req("shop", "0")).await.unwrap();
         let info = rollouts.start("test", start_req("1")).await.unwrap();
         assert!(
@@ -823,14 +819,7 @@ mod tests {
     #[tokio::test]
     async fn a_rollout_moves_the_stack_when_its_hosts_report_healthy() {
         let (f, stacks) = stacks_fixture().await;
-        let reports = Arc::new(Reports::new(f.clock.clone()));
-        let rollouts = Rollouts::new(
-            f.store.clone(),
-            stacks.clone(),
-            reports.clone(),
-            f.registry.clone(),
-            f.clock.clone(),
-        );
+        let (reports, rollouts) = rollouts_of(&f, &stacks);
         stacks.apply("test", apply_req("shop", "0")).await.unwrap();
         let info = rollouts.start("test", start_req("1")).await.unwrap();
         assert_eq!(info.phase().to_string(), "running");
