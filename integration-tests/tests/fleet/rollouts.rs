@@ -470,3 +470,60 @@ fn a_failure_in_a_later_batch_rolls_back_the_hosts_already_updated() {
         all_on(&fleet, &v1).then_some(())
     });
 }
+
+/// Issue 9: a bad revision that is not rolled back leaves its canary on it. `stack ls` says
+/// so and names the rollout; re-applying the stack's own revision is not "unchanged" but
+/// brings the canary back, after which every view agrees again.
+#[test]
+fn hosts_a_failed_rollout_left_on_its_revision_are_shown_and_brought_back() {
+    if !require_docker() {
+        return;
+    }
+    let fleet = Fleet::start(ServerOptions::default());
+    let (_p, _agents) = four(&fleet, "rheld");
+    let v1 = apply_converged(
+        &fleet,
+        &app_stack("v1"),
+        &["web-1", "web-2", "web-3", "web-4"],
+    );
+    let bad = "services:\n  app:\n    image: ${IMAGE}\n    environment: { VERSION: bad, FAIL_HEALTH: \"1\" }\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 300ms\n      retries: 2\n";
+    start(&fleet, bad, FAST);
+    let end = wait_phase(&fleet, "failed");
+    let canary = end["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["step"] == 1)
+        .unwrap()["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        end["reason"].as_str().unwrap().contains(&canary),
+        "the reason names the host: {end}"
+    );
+
+    let stacks = fleet.ctl_json(&["stack", "ls"]);
+    assert_eq!(stacks[0]["revision"], v1.as_str(), "the stack stays on v1");
+    let pinned = stacks[0]["pinned"].as_array().unwrap().clone();
+    assert_eq!(pinned.len(), 1, "{stacks}");
+    assert_eq!(pinned[0]["host"], canary.as_str());
+    assert!(
+        pinned[0]["by"].as_str().unwrap().contains("failed"),
+        "{pinned:?}"
+    );
+    let table = fleet.ctl_ok(&["stack", "ls"]);
+    assert!(table.contains("(1 held elsewhere)"), "{table}");
+
+    let again = crate::support::apply(&fleet, "shop", "role=web", &app_stack("v1"));
+    assert_eq!(again["unchanged"], false, "{again}");
+    assert!(
+        again["warnings"].to_string().contains(&canary),
+        "the apply says who moves back: {again}"
+    );
+    eventually("every host back on v1", || {
+        all_on(&fleet, &v1).then_some(())
+    });
+    let stacks = fleet.ctl_json(&["stack", "ls"]);
+    assert_eq!(stacks[0]["pinned"], serde_json::json!([]), "{stacks}");
+}
