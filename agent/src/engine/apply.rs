@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, EventsOptionsBuilder};
+use futures_util::StreamExt;
 use noco_compose::model::{DependencyCondition, Project, Service};
 use noco_compose::plan::{Plan, ServicePlan, Step, Strategy};
 use tokio::sync::watch;
@@ -22,7 +23,9 @@ use super::docker as d;
 use super::spec::{self, ContainerIdentity};
 use super::{EngineError, docker_message};
 
-const POLL: Duration = Duration::from_millis(100);
+/// The readiness wait re-inspects on every Docker event for the project's containers (start,
+/// die, health_status); this poll is only the fallback, so a missed event cannot hang an apply.
+const FALLBACK_POLL: Duration = Duration::from_millis(500);
 const LOG_LINES: usize = 20;
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,8 @@ struct Ctx {
     ready: BTreeMap<String, watch::Receiver<Ready>>,
     /// Image IDs by reference, as `ensure_images` found them.
     images: BTreeMap<String, String>,
+    /// Bumped on every start, die and health_status event of the project's containers.
+    events: watch::Receiver<u64>,
 }
 
 /// Converge the project to the plan made for it.
@@ -141,12 +146,22 @@ pub async fn apply(
         senders.insert(s.service.clone(), tx);
         receivers.insert(s.service.clone(), rx);
     }
+    // Nothing to wait for in a no-op: its readiness check is one inspect per container.
+    let (events_tx, events) = watch::channel(0u64);
+    let follower = (!plan.is_noop()).then(|| {
+        tokio::spawn(follow_events(
+            docker.clone(),
+            project.name.clone(),
+            events_tx.clone(),
+        ))
+    });
     let ctx = Arc::new(Ctx {
         docker: docker.clone(),
         project: project.clone(),
         opts: opts.clone(),
         ready: receivers,
         images,
+        events,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -178,6 +193,9 @@ pub async fn apply(
             ))),
         }
     }
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     // Failures caused by a failed dependency are noise next to the root cause (but if there is
     // no other failure, they are the failure).
     let mut errors = if errors.iter().all(is_dependency_failure) {
@@ -192,6 +210,28 @@ pub async fn apply(
         0 => Ok(report),
         1 => Err(errors.remove(0)),
         _ => Err(EngineError::Many(errors)),
+    }
+}
+
+/// Bump `tx` on every event that can change a project container's readiness. Ends when the
+/// stream does (the readiness wait then falls back to polling) or when the apply aborts it.
+async fn follow_events(docker: Docker, project: String, tx: watch::Sender<u64>) {
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "label".to_string(),
+            vec![format!("{}={project}", super::labels::PROJECT)],
+        ),
+        (
+            "event".to_string(),
+            vec!["start".into(), "die".into(), "health_status".into()],
+        ),
+    ]);
+    let mut stream = docker.events(Some(
+        EventsOptionsBuilder::default().filters(&filters).build(),
+    ));
+    while let Some(Ok(_)) = stream.next().await {
+        tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -210,97 +250,136 @@ async fn run_service(
         return Ok(());
     };
     let deadline = Instant::now() + ctx.opts.wait_timeout;
-    wait_for_dependencies(ctx, svc, deadline).await?;
-
-    let mut containers: Vec<String> = Vec::new();
-    for step in &plan.steps {
-        match step {
-            Step::Keep { id, .. } => containers.push(id.clone()),
-            Step::Start {
-                id,
-                name: cname,
-                reason,
-                number,
-            } => match d::start(&ctx.docker, id).await {
-                Ok(()) => {
-                    actions.push(format!("container {cname}: started ({reason})"));
-                    containers.push(id.clone());
-                }
-                // Removed between observing and acting (by hand, or by Docker): make it anew.
-                Err(e) if super::not_found(&e) => {
-                    let id = create_and_start(ctx, svc, &plan.hash, *number, None).await?;
-                    actions.push(format!("container {cname}: created (it was removed)"));
-                    containers.push(id);
-                }
-                Err(e) => {
-                    return Err(fail(
-                        name,
-                        format!("starting {cname}: {}", docker_message(&e)),
-                    ));
-                }
-            },
-            Step::Restart {
-                id,
-                name: cname,
-                reason,
-                ..
-            } => {
-                ctx.docker.restart_container(id, None).await.map_err(|e| {
-                    fail(name, format!("restarting {cname}: {}", docker_message(&e)))
-                })?;
-                actions.push(format!("container {cname}: restarted ({reason})"));
-                containers.push(id.clone());
-            }
-            Step::Create { number, reason } => {
-                let id = create_and_start(ctx, svc, &plan.hash, *number, None).await?;
-                actions.push(format!(
-                    "container {}: created ({reason})",
-                    spec::container_name(&ctx.project, svc, *number)
-                ));
-                containers.push(id);
-            }
-            Step::Recreate {
-                id,
-                name: old_name,
-                number,
-                reason,
-            } => {
-                let new_id = match plan.strategy {
-                    Strategy::StopFirst => {
-                        d::stop_and_remove(&ctx.docker, id, grace(svc))
-                            .await
-                            .map_err(|e| {
-                                fail(name, format!("removing {old_name}: {}", docker_message(&e)))
-                            })?;
-                        create_and_start(ctx, svc, &plan.hash, *number, None).await?
+    // New containers need nothing of their dependencies to be created (unless they name
+    // another container): create them now, start them once the dependencies are ready.
+    let mut precreated: BTreeMap<u32, String> = BTreeMap::new();
+    if can_create_early(svc) {
+        for step in &plan.steps {
+            if let Step::Create { number, .. } = step {
+                match create(ctx, svc, &plan.hash, *number, None).await {
+                    Ok(id) => {
+                        precreated.insert(*number, id);
                     }
-                    Strategy::StartFirst => {
-                        start_first(ctx, svc, &plan.hash, *number, id, old_name, deadline).await?
+                    Err(e) => {
+                        remove_all(ctx, precreated.values()).await;
+                        return Err(e);
                     }
-                };
-                let how = if plan.strategy == Strategy::StartFirst {
-                    "start-first"
-                } else {
-                    "stop-first"
-                };
-                actions.push(format!(
-                    "container {}: recreated {how} ({reason})",
-                    spec::container_name(&ctx.project, svc, *number)
-                ));
-                containers.push(new_id);
-            }
-            Step::Remove {
-                id,
-                name: cname,
-                reason,
-                ..
-            } => {
-                d::stop_and_remove(&ctx.docker, id, grace(svc))
-                    .await
-                    .map_err(|e| fail(name, format!("removing {cname}: {}", docker_message(&e))))?;
-                actions.push(format!("container {cname}: removed ({reason})"));
+                }
             }
         }
+    }
+    if let Err(e) = wait_for_dependencies(ctx, svc, deadline).await {
+        // As if they had never been created: nothing runs that waited for a failed dependency.
+        remove_all(ctx, precreated.values()).await;
+        return Err(e);
+    }
+
+    let mut containers: Vec<String> = Vec::new();
+    let steps = async {
+        for step in &plan.steps {
+            match step {
+                Step::Keep { id, .. } => containers.push(id.clone()),
+                Step::Start {
+                    id,
+                    name: cname,
+                    reason,
+                    number,
+                } => match d::start(&ctx.docker, id).await {
+                    Ok(()) => {
+                        actions.push(format!("container {cname}: started ({reason})"));
+                        containers.push(id.clone());
+                    }
+                    // Removed between observing and acting (by hand, or by Docker): make it anew.
+                    Err(e) if super::not_found(&e) => {
+                        let id = create_and_start(ctx, svc, &plan.hash, *number, None).await?;
+                        actions.push(format!("container {cname}: created (it was removed)"));
+                        containers.push(id);
+                    }
+                    Err(e) => {
+                        return Err(fail(
+                            name,
+                            format!("starting {cname}: {}", docker_message(&e)),
+                        ));
+                    }
+                },
+                Step::Restart {
+                    id,
+                    name: cname,
+                    reason,
+                    ..
+                } => {
+                    ctx.docker.restart_container(id, None).await.map_err(|e| {
+                        fail(name, format!("restarting {cname}: {}", docker_message(&e)))
+                    })?;
+                    actions.push(format!("container {cname}: restarted ({reason})"));
+                    containers.push(id.clone());
+                }
+                Step::Create { number, reason } => {
+                    let id = match precreated.remove(number) {
+                        Some(id) => start_created(ctx, svc, id, *number).await?,
+                        None => create_and_start(ctx, svc, &plan.hash, *number, None).await?,
+                    };
+                    actions.push(format!(
+                        "container {}: created ({reason})",
+                        spec::container_name(&ctx.project, svc, *number)
+                    ));
+                    containers.push(id);
+                }
+                Step::Recreate {
+                    id,
+                    name: old_name,
+                    number,
+                    reason,
+                } => {
+                    let new_id = match plan.strategy {
+                        Strategy::StopFirst => {
+                            d::stop_and_remove(&ctx.docker, id, grace(svc))
+                                .await
+                                .map_err(|e| {
+                                    fail(
+                                        name,
+                                        format!("removing {old_name}: {}", docker_message(&e)),
+                                    )
+                                })?;
+                            create_and_start(ctx, svc, &plan.hash, *number, None).await?
+                        }
+                        Strategy::StartFirst => {
+                            start_first(ctx, svc, &plan.hash, *number, id, old_name, deadline)
+                                .await?
+                        }
+                    };
+                    let how = if plan.strategy == Strategy::StartFirst {
+                        "start-first"
+                    } else {
+                        "stop-first"
+                    };
+                    actions.push(format!(
+                        "container {}: recreated {how} ({reason})",
+                        spec::container_name(&ctx.project, svc, *number)
+                    ));
+                    containers.push(new_id);
+                }
+                Step::Remove {
+                    id,
+                    name: cname,
+                    reason,
+                    ..
+                } => {
+                    d::stop_and_remove(&ctx.docker, id, grace(svc))
+                        .await
+                        .map_err(|e| {
+                            fail(name, format!("removing {cname}: {}", docker_message(&e)))
+                        })?;
+                    actions.push(format!("container {cname}: removed ({reason})"));
+                }
+            }
+        }
+        Ok::<(), EngineError>(())
+    };
+    if let Err(e) = steps.await {
+        // The new containers a failed step left unstarted go too.
+        remove_all(ctx, precreated.values()).await;
+        return Err(e);
     }
     let _ = tx.send(Ready::Started);
     let state = wait_ready(
@@ -379,7 +458,74 @@ async fn wait_for_dependencies(
     Ok(())
 }
 
+/// Whether the service's new containers may be created before its dependencies are ready:
+/// not if creating one names another container (links, a shared network, PID or IPC
+/// namespace), which must exist first.
+fn can_create_early(svc: &Service) -> bool {
+    use noco_compose::model::NetworkMode;
+    let shares = |ns: &Option<String>| {
+        ns.as_deref()
+            .is_some_and(|m| m.starts_with("service:") || m.starts_with("container:"))
+    };
+    svc.links.is_empty()
+        && !matches!(
+            svc.network_mode,
+            Some(NetworkMode::Service(_) | NetworkMode::Container(_))
+        )
+        && !shares(&svc.pid)
+        && !shares(&svc.ipc)
+}
+
+async fn remove_all(ctx: &Ctx, ids: impl Iterator<Item = &String>) {
+    for id in ids {
+        let _ = d::remove(&ctx.docker, id).await;
+    }
+}
+
 async fn create_and_start(
+    ctx: &Ctx,
+    svc: &Service,
+    hash: &str,
+    number: u32,
+    name_override: Option<&str>,
+) -> Result<String, EngineError> {
+    let id = create(ctx, svc, hash, number, name_override).await?;
+    let cname = name_override
+        .map(str::to_string)
+        .unwrap_or_else(|| spec::container_name(&ctx.project, svc, number));
+    start_or_remove(ctx, svc, id, &cname).await
+}
+
+/// Start a container made by [`create`] with the canonical name.
+async fn start_created(
+    ctx: &Ctx,
+    svc: &Service,
+    id: String,
+    number: u32,
+) -> Result<String, EngineError> {
+    let cname = spec::container_name(&ctx.project, svc, number);
+    start_or_remove(ctx, svc, id, &cname).await
+}
+
+async fn start_or_remove(
+    ctx: &Ctx,
+    svc: &Service,
+    id: String,
+    cname: &str,
+) -> Result<String, EngineError> {
+    if let Err(e) = d::start(&ctx.docker, &id).await {
+        // Leave nothing half-made: the next apply would otherwise keep a container that never ran.
+        let _ = d::remove(&ctx.docker, &id).await;
+        return Err(fail(
+            &svc.name,
+            format!("starting container {cname}: {}", docker_message(&e)),
+        ));
+    }
+    Ok(id)
+}
+
+/// Create a container of the service and connect it to its other networks, without starting it.
+async fn create(
     ctx: &Ctx,
     svc: &Service,
     hash: &str,
@@ -446,14 +592,6 @@ async fn create_and_start(
                     )
                 })?;
         }
-    }
-    if let Err(e) = d::start(&ctx.docker, &id).await {
-        // Leave nothing half-made: the next apply would otherwise keep a container that never ran.
-        let _ = d::remove(&ctx.docker, &id).await;
-        return Err(fail(
-            &svc.name,
-            format!("starting container {cname}: {}", docker_message(&e)),
-        ));
     }
     Ok(id)
 }
@@ -529,8 +667,12 @@ async fn wait_ready(
     } else {
         Ready::Started
     };
+    let mut events = ctx.events.clone();
     for id in containers {
         loop {
+            // An event after this point wakes the wait below, even one that lands during the
+            // inspect.
+            events.mark_unchanged();
             let info = d::inspect(&ctx.docker, id).await.map_err(|e| {
                 fail(
                     &svc.name,
@@ -626,7 +768,10 @@ async fn wait_ready(
                     logs,
                 });
             }
-            tokio::time::sleep(POLL).await;
+            if let Ok(Err(_)) = tokio::time::timeout(FALLBACK_POLL, events.changed()).await {
+                // The event stream ended: poll.
+                tokio::time::sleep(FALLBACK_POLL).await;
+            }
         }
     }
     Ok(result)

@@ -18,19 +18,70 @@ use noco_compose::model::{Network, Project, PullPolicy, Service, Volume};
 use super::{EngineError, labels, not_found};
 
 /// Connect to the engine named by DOCKER_HOST or the default socket, at an API version both
-/// sides speak.
+/// sides speak (asking the engine its version is the liveness check).
 pub async fn connect() -> Result<Docker, EngineError> {
+    if let Some(docker) = connect_by_ping().await {
+        return Ok(docker);
+    }
     let docker = Docker::connect_with_local_defaults()
         .map_err(|e| EngineError::docker("connecting to Docker", e))?;
-    let docker = docker
+    docker
         .negotiate_version()
         .await
-        .map_err(|e| EngineError::docker("connecting to Docker", e))?;
-    docker
-        .ping()
+        .map_err(|e| EngineError::docker("connecting to Docker", e))
+}
+
+/// Connect at the version `/_ping` names in its `API-Version` header, as negotiating would
+/// choose it: that answer takes well under a millisecond, while `/version` (what bollard's
+/// negotiation asks) gathers every component's version, ~8 ms here — most of an unchanged
+/// re-apply. `None` (then negotiate) on anything unexpected.
+async fn connect_by_ping() -> Option<Docker> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // As bollard's local defaults: DOCKER_HOST if it names a unix socket, else the default one.
+    let host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| h.starts_with("unix://"))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    let path = host.trim_start_matches("unix://").to_string();
+    let limit = Duration::from_secs(5);
+    let mut stream = tokio::time::timeout(limit, tokio::net::UnixStream::connect(&path))
         .await
-        .map_err(|e| EngineError::docker("connecting to Docker", e))?;
-    Ok(docker)
+        .ok()?
+        .ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, async {
+        stream
+            .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .await?;
+        stream.read_to_end(&mut answer).await
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    if head.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    let version = head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case("api-version")
+            .then(|| value.trim().to_string())
+    })?;
+    let (major, minor) = version.split_once('.')?;
+    let server = (major.parse::<usize>().ok()?, minor.parse::<usize>().ok()?);
+    let ours = bollard::API_DEFAULT_VERSION;
+    let (major_version, minor_version) = server.min((ours.major_version, ours.minor_version));
+    Docker::connect_with_unix(
+        &host,
+        120,
+        &bollard::ClientVersion {
+            major_version,
+            minor_version,
+        },
+    )
+    .ok()
 }
 
 /// Make sure every service's image is present, pulling as its pull policy says. Runs before
@@ -43,12 +94,19 @@ pub async fn ensure_images(
 ) -> Result<BTreeMap<String, String>, EngineError> {
     let mut errors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let unique: Vec<&Service> = services
+        .iter()
+        .copied()
+        .filter(|svc| seen.insert((svc.image.clone(), format!("{:?}", svc.pull_policy))))
+        .collect();
+    // Inspect every reference at once, then pull what is needed at once.
+    let inspected =
+        futures_util::future::join_all(unique.iter().map(|svc| docker.inspect_image(&svc.image)))
+            .await;
     let mut ids = BTreeMap::new();
-    for svc in services {
-        if !seen.insert((svc.image.clone(), format!("{:?}", svc.pull_policy))) {
-            continue;
-        }
-        let present = match docker.inspect_image(&svc.image).await {
+    let mut pulls = Vec::new();
+    for (svc, result) in unique.into_iter().zip(inspected) {
+        let present = match result {
             Ok(image) => {
                 if let Some(id) = image.id {
                     ids.insert(svc.image.clone(), id);
@@ -79,29 +137,35 @@ pub async fn ensure_images(
                 false
             }
         };
-        if !pull {
-            continue;
+        if pull {
+            pulls.push((svc, present));
         }
-        let pulled = pull_image(
+    }
+    // The same reference is pulled once, even when two pull policies ask for it.
+    let mut pulling = std::collections::BTreeSet::new();
+    pulls.retain(|(svc, _)| pulling.insert(svc.image.clone()));
+    let pulled = futures_util::future::join_all(pulls.iter().map(|(svc, _)| async move {
+        pull_image(
             docker,
             &svc.image,
             crate::config::credentials_for(registry_credentials, &svc.image),
         )
-        .await;
-        match pulled {
-            Ok(()) => match docker.inspect_image(&svc.image).await {
-                Ok(image) => {
-                    if let Some(id) = image.id {
-                        ids.insert(svc.image.clone(), id);
-                    }
+        .await?;
+        docker.inspect_image(&svc.image).await.map_err(|e| {
+            format!(
+                "inspecting it after pulling it: {}",
+                super::docker_message(&e)
+            )
+        })
+    }))
+    .await;
+    for ((svc, present), result) in pulls.into_iter().zip(pulled) {
+        match result {
+            Ok(image) => {
+                if let Some(id) = image.id {
+                    ids.insert(svc.image.clone(), id);
                 }
-                Err(e) => {
-                    return Err(EngineError::docker(
-                        format!("inspecting image {} after pulling it", svc.image),
-                        e,
-                    ));
-                }
-            },
+            }
             Err(e) => errors.push(EngineError::service(
                 &svc.name,
                 format!(

@@ -1,5 +1,6 @@
 //! Reading what exists of a project from Docker: its containers (by the compose project label),
-//! networks and volumes. One list call each, so an unchanged re-apply costs milliseconds.
+//! networks and volumes. One list call each, all at once, so an unchanged re-apply costs
+//! milliseconds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -129,18 +130,20 @@ pub async fn images(docker: &Docker, project: &Project) -> BTreeMap<String, Stri
 }
 
 pub async fn observe(docker: &Docker, project: &Project) -> Result<Observed, EngineError> {
-    let images = images(docker, project).await;
-    let containers = containers(docker, &project.name).await?;
-    let networks: BTreeSet<String> = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
-        .await
+    // Four independent reads: at once.
+    let (images, containers, networks, volumes) = tokio::join!(
+        images(docker, project),
+        containers(docker, &project.name),
+        docker.list_networks(Some(ListNetworksOptionsBuilder::default().build())),
+        docker.list_volumes(Some(ListVolumesOptionsBuilder::default().build())),
+    );
+    let containers = containers?;
+    let networks: BTreeSet<String> = networks
         .map_err(|e| EngineError::docker("listing networks", e))?
         .into_iter()
         .filter_map(|n| n.name)
         .collect();
-    let volumes: BTreeSet<String> = docker
-        .list_volumes(Some(ListVolumesOptionsBuilder::default().build()))
-        .await
+    let volumes: BTreeSet<String> = volumes
         .map_err(|e| EngineError::docker("listing volumes", e))?
         .volumes
         .unwrap_or_default()
