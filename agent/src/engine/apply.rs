@@ -111,19 +111,28 @@ pub async fn apply(
     }
 
     let mut report = ApplyReport::default();
-    for key in &plan.create_networks {
-        if let Some(net) = project.networks.get(key) {
+    // Networks and volumes do not depend on one another: create them all at once.
+    let networks = plan.create_networks.iter().filter_map(|key| {
+        let net = project.networks.get(key)?;
+        Some(async move {
             d::create_network(docker, project, key, net).await?;
-            report
-                .actions
-                .push(format!("network {}: created", net.name));
-        }
-    }
-    for key in &plan.create_volumes {
-        if let Some(vol) = project.volumes.get(key) {
+            Ok::<String, EngineError>(format!("network {}: created", net.name))
+        })
+    });
+    let volumes = plan.create_volumes.iter().filter_map(|key| {
+        let vol = project.volumes.get(key)?;
+        Some(async move {
             d::create_volume(docker, project, key, vol).await?;
-            report.actions.push(format!("volume {}: created", vol.name));
-        }
+            Ok::<String, EngineError>(format!("volume {}: created", vol.name))
+        })
+    });
+    let (networks, volumes) = futures_util::future::join(
+        futures_util::future::join_all(networks),
+        futures_util::future::join_all(volumes),
+    )
+    .await;
+    for created in networks.into_iter().chain(volumes) {
+        report.actions.push(created?);
     }
     for orphan in &plan.orphans {
         if let Step::Remove {
