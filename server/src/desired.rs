@@ -53,9 +53,13 @@ pub fn assignment(stacks: &[StackRecord], host: &HostRecord, pins: &Pins) -> Vec
 /// neither the rollout's `from` nor its `to` (applied before releases were recorded).
 pub async fn pins(store: &dyn Store, stacks: &[StackRecord]) -> Result<Pins> {
     let mut out = HashMap::new();
-    for r in store.latest_rollouts().await.doing("reading rollouts")? {
-        if let Some(pinned) = pins_of(&r, stacks) {
-            out.insert(r.rollout.stack.clone(), pinned);
+    for stack in stacks {
+        let latest = store
+            .latest_rollout(&stack.name)
+            .await
+            .doing("reading rollouts")?;
+        if let Some(pinned) = latest.and_then(|r| pins_of(&r, stacks)) {
+            out.insert(stack.name.clone(), pinned);
         }
     }
     Ok(out)
@@ -374,27 +378,41 @@ impl Desired {
         Ok(out)
     }
 
-    /// Sign, store (one flush for all) and remember new states; returns them in order.
-    async fn issue(
+    /// Sign (the states move into the signing tasks: no copy), store (one flush for all) and
+    /// remember new states; returns each host with its signed state, in order.
+    async fn issue<'a>(
         &self,
-        pending: &[Pending<'_>],
+        pending: Vec<Pending<'a>>,
         timings: &mut IssueTimings,
-    ) -> Result<Vec<pb::SignedState>> {
+    ) -> Result<Vec<(&'a HostRecord, pb::SignedState)>> {
         let signer = self.keys.signer();
+        let key_id = signer.key_id();
+        let (hosts, states): (Vec<&HostRecord>, Vec<pb::DesiredState>) =
+            pending.into_iter().map(|p| (p.host, p.state)).unzip();
+        let summaries: Vec<Issued> = states
+            .iter()
+            .map(|state| Issued {
+                generation: state.generation,
+                key_id: key_id.clone(),
+                expires_ms: state.expires_unix_ms,
+                stacks: state
+                    .stacks
+                    .iter()
+                    .map(|s| (s.name.clone(), s.revision.clone()))
+                    .collect(),
+            })
+            .collect();
         let started = std::time::Instant::now();
-        let signed = Self::sign_all(
-            pending.iter().map(|p| p.state.clone()).collect(),
-            signer.clone(),
-        )
-        .await?;
+        let signed = Self::sign_all(states, signer).await?;
         timings.sign = started.elapsed();
         let started = std::time::Instant::now();
-        let records: Vec<IssuedState> = pending
+        let records: Vec<IssuedState> = hosts
             .iter()
+            .zip(&summaries)
             .zip(&signed)
-            .map(|(p, env)| IssuedState {
-                host_id: p.host.id.clone(),
-                generation: p.state.generation,
+            .map(|((host, issued), env)| IssuedState {
+                host_id: host.id.clone(),
+                generation: issued.generation,
                 encoded: env.encode_to_vec(),
             })
             .collect();
@@ -402,24 +420,11 @@ impl Desired {
             .put_states(&records)
             .await
             .doing("storing desired states")?;
-        for p in pending {
-            self.remember(
-                &p.host.id,
-                Issued {
-                    generation: p.state.generation,
-                    key_id: signer.key_id(),
-                    expires_ms: p.state.expires_unix_ms,
-                    stacks: p
-                        .state
-                        .stacks
-                        .iter()
-                        .map(|s| (s.name.clone(), s.revision.clone()))
-                        .collect(),
-                },
-            );
+        for (host, issued) in hosts.iter().zip(summaries) {
+            self.remember(&host.id, issued);
         }
         timings.store = started.elapsed();
-        Ok(signed)
+        Ok(hosts.into_iter().zip(signed).collect())
     }
 
     /// The host's current signed state for its new session; a new one (next generation,
@@ -454,10 +459,10 @@ impl Desired {
                 .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())),
             Some(state) => {
                 let generation = state.generation;
-                let pending = [Pending { host, state }];
-                let mut signed = self.issue(&pending, &mut IssueTimings::default()).await?;
+                let pending = vec![Pending { host, state }];
+                let mut signed = self.issue(pending, &mut IssueTimings::default()).await?;
                 tracing::info!(host = %host.name, generation, "issued desired state");
-                Ok(signed.pop())
+                Ok(signed.pop().map(|(_, env)| env))
             }
         }
     }
@@ -489,12 +494,12 @@ impl Desired {
             return Ok(Vec::new());
         }
         timings.issued = pending.len();
-        let signed = self.issue(&pending, &mut timings).await?;
+        let signed = self.issue(pending, &mut timings).await?;
         let started = std::time::Instant::now();
         let mut changed = Vec::with_capacity(signed.len());
-        for (p, env) in pending.iter().zip(signed) {
-            self.registry.push(&p.host.id, env);
-            changed.push(p.host.name.clone());
+        for (host, env) in signed {
+            self.registry.push(&host.id, env);
+            changed.push(host.name.clone());
         }
         timings.push = started.elapsed();
         tracing::info!(

@@ -283,7 +283,6 @@ impl Pki {
     pub fn renew_server_cert_if_due(&self, now: SystemTime) -> anyhow::Result<bool> {
         let current = PeerCert::from_pem(&read(&self.dir.server_cert())?)?;
         if !rotation::due(current.not_before, current.not_after, now) {
-            self.reload_server_cert_if_changed()?;
             return Ok(false);
         }
         let settings = self.settings_on_disk()?;

@@ -20,6 +20,7 @@ use crate::registry::Registry;
 use crate::reports::Reports;
 use crate::stacks::{CatalogGuard, Stacks, active_rollout, check_revision};
 use crate::store::{AuditRecord, HistoryEntry, HostRecord, RolloutRecord, Store};
+use crate::wire::host_names;
 use noco_proto::selector::Selector;
 
 /// A deadline for a host step when none is given.
@@ -138,14 +139,6 @@ pub struct Rollouts {
     spans: Spans,
 }
 
-/// Names of hosts by id, for what people read.
-fn host_names(hosts: &[HostRecord]) -> BTreeMap<String, String> {
-    hosts
-        .iter()
-        .map(|h| (h.id.clone(), h.name.clone()))
-        .collect()
-}
-
 impl Rollouts {
     pub fn new(
         store: Arc<dyn Store>,
@@ -165,13 +158,10 @@ impl Rollouts {
     }
 
     async fn latest(&self, stack: &str) -> Result<Option<RolloutRecord>> {
-        Ok(self
-            .store
-            .rollouts_of(stack)
+        self.store
+            .latest_rollout(stack)
             .await
-            .doing("reading rollouts")?
-            .into_iter()
-            .next())
+            .doing("reading rollouts")
     }
 
     pub async fn to_wire(&self, rec: &RolloutRecord) -> Result<pb::RolloutInfo> {
@@ -202,14 +192,7 @@ impl Rollouts {
         let phase_changed = before.is_none_or(|b| b.phase != r.phase);
         let automatic = !matches!(r.phase, Phase::Running | Phase::Paused | Phase::Aborted);
         if phase_changed && automatic {
-            let names: BTreeMap<String, String> = self
-                .store
-                .hosts()
-                .await
-                .doing("reading hosts")?
-                .into_iter()
-                .map(|h| (h.id, h.name))
-                .collect();
+            let names = host_names(&self.store.hosts().await.doing("reading hosts")?);
             let reason = phase_reason(&r.phase);
             let record = AuditRecord {
                 time_ms: self.clock.now_ms(),
@@ -282,12 +265,12 @@ impl Rollouts {
         }
         let stack = self.store.stack(stack_name).await.doing("reading stacks")?;
         let Some(stack) = stack else {
-            let Error::NotFound(m) = self.stacks.no_stack(stack_name).await else {
-                return Err(self.stacks.no_stack(stack_name).await);
-            };
-            return Err(Error::NotFound(format!(
-                "{m} (`nococtl stack apply` creates a stack)"
-            )));
+            return Err(match self.stacks.no_stack(stack_name).await {
+                Error::NotFound(m) => {
+                    Error::NotFound(format!("{m} (`nococtl stack apply` creates a stack)"))
+                }
+                other => other,
+            });
         };
         let selector = Selector::stored(&stack.selector).map_err(Error::Internal)?;
         let all_hosts = self.store.hosts().await.doing("reading hosts")?;
@@ -444,12 +427,10 @@ impl Rollouts {
     /// Advance every active rollout on the hosts' latest reports.
     pub async fn tick_all(&self) -> Result<()> {
         let catalog = self.stacks.lock().await;
-        for mut rec in self
-            .store
-            .latest_rollouts()
-            .await
-            .doing("reading rollouts")?
-        {
+        for stack in self.store.stacks().await.doing("reading stacks")? {
+            let Some(mut rec) = self.latest(&stack.name).await? else {
+                continue;
+            };
             if !rec.rollout.phase.is_active() {
                 continue;
             }

@@ -17,7 +17,7 @@ use prost::Message;
 use crate::clock::Clock;
 use crate::desired::{self, Desired};
 use crate::error::{Doing, Error, Result};
-use crate::machines::rollout::phase_name;
+use crate::machines::rollout::{phase_name, short};
 use crate::reports::Reports;
 use crate::store::{HistoryEntry, HostRecord, RolloutRecord, StackRecord, Store};
 use noco_proto::selector::Selector;
@@ -109,11 +109,9 @@ pub fn check_revision(
 /// The rollout of a stack that is in progress (running, paused or rolling back), if any.
 pub async fn active_rollout(store: &dyn Store, stack: &str) -> Result<Option<RolloutRecord>> {
     Ok(store
-        .rollouts_of(stack)
+        .latest_rollout(stack)
         .await
         .doing("reading rollouts")?
-        .into_iter()
-        .next()
         .filter(|r| r.rollout.phase.is_active()))
 }
 
@@ -149,21 +147,13 @@ pub struct Held {
 /// "rollout 1f2e3d4c failed: …" — which rollout holds hosts, and how it ended (hosts by name).
 pub fn rollout_text(r: &RolloutRecord, hosts: &[HostRecord]) -> String {
     let phase = &r.rollout.phase;
-    let names = hosts
-        .iter()
-        .map(|h| (h.id.clone(), h.name.clone()))
-        .collect();
+    let names = crate::wire::host_names(hosts);
     let reason = crate::wire::named(&crate::machines::rollout::phase_reason(phase), &names);
     if reason.is_empty() {
         format!("rollout {} {}", r.id, phase_name(phase))
     } else {
         format!("rollout {} {}: {reason}", r.id, phase_name(phase))
     }
-}
-
-fn short(rev: &str) -> &str {
-    let h = rev.strip_prefix("sha256:").unwrap_or(rev);
-    &h[..h.len().min(12)]
 }
 
 /// What re-applying a stack's revision does to the hosts a rollout held elsewhere.
@@ -239,8 +229,8 @@ impl Stacks {
             .doing("storing the revision")
     }
 
-    /// Whether every host could still receive its state with `stacks` (the catalog as it
-    /// would be) and `extra` revisions not stored yet. Call under the catalog lock.
+    /// Whether every host in `hosts` could still receive its state with `stacks` (the catalog
+    /// as it would be; every revision already stored). Call under the catalog lock.
     pub async fn check_fits(&self, stacks: &[StackRecord], hosts: &[HostRecord]) -> Result<()> {
         let pins = desired::pins(&*self.store, stacks).await?;
         self.desired.check_fits(hosts, stacks, &pins).await
@@ -381,11 +371,9 @@ impl Stacks {
     ) -> Result<Option<(RolloutRecord, Vec<Held>)>> {
         let Some(latest) = self
             .store
-            .rollouts_of(&stack.name)
+            .latest_rollout(&stack.name)
             .await
             .doing("reading rollouts")?
-            .into_iter()
-            .next()
         else {
             return Ok(None);
         };

@@ -102,6 +102,14 @@ pub fn audit_to_wire(a: AuditRecord) -> pb::AuditRecord {
     }
 }
 
+/// Host names by id, for what people read.
+pub fn host_names(hosts: &[HostRecord]) -> std::collections::BTreeMap<String, String> {
+    hosts
+        .iter()
+        .map(|h| (h.id.clone(), h.name.clone()))
+        .collect()
+}
+
 /// `text` with every host id in it replaced by the host's name: people read names (the ids are
 /// 16 random hex digits, so a plain replacement cannot hit anything else).
 pub fn named(text: &str, names: &std::collections::BTreeMap<String, String>) -> String {

@@ -487,7 +487,11 @@ fn can_create_early(svc: &Service) -> bool {
 
 async fn remove_all(ctx: &Ctx, ids: impl Iterator<Item = &String>) {
     for id in ids {
-        let _ = d::remove(&ctx.docker, id).await;
+        // The failure that brought us here is what the caller reports; a container that could
+        // not be removed is said here, not left unexplained (the next apply removes it).
+        if let Err(e) = d::remove(&ctx.docker, id).await {
+            tracing::warn!(container = %id, "removing a container created for a failed apply: {e}");
+        }
     }
 }
 
@@ -524,7 +528,9 @@ async fn start_or_remove(
 ) -> Result<String, EngineError> {
     if let Err(e) = d::start(&ctx.docker, &id).await {
         // Leave nothing half-made: the next apply would otherwise keep a container that never ran.
-        let _ = d::remove(&ctx.docker, &id).await;
+        if let Err(removing) = d::remove(&ctx.docker, &id).await {
+            tracing::warn!(container = %id, "removing a container that did not start: {removing}");
+        }
         return Err(fail(
             &svc.name,
             format!("starting container {cname}: {}", docker_message(&e)),

@@ -501,7 +501,8 @@ impl Rollout {
     }
 }
 
-fn short(rev: &str) -> &str {
+/// A revision as people read it: the first 12 hex digits.
+pub fn short(rev: &str) -> &str {
     let r = rev.strip_prefix("sha256:").unwrap_or(rev);
     &r[..r.len().min(12)]
 }

@@ -102,8 +102,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put_rollout(&self, r: &RolloutRecord) -> Result<()>;
     /// A stack's rollouts, newest first.
     async fn rollouts_of(&self, stack: &str) -> Result<Vec<RolloutRecord>>;
-    /// The latest rollout of every stack that has one.
-    async fn latest_rollouts(&self) -> Result<Vec<RolloutRecord>>;
+    /// A stack's latest rollout (reads that one record, however long the history).
+    async fn latest_rollout(&self, stack: &str) -> Result<Option<RolloutRecord>>;
 
     // ---------------------------------------------------------------- audit
     async fn append_audit(&self, record: &AuditRecord) -> Result<()>;

@@ -285,7 +285,7 @@ impl SledStore {
             .transpose()
     }
 
-    /// Change a host record with compare-and-swap; `durable` flushes afterwards.
+    /// Change a host record with compare-and-swap, retrying on a lost race (no flush).
     fn cas_host(&self, id: &str, change: HostChange<'_>) -> Result<Option<HostRecord>> {
         loop {
             let Some(old) = self.hosts.get(id).map_err(db_err)? else {
@@ -585,14 +585,15 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    async fn latest_rollouts(&self) -> Result<Vec<RolloutRecord>> {
-        let mut latest: BTreeMap<String, RolloutRecord> = BTreeMap::new();
-        for kv in self.rollouts.iter() {
-            let (k, v) = kv.map_err(db_err)?;
-            let r: RolloutRecord = decode("rollouts", &k, &v)?;
-            latest.insert(r.rollout.stack.clone(), r);
-        }
-        Ok(latest.into_values().collect())
+    async fn latest_rollout(&self, stack: &str) -> Result<Option<RolloutRecord>> {
+        // Keys are `<stack>/<start ms>/<id>`: the last under the prefix is the latest.
+        self.rollouts
+            .scan_prefix(format!("{stack}/").as_bytes())
+            .next_back()
+            .transpose()
+            .map_err(db_err)?
+            .map(|(k, v)| decode("rollouts", &k, &v))
+            .transpose()
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
