@@ -9,6 +9,10 @@
 //!
 //! [policy]                             # what server-sent stacks may do: see `policy.rs`
 //! allow_privileged = false
+//!
+//! [telemetry]
+//! spool_size = "64MiB"                 # logs kept on disk while the server is away (oldest go first)
+//! metrics_interval = "10s"             # how often host and container metrics are sampled
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,6 +29,97 @@ pub struct AgentConfig {
     /// The host policy for stacks sent by the server; every key defaults to refuse.
     #[serde(default)]
     pub policy: crate::policy::Policy,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Logs and metrics: how much the log spool may hold and how often metrics are sampled.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The log spool's bound on disk: bytes, or with a unit (`64MiB`, `1GiB`, `500KB`).
+    #[serde(deserialize_with = "de_size")]
+    pub spool_size: u64,
+    /// Seconds, or with a unit (`10s`, `1m`).
+    #[serde(deserialize_with = "de_duration")]
+    pub metrics_interval: std::time::Duration,
+}
+
+/// The smallest metrics interval accepted.
+pub const MIN_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            spool_size: crate::telemetry::spool::DEFAULT_MAX_BYTES,
+            metrics_interval: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    let v = match Raw::deserialize(d)? {
+        Raw::Secs(s) => std::time::Duration::from_secs(s),
+        Raw::Text(t) => noco_proto::duration::parse(&t).map_err(serde::de::Error::custom)?,
+    };
+    if v < MIN_METRICS_INTERVAL {
+        return Err(serde::de::Error::custom(format!(
+            "metrics_interval {v:?} is below the smallest, {MIN_METRICS_INTERVAL:?}"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    let v = match Raw::deserialize(d)? {
+        Raw::Bytes(b) => b,
+        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom)?,
+    };
+    let min = crate::telemetry::spool::MIN_MAX_BYTES;
+    if v < min {
+        return Err(serde::de::Error::custom(format!(
+            "spool_size {v} bytes is below the smallest, {min} bytes"
+        )));
+    }
+    Ok(v)
+}
+
+/// `123`, `64MiB`, `1GiB`, `500KB`, `2 MB`: a size in bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {text:?}: expected a number of bytes, optionally with a unit (KiB, MiB, GiB, KB, MB, GB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 #[derive(Clone, Deserialize)]
@@ -138,6 +233,33 @@ pub fn credentials_for<'a>(creds: &'a [Credentials], image: &str) -> Option<&'a 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_settings_parse_with_units_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(
+            &file,
+            "[telemetry]\nspool_size = \"2MiB\"\nmetrics_interval = 5\n",
+        )
+        .unwrap();
+        let (c, _) = AgentConfig::load(Some(&file)).unwrap();
+        assert_eq!(c.telemetry.spool_size, 2 << 20);
+        assert_eq!(
+            c.telemetry.metrics_interval,
+            std::time::Duration::from_secs(5)
+        );
+        std::fs::write(&file, "[telemetry]\nspool_size = \"2 parsecs\"\n").unwrap();
+        let e = AgentConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+        std::fs::write(&file, "[telemetry]\nspool_size = 100\n").unwrap();
+        let e = AgentConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("below the smallest"), "{e}");
+        std::fs::write(&file, "[telemetry]\nmetrics_interval = \"10ms\"\n").unwrap();
+        let e = AgentConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("metrics_interval"), "{e}");
+        assert_eq!(AgentConfig::default().telemetry, TelemetryConfig::default());
+    }
 
     #[test]
     fn images_name_their_registry() {

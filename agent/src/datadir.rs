@@ -3,6 +3,7 @@
 //! ```text
 //! <data-dir>/credential.toml   the host's key, certificate, the CA, the server URL (0600)
 //!            trust-root.json   the ed25519 keys desired state must be signed with (0600)
+//!            logs/             the log spool (`telemetry::spool`): containers' recent lines
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,11 @@ impl DataDir {
 
     pub fn trust_root(&self) -> PathBuf {
         self.root.join("trust-root.json")
+    }
+
+    /// The log spool's directory.
+    pub fn log_spool(&self) -> PathBuf {
+        self.root.join("logs")
     }
 
     pub fn load_credential(&self) -> anyhow::Result<Credential> {

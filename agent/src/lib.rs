@@ -24,6 +24,7 @@ pub mod session;
 pub mod stackdir;
 pub mod stacks;
 pub mod state;
+pub mod telemetry;
 
 /// Exit status when the server has revoked this host or its certificate can no longer be
 /// renewed: restarting will not help (the systemd unit does not restart on it).

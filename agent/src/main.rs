@@ -149,6 +149,7 @@ async fn main() -> ExitCode {
                 wait_timeout: args.wait_timeout,
                 policy: config.policy,
                 registry_credentials,
+                telemetry: config.telemetry,
                 ..RunOptions::default()
             };
             match run(dir, opts, noco_agent::shutdown_signal()).await {

@@ -45,6 +45,8 @@ pub struct RunOptions {
     /// The host policy (from the agent's configuration file).
     pub policy: Policy,
     pub registry_credentials: Vec<crate::config::Credentials>,
+    /// Logs and metrics (from the agent's configuration file).
+    pub telemetry: crate::config::TelemetryConfig,
 }
 
 impl Default for RunOptions {
@@ -57,6 +59,7 @@ impl Default for RunOptions {
             wait_timeout: Duration::from_secs(120),
             policy: Policy::default(),
             registry_credentials: Vec::new(),
+            telemetry: crate::config::TelemetryConfig::default(),
         }
     }
 }
@@ -128,6 +131,13 @@ pub async fn run(
     ));
     let mut desired = Desired::new(store, status, apply_tx);
     let live = LiveCredential::new(cred)?;
+    let _telemetry = crate::telemetry::spawn(
+        &dir,
+        &opts.telemetry,
+        &opts.project_prefix,
+        addr.clone(),
+        live.clone(),
+    )?;
     let renewal = renewal::run(dir.clone(), live.clone());
     tokio::pin!(renewal, shutdown);
     let mut backoff = Backoff::new(opts.initial_backoff, opts.max_backoff);

@@ -12,7 +12,7 @@ use noco_proto::selector::Selector;
 
 use crate::error::CtlError;
 use crate::output::errln;
-use crate::{commands, rollout};
+use crate::{commands, logs, rollout};
 use noco_proto::duration;
 
 /// The grammar, as `--help` shows it (README.md's "Command grammar" says the same).
@@ -20,9 +20,10 @@ pub const GRAMMAR: &str = "\
 Command grammar: nococtl <noun> <verb> [NAME] [flags]. The thing acted on is the first \
 argument: the stack (nococtl stack apply shop -f compose.yaml; rollout start shop -f …; \
 stack diff shop -f …; status shop), the host, the operator. Every flag means one thing in \
-every command: -f/--compose-file the compose file, --env-file a variables file, --ship PATH a \
-file shipped with the stack (repeatable), --selector which hosts, -w/--watch follow until done, \
---timeout how long to follow, -o/--output table or json. Durations are seconds (30) or a number \
+every command: -f/--compose-file the compose file (but in `logs`, where -f is --follow as in \
+docker logs), --env-file a variables file, --ship PATH a file shipped with the stack \
+(repeatable), --selector which hosts, --host a host by name or id (repeatable), -w/--watch \
+follow until done, --timeout how long to follow, -o/--output table or json. Durations are seconds (30) or a number \
 with a unit (30s, 5m, 1h). Until the next release the previous spellings still work, with a \
 warning: --name NAME (give the stack first), --file PATH (--ship), --compose FILE (-f).";
 
@@ -40,7 +41,7 @@ fn after_help() -> String {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, hosts, tokens, operators, audit", after_help = after_help())]
+#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, logs, metrics (top), hosts, tokens, operators, audit", after_help = after_help())]
 pub struct Cli {
     /// Credential file (default: $XDG_CONFIG_HOME/noco/config.toml or ~/.config/noco/config.toml).
     #[arg(long, global = true, env = "NOCO_CONFIG")]
@@ -120,6 +121,71 @@ pub enum Command {
     /// host gated on the health of every service, with automatic rollback on failure.
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// Container logs of a stack or of hosts, as `docker compose logs` prints them:
+    /// `HOST SERVICE-N | line`.
+    ///
+    /// Lines are bytes, as the containers wrote them. Into a pipe or a file (not a terminal)
+    /// they are written unchanged, so `nococtl logs shop > file` keeps every byte. On a
+    /// terminal, control characters (escape sequences included; tab is kept) are shown
+    /// escaped (`\x1b[31m`) and bytes that are not UTF-8 as `\xNN`, and the prefix is coloured
+    /// per container (not with NO_COLOR set). A line the agent cut ends with
+    /// `… [noco: N bytes cut]`; noco's own markers (lines an agent lost) read
+    /// `-- noco: … --`; when this reader falls behind and the server skips lines, stderr says
+    /// how many. Ctrl-C ends --follow quietly (exit 0); so does a pipe closed early (`| head`).
+    ///
+    /// -o json: one JSON object per line (JSON Lines), every key always present: time (RFC
+    /// 3339, nanoseconds), time_unix_ns, host, host_id, seq, stack, service, number, container,
+    /// container_id, stream (stdout, stderr, noco), line (UTF-8, invalid bytes replaced by
+    /// U+FFFD), invalid_utf8 (true or false), truncated, dropped, skipped.
+    #[command(override_usage = "nococtl logs [STACK] [--host HOST]... [OPTIONS]")]
+    Logs(LogsArgs),
+    /// Hosts' latest metrics (CPU, memory, load, fullest disk, network, containers), or with
+    /// --stack the stack's containers (CPU, memory, network, block I/O, restarts, pids).
+    ///
+    /// On a terminal the table is redrawn in place every 2 seconds until Ctrl-C; with -o json,
+    /// or into a pipe or a file, it is printed once.
+    Top {
+        /// The containers of this stack (else the hosts).
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
+        /// Only this host, by name or id (repeatable).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+}
+
+/// `logs`: which lines, and how they are shown.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogsArgs {
+    /// The stack whose containers' logs are shown (else give --host).
+    #[arg(value_name = "STACK")]
+    pub stack: Option<String>,
+    /// Only this host, by name or id (repeatable); without a stack, every container of it.
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only this compose service (repeatable).
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Only lines since then: a duration ago (`90` seconds, `10m`, `2h`) or an RFC 3339 time
+    /// (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00+02:00`).
+    #[arg(long, value_name = "DURATION|RFC3339", value_parser = logs::parse_since)]
+    pub since: Option<logs::Since>,
+    /// At most the last N lines of each container (default: every line the server holds).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// Keep printing new lines as they come, until Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines matching this regular expression (matched on the server, against the
+    /// line's bytes).
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<String>,
+    /// Print lines without the `HOST SERVICE-N | ` prefix.
+    #[arg(long)]
+    pub no_prefix: bool,
+    /// Print each line's time (RFC 3339 with nanoseconds, when Docker received it) before it.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
 }
 
 /// The compose file and what goes with it, as given on the command line (see [`StackSource`]).
@@ -447,6 +513,14 @@ pub enum HostCmd {
         /// Host name or id.
         host: String,
     },
+    /// One host: facts, labels, its stacks as it reports them, its latest metrics.
+    Show {
+        /// Host name or id.
+        host: String,
+        /// Also the metrics history the server keeps (CPU, memory, load over time).
+        #[arg(long)]
+        history: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -670,6 +744,134 @@ mod tests {
                 "{args:?}: {e}"
             );
         }
+    }
+
+    fn logs(args: &[&str]) -> Result<LogsArgs, String> {
+        let mut all = vec!["logs"];
+        all.extend(args);
+        match parse(&all).map_err(|e| e.to_string())?.command {
+            Command::Logs(args) => Ok(args),
+            other => Err(format!("not logs: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn logs_takes_a_stack_hosts_services_and_how_to_show_them() {
+        let a = logs(&[
+            "shop",
+            "--host",
+            "web-1",
+            "--host",
+            "web-2",
+            "--service",
+            "api",
+            "--since",
+            "10m",
+            "--tail",
+            "50",
+            "-f",
+            "--grep",
+            "err(or)?",
+            "--no-prefix",
+            "-t",
+        ])
+        .unwrap();
+        assert_eq!(a.stack.as_deref(), Some("shop"));
+        assert_eq!(a.hosts, ["web-1", "web-2"]);
+        assert_eq!(a.services, ["api"]);
+        assert_eq!(a.since, Some(logs::Since::Ago(Duration::from_secs(600))));
+        assert_eq!(a.tail, Some(50));
+        assert!(a.follow && a.no_prefix && a.timestamps);
+        assert_eq!(a.grep.as_deref(), Some("err(or)?"));
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = logs::request(&a, now).unwrap();
+        assert_eq!(r.since_unix_ms, 1_700_000_000_000 - 600_000);
+        assert_eq!((r.tail, r.follow, r.grep.as_str()), (50, true, "err(or)?"));
+
+        let a = logs(&[
+            "--follow",
+            "--timestamps",
+            "--since",
+            "2023-11-14T22:13:20Z",
+            "shop",
+        ])
+        .unwrap();
+        assert!(a.follow && a.timestamps);
+        let r = logs::request(&a, now).unwrap();
+        assert_eq!(r.since_unix_ms, 1_700_000_000_000);
+        assert_eq!((r.tail, r.grep.as_str(), r.hosts.len()), (0, "", 0));
+
+        // A host alone is enough.
+        let r = logs::request(&logs(&["--host", "web-1"]).unwrap(), now).unwrap();
+        assert_eq!(
+            (r.stack.as_str(), r.hosts.as_slice()),
+            ("", &["web-1".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn logs_without_a_stack_or_a_host_is_refused_asking_for_one() {
+        let a = logs(&["--service", "api"]).unwrap();
+        let e = logs::request(&a, std::time::SystemTime::now()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains("give a stack (nococtl logs STACK) or a host"),
+            "{e}"
+        );
+        let e = logs(&["shop", "--since", "yesterday"]).unwrap_err();
+        assert!(e.contains("\"yesterday\" is neither a duration"), "{e}");
+        let e = logs(&["shop", "--tail", "many"]).unwrap_err();
+        assert!(e.contains("--tail"), "{e}");
+        // -f is --follow here, never a compose file.
+        assert!(logs(&["shop", "-f", "compose.yaml"]).is_err());
+    }
+
+    #[test]
+    fn top_and_host_show_parse() {
+        let cli = parse(&["top", "--stack", "shop", "--host", "web-1", "-o", "json"]).unwrap();
+        assert_eq!(cli.output, crate::output::Format::Json);
+        let Command::Top { stack, hosts } = cli.command else {
+            panic!("not top")
+        };
+        assert_eq!(
+            (stack.as_deref(), hosts.as_slice()),
+            (Some("shop"), &["web-1".to_string()][..])
+        );
+        let Command::Top { stack, hosts } = parse(&["top"]).unwrap().command else {
+            panic!("not top")
+        };
+        assert!(stack.is_none() && hosts.is_empty());
+        let Command::Host(HostCmd::Show { host, history }) =
+            parse(&["host", "show", "web-1", "--history"])
+                .unwrap()
+                .command
+        else {
+            panic!("not host show")
+        };
+        assert_eq!((host.as_str(), history), ("web-1", true));
+        assert!(parse(&["host", "show"]).is_err());
+    }
+
+    #[test]
+    fn logs_help_says_lines_are_bytes_written_unchanged_into_a_pipe() {
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .find_subcommand_mut("logs")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap();
+        for text in [
+            "written unchanged",
+            "escaped",
+            "JSON Lines",
+            "invalid_utf8 (true or false)",
+            "--follow",
+            "--since <DURATION|RFC3339>",
+        ] {
+            assert!(help.contains(text), "{text}: {help}");
+        }
+        let top = Cli::command().render_long_help().to_string();
+        assert!(top.contains("logs") && top.contains("top"), "{top}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::view::audit::AuditView;
 use crate::view::host::{HostView, JoinTokenView};
 use crate::view::operator::{LoginTokenView, LoginView, OperatorView, WhoAmIView};
 use crate::view::signing::SigningKeyView;
-use crate::{config, rollout, stack, status};
+use crate::{config, host, logs, rollout, stack, status, top};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let path = config::resolve(cli.config.as_deref())?;
@@ -36,6 +36,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             timeout,
         } => return status::run(stack, watch, timeout, &path, server, out).await,
         Command::Rollout(cmd) => return rollout::run(cmd, &path, server, out).await,
+        // These check their arguments before they connect.
+        Command::Logs(args) => return logs::run(args, &path, server, out).await,
+        Command::Top { stack, hosts } => return top::run(stack, hosts, &path, server, out).await,
         _ => {}
     }
     let (cred, mut ctl) = client::open(&path, server).await?;
@@ -43,7 +46,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Login { .. }
         | Command::Stack(_)
         | Command::Status { .. }
-        | Command::Rollout(_) => {
+        | Command::Rollout(_)
+        | Command::Logs(_)
+        | Command::Top { .. } => {
             unreachable!("handled above")
         }
         Command::Whoami => {
@@ -95,6 +100,12 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .hosts;
             let hosts: Vec<HostView> = hosts.iter().map(HostView::from).collect();
             output::list(out, &hosts);
+        }
+        Command::Host(HostCmd::Show {
+            host: name,
+            history,
+        }) => {
+            host::show(&mut ctl, name, history, out).await?;
         }
         Command::Host(HostCmd::Label { host, changes }) => {
             let (set, remove) = parse_label_changes(&changes)?;

@@ -9,10 +9,13 @@ mod client;
 mod commands;
 mod config;
 mod error;
+mod host;
+mod logs;
 mod output;
 mod rollout;
 mod stack;
 mod status;
+mod top;
 mod view;
 
 use std::process::ExitCode;

@@ -8,7 +8,7 @@
 //! take their cells ([`Listed`]).
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `println!` for nococtl's output: see the module's documentation.
@@ -41,12 +41,32 @@ pub(crate) use {errln, out, outln};
 pub fn write_stdout(args: fmt::Arguments<'_>) {
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_fmt(args) {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        write_stderr(format_args!("nococtl: writing to stdout: {e}\n"));
-        std::process::exit(2);
+        stdout_failed(&e);
     }
+}
+
+/// Write bytes to stdout unchanged (log lines as containers wrote them), ending nococtl as
+/// [`write_stdout`] does when that fails.
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+fn stdout_failed(e: &io::Error) -> ! {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    write_stderr(format_args!("nococtl: writing to stdout: {e}\n"));
+    std::process::exit(2);
+}
+
+/// Whether stdout is a terminal: the one test of every command that shows people something
+/// other than what it writes into a pipe or a file (redrawn screens, colours, escaped control
+/// characters).
+pub fn stdout_is_terminal() -> bool {
+    io::stdout().is_terminal()
 }
 
 /// Write to stderr, ignoring failure.
@@ -90,6 +110,18 @@ pub fn listed_table<T: Listed>(items: &[T]) {
 
 /// Print rows under a header, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    for line in table_lines(header, rows) {
+        outln!("{line}");
+    }
+}
+
+/// Things as the lines of a table with their header (for a [`Screen`]).
+pub fn listed_lines<T: Listed>(items: &[T]) -> Vec<String> {
+    table_lines(T::HEADER, &items.iter().map(T::cells).collect::<Vec<_>>())
+}
+
+/// The lines of [`table`].
+pub fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -98,7 +130,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -109,12 +141,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&" ".repeat(pad));
             }
         }
-        outln!("{}", out.trim_end());
+        out.trim_end().to_string()
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
-    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    std::iter::once(line(&header))
+        .chain(rows.iter().map(|row| line(row)))
+        .collect()
 }
 
 /// A view as pretty JSON. It goes through `serde_json::Value`, whose objects keep their keys
@@ -122,6 +154,120 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn json<T: serde::Serialize + ?Sized>(view: &T) {
     let text = serde_json::to_value(view).and_then(|v| serde_json::to_string_pretty(&v));
     outln!("{}", text.unwrap_or_else(|_| "null".to_string()));
+}
+
+/// A view as one line of JSON (JSON Lines: `logs -o json`), keys in alphabetical order as in
+/// [`json`].
+pub fn json_line<T: serde::Serialize + ?Sized>(view: &T) -> String {
+    serde_json::to_value(view)
+        .and_then(|v| serde_json::to_string(&v))
+        .unwrap_or_else(|_| "null".to_string())
+}
+
+/// RFC 3339 with nanoseconds, as docker prints log times (`2023-11-14T22:13:20.000000001Z`);
+/// `-` for none.
+pub fn rfc3339_nanos(ns: i64) -> String {
+    if ns <= 0 {
+        return "-".to_string();
+    }
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns as u64)).to_string()
+}
+
+/// A size for people, in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`, `512 MiB`, `7.7 GiB`
+/// (one decimal below 100 of the unit).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    // 1023.96 KiB would print as "1024.0 KiB": show it as the next unit.
+    if value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 99.95 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A rate for people: `1.5 KiB/s`.
+pub fn human_rate(bytes_per_second: f64) -> String {
+    let rate = if bytes_per_second.is_finite() && bytes_per_second > 0.0 {
+        bytes_per_second.round() as u64
+    } else {
+        0
+    };
+    format!("{}/s", human_bytes(rate))
+}
+
+/// A percentage with one decimal: `12.5%`.
+pub fn percent(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.1}%")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// A screen redrawn in place on a terminal (`top`, `status -w`, `rollout status -w`): each
+/// frame moves the cursor home and overwrites the previous frame line by line, clearing the
+/// rest of each line and, after the last, the rest of the screen (`ESC[H`, `ESC[K`, `ESC[J`),
+/// in one write: no blank screen between two frames, so no flicker. The cursor is hidden while
+/// the screen lives and shown again when it is dropped, or on Ctrl-C, which then ends nococtl
+/// with the screen's `interrupted` exit code. Only for a terminal ([`stdout_is_terminal`]).
+pub struct Screen {
+    on_interrupt: tokio::task::JoinHandle<()>,
+}
+
+const HIDE_CURSOR: &str = "\x1b[?25l";
+const SHOW_CURSOR: &str = "\x1b[?25h";
+
+impl Screen {
+    /// Hide the cursor; on Ctrl-C show it again and exit with `interrupted`.
+    pub fn start(interrupted: u8) -> Screen {
+        crate::output::out!("{HIDE_CURSOR}");
+        let on_interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = io::stdout().lock().write_all(SHOW_CURSOR.as_bytes());
+                let _ = io::stdout().lock().flush();
+                std::process::exit(i32::from(interrupted));
+            }
+        });
+        Screen { on_interrupt }
+    }
+
+    /// Draw a frame over the previous one.
+    pub fn draw(&self, lines: &[String]) {
+        crate::output::out!("{}", frame(lines));
+    }
+}
+
+/// One frame: home, each line followed by clear-to-end-of-line, then clear-to-end-of-screen.
+pub fn frame(lines: &[String]) -> String {
+    let mut text = String::from("\x1b[H");
+    for line in lines {
+        text.push_str(line);
+        text.push_str("\x1b[K\n");
+    }
+    text.push_str("\x1b[J");
+    text
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        self.on_interrupt.abort();
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(SHOW_CURSOR.as_bytes());
+        let _ = stdout.flush();
+    }
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -182,6 +328,44 @@ pub fn short_revision(revision: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(human_bytes(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(human_bytes(8_270_000_000), "7.7 GiB");
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16384 PiB");
+        assert_eq!(human_rate(1536.4), "1.5 KiB/s");
+        assert_eq!(human_rate(f64::NAN), "0 B/s");
+        assert_eq!(percent(12.345), "12.3%");
+    }
+
+    #[test]
+    fn log_times_have_nanoseconds() {
+        assert_eq!(
+            rfc3339_nanos(1_700_000_000_000_000_001),
+            "2023-11-14T22:13:20.000000001Z"
+        );
+        assert_eq!(rfc3339_nanos(0), "-");
+    }
+
+    #[test]
+    fn a_frame_overwrites_in_place_without_clearing_the_screen_first() {
+        let f = frame(&["HOST  CPU%".to_string(), "web-1 3.0%".to_string()]);
+        assert_eq!(f, "\x1b[HHOST  CPU%\x1b[K\nweb-1 3.0%\x1b[K\n\x1b[J");
+        assert!(!f.contains("\x1b[2J"));
+    }
+
+    #[test]
+    fn json_lines_are_one_line_with_sorted_keys() {
+        let line = json_line(&serde_json::json!({"b": 1, "a": "x\ny"}));
+        assert_eq!(line, r#"{"a":"x\ny","b":1}"#);
+    }
 
     #[test]
     fn revisions_are_shortened_to_twelve_hex_digits() {

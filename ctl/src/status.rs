@@ -3,7 +3,6 @@
 //! stacks converged and healthy.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +11,7 @@ use noco_proto::v1 as pb;
 
 use crate::client;
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, Listed, errln, out, outln, short_revision, truncate};
+use crate::output::{self, Format, Listed, Screen, errln, outln, short_revision, truncate};
 use crate::view::status::{HostStatusView, StackReportView};
 use noco_proto::duration;
 
@@ -247,10 +246,16 @@ fn all_rows(hosts: &[HostStatusView], only: Option<&str>) -> Vec<Row> {
 }
 
 fn print_table(rows: &[Row], only: Option<&str>) {
+    for line in table_lines(rows, only) {
+        outln!("{line}");
+    }
+}
+
+fn table_lines(rows: &[Row], only: Option<&str>) -> Vec<String> {
     if rows.is_empty() {
-        outln!("{}", nothing_text(only));
+        vec![nothing_text(only)]
     } else {
-        output::listed_table(rows);
+        output::listed_lines(rows)
     }
 }
 
@@ -283,7 +288,9 @@ pub async fn run(
     }
 
     let started = tokio::time::Instant::now();
-    let tty = std::io::stdout().is_terminal();
+    let tty = output::stdout_is_terminal();
+    // Redrawn in place on a terminal; Ctrl-C ends the watch as an interrupted one (130).
+    let screen = (tty && out == Format::Table).then(|| Screen::start(130));
     let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut last: Option<Vec<HostStatusView>> = None;
     loop {
@@ -304,19 +311,18 @@ pub async fn run(
         let rows = all_rows(&hosts, only);
         let elapsed = started.elapsed();
         let verdict = verdict(&rows);
-        if out == Format::Table {
-            if tty {
-                out!("\x1b[H\x1b[2J");
-                print_table(&rows, only);
-                outln!(
-                    "\n{} — {} elapsed of {}",
-                    verdict.summary(),
-                    duration::format(Duration::from_secs(elapsed.as_secs())),
-                    duration::format(timeout)
-                );
-            } else {
-                print_changes(&rows, &mut shown);
-            }
+        if let Some(screen) = &screen {
+            let mut lines = table_lines(&rows, only);
+            lines.push(String::new());
+            lines.push(format!(
+                "{} — {} elapsed of {}",
+                verdict.summary(),
+                duration::format(Duration::from_secs(elapsed.as_secs())),
+                duration::format(timeout)
+            ));
+            screen.draw(&lines);
+        } else if out == Format::Table {
+            print_changes(&rows, &mut shown);
         }
         if let Some(p) = &problem {
             errln!("nococtl: {p} (retrying)");

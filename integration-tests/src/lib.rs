@@ -17,6 +17,7 @@ pub use serde_json::Value;
 
 pub mod docker;
 pub mod pipe;
+pub mod proxy;
 pub mod stack;
 
 /// How long [`eventually`] waits.
@@ -212,6 +213,8 @@ pub struct ServerOptions {
     pub operator_cert_ttl: String,
     pub heartbeat: String,
     pub state_ttl: String,
+    /// More `noco-server run` arguments.
+    pub extra: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -221,6 +224,7 @@ impl Default for ServerOptions {
             operator_cert_ttl: "30d".into(),
             heartbeat: "1s".into(),
             state_ttl: "24h".into(),
+            extra: Vec::new(),
         }
     }
 }
@@ -288,27 +292,23 @@ impl Fleet {
     pub fn start_server(&mut self) {
         let data = self.server_data();
         let listen = format!("127.0.0.1:{}", self.port);
-        let proc = spawn(
-            "server",
-            &bin("noco-server"),
-            &[
-                "run",
-                "--data-dir",
-                path_str(&data),
-                "--listen",
-                &listen,
-                "--agent-cert-ttl",
-                &self.opts.agent_cert_ttl,
-                "--operator-cert-ttl",
-                &self.opts.operator_cert_ttl,
-                "--heartbeat",
-                &self.opts.heartbeat,
-                "--state-ttl",
-                &self.opts.state_ttl,
-            ],
-            self.dir.path(),
-            &[],
-        );
+        let mut args = vec![
+            "run",
+            "--data-dir",
+            path_str(&data),
+            "--listen",
+            &listen,
+            "--agent-cert-ttl",
+            &self.opts.agent_cert_ttl,
+            "--operator-cert-ttl",
+            &self.opts.operator_cert_ttl,
+            "--heartbeat",
+            &self.opts.heartbeat,
+            "--state-ttl",
+            &self.opts.state_ttl,
+        ];
+        args.extend(self.opts.extra.iter().map(String::as_str));
+        let proc = spawn("server", &bin("noco-server"), &args, self.dir.path(), &[]);
         let log = proc.log.clone();
         self.server = Some(proc);
         eventually("the server to listen", || {

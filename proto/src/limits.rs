@@ -37,6 +37,18 @@ pub const MAX_SESSION_MESSAGE: usize = MAX_HOST_STATE + STATE_ENVELOPE;
 pub const MAX_CONTROL_REQUEST: usize = MAX_REVISION + 64 * KIB;
 /// The largest control response (status of a large fleet, audit pages).
 pub const MAX_CONTROL_RESPONSE: usize = 64 * MIB;
+/// The longest log line kept: longer ones are cut here and say how many bytes were cut. Docker
+/// hands lines over 16 KiB as partial frames; the agent joins them up to this.
+pub const MAX_LOG_LINE: usize = 64 * KIB;
+/// The most bytes of log records in one batch on the telemetry stream (a batch holds at least
+/// one record, so it is never smaller than one record at its largest).
+pub const MAX_LOG_BATCH: usize = 256 * KIB;
+/// Containers in one metrics sample: a host with more reports the first this many.
+pub const MAX_SAMPLE_CONTAINERS: usize = 1000;
+/// The largest message on a telemetry stream, both ways: a log batch and its last record at
+/// their largest, or a metrics sample of its most containers (about 200 bytes each).
+pub const MAX_TELEMETRY_MESSAGE: usize =
+    MAX_LOG_BATCH + MAX_LOG_LINE + MAX_SAMPLE_CONTAINERS * 512 + 64 * KIB;
 /// The largest enrollment, login or renewal message (a CSR and facts).
 pub const MAX_ENROLL_MESSAGE: usize = 64 * KIB;
 
@@ -52,6 +64,8 @@ mod tests {
             assert!(MAX_SESSION_MESSAGE > MAX_HOST_STATE);
             assert!(MAX_CONTROL_REQUEST > MAX_REVISION);
             assert!(MAX_CONTROL_RESPONSE >= MAX_CONTROL_REQUEST);
+            assert!(MAX_TELEMETRY_MESSAGE > MAX_LOG_BATCH + MAX_LOG_LINE);
+            assert!(MAX_CONTROL_RESPONSE > MAX_TELEMETRY_MESSAGE);
         }
     }
 }

@@ -71,6 +71,7 @@ enumeration! {
     Presence = "PRESENCE_",
     OperatorStatus = "OPERATOR_STATUS_",
     AuditOutcome = "AUDIT_OUTCOME_",
+    LogStream = "LOG_STREAM_",
 }
 
 #[cfg(test)]

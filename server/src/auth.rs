@@ -36,6 +36,19 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
     ("/noco.v1.Enrollment/Login", Access::Public, None),
     ("/noco.v1.Certs/Renew", Access::AnyIdentity, None),
     ("/noco.v1.Agent/Session", Access::Agent, None),
+    ("/noco.v1.Telemetry/Stream", Access::Agent, None),
+    // Logs can hold secrets (environment dumps, tokens): deployers and up.
+    (
+        "/noco.v1.Control/Logs",
+        Access::Operator(Role::Deployer),
+        None,
+    ),
+    ("/noco.v1.Control/Top", Access::Operator(Role::Viewer), None),
+    (
+        "/noco.v1.Control/GetHost",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
     (
         "/noco.v1.Control/WhoAmI",
         Access::Operator(Role::Viewer),

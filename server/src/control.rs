@@ -16,6 +16,8 @@ use crate::core::Core;
 use crate::error::{Doing, Error};
 use crate::names;
 use crate::store::{OperatorRecord, OperatorStatus, TokenKind, TokenRecord};
+use crate::telemetry::query::{LogQuery, LogsStream};
+use crate::telemetry::top::resolve_hosts;
 use crate::wire;
 
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -262,6 +264,29 @@ impl ControlSvc {
         })
     }
 
+    /// Start a `Logs` reader: hosts resolved (an unknown one is NotFound with the nearest name),
+    /// the stack known (to the catalog, or by the logs the server holds of it), the grep valid.
+    async fn open_logs(&self, req: &pb::LogsRequest) -> Result<LogsStream, Error> {
+        let hosts = resolve_hosts(&self.core.hosts, &req.hosts)
+            .await?
+            .map(|hosts| hosts.into_iter().map(|h| h.id).collect());
+        if !req.stack.is_empty() {
+            let held = self.core.logs.stacks();
+            if !held.contains(&req.stack) {
+                let stacks = self.core.store.stacks().await.doing("reading stacks")?;
+                if !stacks.iter().any(|s| s.name == req.stack) {
+                    let known = stacks
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .chain(held.iter().map(String::as_str));
+                    return Err(crate::error::not_found("stack", &req.stack, known));
+                }
+            }
+        }
+        let query = LogQuery::new(req, hosts)?;
+        Ok(crate::telemetry::query::start(&self.core.logs, query))
+    }
+
     /// Run a mutating call and write its outcome to the audit log.
     async fn audited<T>(
         &self,
@@ -294,6 +319,30 @@ impl ControlSvc {
 
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlSvc {
+    type LogsStream = LogsStream;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Ok(Response::new(self.open_logs(&req.into_inner()).await?))
+    }
+
+    async fn top(&self, req: Request<pb::TopRequest>) -> Result<Response<pb::TopResponse>, Status> {
+        Ok(Response::new(
+            crate::telemetry::top::top(&self.core, &req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_host(
+        &self,
+        req: Request<pb::GetHostRequest>,
+    ) -> Result<Response<pb::GetHostResponse>, Status> {
+        Ok(Response::new(
+            crate::telemetry::top::get_host(&self.core, &req.into_inner()).await?,
+        ))
+    }
+
     async fn who_am_i(
         &self,
         req: Request<pb::WhoAmIRequest>,

@@ -6,7 +6,8 @@
 //!   └─ reports ─ desired (signs, sizes, pushes)
 //!                  └─ stacks (catalog lock) ─ rollouts (driver) ─ hosts
 //!                                   └─ status (queries) · audit
-//! control · session · enroll · renew · auth   (the gRPC services: adapters over the above)
+//! telemetry: logs (the log hub: rings, caps, followers) · metrics   ← fed by agents, read by control
+//! control · session · enroll · renew · auth · telemetry::stream   (the gRPC services: adapters)
 //! ```
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use crate::reports::Reports;
 use crate::rollouts::Rollouts;
 use crate::stacks::Stacks;
 use crate::store::Store;
+use crate::telemetry::logs::{LogCaps, LogHub};
+use crate::telemetry::metrics::MetricsStore;
 
 /// Tunables of a running server (flags of `noco-server run`).
 #[derive(Debug, Clone)]
@@ -35,6 +38,15 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// How long a signed desired state is valid; the server re-signs at a third remaining.
     pub state_ttl: Duration,
+    /// Log lines (and markers) kept per container.
+    pub log_lines_per_container: usize,
+    /// Bytes of log records kept per host, as [`crate::telemetry::logs`] accounts them; also
+    /// how much of its spool an agent resends after a server restart.
+    pub log_bytes_per_host: u64,
+    /// Bytes of log records kept for all hosts together.
+    pub log_bytes_total: u64,
+    /// How far back each host's metrics history reaches.
+    pub metrics_history: Duration,
 }
 
 impl Default for Limits {
@@ -46,6 +58,10 @@ impl Default for Limits {
             session_idle_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
             state_ttl: Duration::from_secs(24 * 3600),
+            log_lines_per_container: 5000,
+            log_bytes_per_host: 8 << 20,
+            log_bytes_total: 512 << 20,
+            metrics_history: Duration::from_secs(3600),
         }
     }
 }
@@ -70,6 +86,10 @@ pub struct Core {
     pub stacks: Arc<Stacks>,
     pub rollouts: Arc<Rollouts>,
     pub hosts: Arc<Hosts>,
+    /// Containers' recent log lines and their followers.
+    pub logs: Arc<LogHub>,
+    /// Hosts' latest metrics and their history.
+    pub metrics: Arc<MetricsStore>,
 }
 
 impl Core {
@@ -110,6 +130,12 @@ impl Core {
             bans.clone(),
             clock.clone(),
         ));
+        let logs = Arc::new(LogHub::new(LogCaps {
+            lines_per_container: limits.log_lines_per_container,
+            bytes_per_host: limits.log_bytes_per_host,
+            bytes_total: limits.log_bytes_total,
+        }));
+        let metrics = Arc::new(MetricsStore::new(limits.metrics_history));
         Arc::new(Core {
             store,
             pki,
@@ -123,6 +149,8 @@ impl Core {
             stacks,
             rollouts,
             hosts,
+            logs,
+            metrics,
         })
     }
 

@@ -4,7 +4,8 @@
 //! and its sled backend), [`clock`], [`registry`] (live sessions), [`bans`]; [`reports`] (what
 //! agents report), [`desired`] (signed per-host state, the size rule); [`stacks`] (revisions and
 //! the catalog lock), [`machines`] (pure state machines: the rollout) and [`rollouts`] (its service and driver),
-//! [`hosts`]; [`status`], [`audit`]. [`core`] assembles them; [`auth`], [`control`],
+//! [`hosts`]; [`status`], [`audit`]; [`telemetry`] (logs and metrics agents send). [`core`]
+//! assembles them; [`auth`], [`control`],
 //! [`session`], [`enroll`] and [`renew`] are the gRPC services over them; [`server`] serves.
 //! [`error`] is the domain error and its one conversion to the wire.
 
@@ -32,4 +33,5 @@ pub mod session;
 pub mod stacks;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod wire;

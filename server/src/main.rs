@@ -139,6 +139,48 @@ struct RunArgs {
     /// and an agent whose state expired keeps running it and reports itself stale.
     #[arg(long, env = "NOCO_STATE_TTL", default_value = "24h", value_parser = noco_proto::duration::parse)]
     state_ttl: Duration,
+    /// Log lines the server keeps in memory per container (lost-lines markers count as lines);
+    /// past it the container's oldest line goes. Lines of removed containers stay until the
+    /// byte caps evict them.
+    #[arg(long, env = "NOCO_LOG_LINES_PER_CONTAINER", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    log_lines_per_container: u32,
+    /// Bytes of logs the server keeps per host (a line counts its bytes, its container's names
+    /// and 128 bytes); past it the oldest line of the host's largest container goes, so a noisy
+    /// container cannot push out the others' recent lines. Also how much an agent resends to a
+    /// restarted server. At least 256KiB; in bytes or with a unit (512KiB, 8MiB, 1GiB).
+    #[arg(long, env = "NOCO_LOG_BYTES_PER_HOST", default_value = "8MiB", value_parser = parse_size)]
+    log_bytes_per_host: u64,
+    /// Bytes of logs the server keeps for all hosts together; past it the host holding the most
+    /// gives up its oldest line (of its largest container). At least --log-bytes-per-host.
+    #[arg(long, env = "NOCO_LOG_BYTES_TOTAL", default_value = "512MiB", value_parser = parse_size)]
+    log_bytes_total: u64,
+    /// How far back each host's metrics history reaches (`GetHost` with history): a point per
+    /// sample, at most one a second. 0 keeps none (the latest sample is always kept).
+    #[arg(long, env = "NOCO_METRICS_HISTORY", default_value = "1h", value_parser = noco_proto::duration::parse)]
+    metrics_history: Duration,
+}
+
+/// The smallest per-host log budget: a few of the longest lines.
+const MIN_LOG_BYTES_PER_HOST: u64 = 256 << 10;
+
+/// A size in bytes: `1048576`, or with a binary unit `512k`, `512KiB`, `8M`, `8MiB`, `1GiB`
+/// (`KB`, `MB`, `GB` read the same, as Docker reads them).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let refused =
+        || format!("{text:?} is not a size: use bytes (1048576) or a unit (512KiB, 8MiB, 1GiB)");
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| refused())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(refused()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(refused)
 }
 
 fn default_sans() -> Vec<String> {
@@ -271,7 +313,19 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             "--heartbeat, --agent-cert-ttl and --operator-cert-ttl must be greater than zero"
         );
     }
+    if args.log_bytes_per_host < MIN_LOG_BYTES_PER_HOST {
+        anyhow::bail!(
+            "--log-bytes-per-host must be at least 256KiB (a few of the longest log lines)"
+        );
+    }
+    if args.log_bytes_total < args.log_bytes_per_host {
+        anyhow::bail!("--log-bytes-total must be at least --log-bytes-per-host");
+    }
     let limits = Limits {
+        log_lines_per_container: args.log_lines_per_container as usize,
+        log_bytes_per_host: args.log_bytes_per_host,
+        log_bytes_total: args.log_bytes_total,
+        metrics_history: args.metrics_history,
         agent_cert_ttl: args.agent_cert_ttl,
         operator_cert_ttl: args.operator_cert_ttl,
         heartbeat_interval: args.heartbeat,
@@ -289,4 +343,39 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_in_bytes_or_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn the_run_flags_default_as_documented() {
+        let cli = Cli::try_parse_from(["noco-server", "run"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(args.log_lines_per_container, 5000);
+        assert_eq!(args.log_bytes_per_host, 8 << 20);
+        assert_eq!(args.log_bytes_total, 512 << 20);
+        assert_eq!(args.metrics_history, Duration::from_secs(3600));
+        let defaults = Limits::default();
+        assert_eq!(defaults.log_lines_per_container, 5000);
+        assert_eq!(defaults.log_bytes_per_host, args.log_bytes_per_host);
+        assert_eq!(defaults.log_bytes_total, args.log_bytes_total);
+        assert_eq!(defaults.metrics_history, args.metrics_history);
+    }
 }

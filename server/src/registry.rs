@@ -1,5 +1,6 @@
-//! Live agent sessions: at most one per host. Registering a second session for a host cuts the
-//! first; revoking a host cuts its session; shutting down cuts them all.
+//! Live agent sessions and telemetry streams: at most one of each per host. Registering a second
+//! session (or telemetry stream) for a host cuts the first; revoking a host cuts both; shutting
+//! down cuts them all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,10 +19,25 @@ struct Entry {
     state: watch::Sender<Option<SignedState>>,
 }
 
+#[derive(Debug)]
+struct TelemetryEntry {
+    stream_id: u64,
+    cut: oneshot::Sender<Status>,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Telemetry streams, apart from sessions: an agent holds one of each, on two connections.
+    telemetry: Mutex<HashMap<String, TelemetryEntry>>,
     next_id: AtomicU64,
+}
+
+/// What a telemetry stream task holds: its id and the receiver of its cut.
+#[derive(Debug)]
+pub struct TelemetryRegistration {
+    pub stream_id: u64,
+    pub cut: oneshot::Receiver<Status>,
 }
 
 /// What a session task holds: its id, the receiver of its cut, and its last-seen clock.
@@ -44,6 +60,46 @@ pub struct Online {
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_telemetry(&self) -> MutexGuard<'_, HashMap<String, TelemetryEntry>> {
+        self.telemetry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a new telemetry stream for `host_id`, cutting the one it replaces.
+    pub fn register_telemetry(&self, host_id: &str) -> TelemetryRegistration {
+        let stream_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        let entry = TelemetryEntry { stream_id, cut: tx };
+        if let Some(old) = self.lock_telemetry().insert(host_id.to_string(), entry) {
+            let _ = old.cut.send(Status::aborted(
+                "replaced by a newer telemetry stream from the same host",
+            ));
+        }
+        TelemetryRegistration { stream_id, cut: rx }
+    }
+
+    /// Remove a telemetry stream that ended, unless a newer one has replaced it already.
+    pub fn deregister_telemetry(&self, host_id: &str, stream_id: u64) {
+        let mut streams = self.lock_telemetry();
+        if streams
+            .get(host_id)
+            .is_some_and(|e| e.stream_id == stream_id)
+        {
+            streams.remove(host_id);
+        }
+    }
+
+    /// Whether the host has a live telemetry stream.
+    pub fn telemetry_online(&self, host_id: &str) -> bool {
+        self.lock_telemetry().contains_key(host_id)
+    }
+
+    /// End every telemetry stream with `status` (shutting down).
+    pub fn cut_all_telemetry(&self, status: Status) {
+        for (_, entry) in self.lock_telemetry().drain() {
+            let _ = entry.cut.send(status.clone());
+        }
     }
 
     /// Register a new session for `host_id`, cutting the one it replaces.
@@ -95,15 +151,24 @@ impl Registry {
         }
     }
 
-    /// End a host's live session with `status`. Returns whether there was one.
+    /// End a host's live session and its telemetry stream with `status`. Returns whether there
+    /// was either.
     pub fn cut(&self, host_id: &str, status: Status) -> bool {
-        match self.lock().remove(host_id) {
+        let telemetry = match self.lock_telemetry().remove(host_id) {
+            Some(entry) => {
+                let _ = entry.cut.send(status.clone());
+                true
+            }
+            None => false,
+        };
+        let session = match self.lock().remove(host_id) {
             Some(entry) => {
                 let _ = entry.cut.send(status);
                 true
             }
             None => false,
-        }
+        };
+        session || telemetry
     }
 
     pub fn cut_all(&self, status: Status) {
@@ -152,5 +217,28 @@ mod tests {
         assert!(reg.cut("h1", Status::permission_denied("revoked")));
         assert_eq!(r.cut.try_recv().unwrap().message(), "revoked");
         assert!(!reg.cut("h1", Status::permission_denied("revoked")));
+    }
+
+    #[test]
+    fn telemetry_streams_are_one_per_host_and_cut_with_the_session() {
+        let reg = Registry::default();
+        let mut first = reg.register_telemetry("h1");
+        let mut second = reg.register_telemetry("h1");
+        assert_eq!(first.cut.try_recv().unwrap().code(), tonic::Code::Aborted);
+        reg.deregister_telemetry("h1", first.stream_id);
+        assert!(
+            reg.telemetry_online("h1"),
+            "the old stream cannot remove the new"
+        );
+        let mut session = reg.register("h1", 1);
+        assert!(reg.cut("h1", Status::permission_denied("revoked")));
+        assert_eq!(second.cut.try_recv().unwrap().message(), "revoked");
+        assert_eq!(session.cut.try_recv().unwrap().message(), "revoked");
+        assert!(!reg.telemetry_online("h1"));
+        let _third = reg.register_telemetry("h2");
+        assert!(
+            reg.cut("h2", Status::permission_denied("revoked")),
+            "a stream alone counts"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `noco-server run`: open the data directory, listen with mTLS, serve the four services behind
+//! `noco-server run`: open the data directory, listen with mTLS, serve the five services behind
 //! the auth layer, run the housekeeping tasks, and shut down cleanly on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
@@ -18,9 +18,10 @@ use crate::core::{Core, Limits};
 use crate::pki::{DataDir, Pki};
 use crate::store::Store;
 use crate::store::sled_store::SledStore;
-use crate::{control, enroll, renew, session};
+use crate::{control, enroll, renew, session, telemetry};
 use noco_proto::limits::{
     MAX_CONTROL_REQUEST, MAX_CONTROL_RESPONSE, MAX_ENROLL_MESSAGE, MAX_SESSION_MESSAGE,
+    MAX_TELEMETRY_MESSAGE,
 };
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -90,6 +91,13 @@ pub async fn run(
             .max_encoding_message_size(MAX_SESSION_MESSAGE),
         )
         .add_service(
+            pb::telemetry_server::TelemetryServer::new(telemetry::stream::TelemetrySvc {
+                core: shared.clone(),
+            })
+            .max_decoding_message_size(MAX_TELEMETRY_MESSAGE)
+            .max_encoding_message_size(MAX_TELEMETRY_MESSAGE),
+        )
+        .add_service(
             pb::control_server::ControlServer::new(control::ControlSvc {
                 core: shared.clone(),
             })
@@ -108,6 +116,7 @@ pub async fn run(
         _ = shutdown => {
             tracing::info!("shutting down: closing {} agent sessions", shared.registry.len());
             shared.registry.cut_all(Status::unavailable("server shutting down"));
+            shared.registry.cut_all_telemetry(Status::unavailable("server shutting down"));
             let _ = stop_tx.send(());
             // Open calls get a few seconds to finish; then the server stops regardless.
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {

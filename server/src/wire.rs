@@ -39,12 +39,17 @@ pub fn facts_to_wire(f: &Facts) -> pb::HostFacts {
     }
 }
 
-pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
-    let status = match (h.revoked_ms, online) {
+/// Revoked, else online while it has a live session, else offline.
+pub fn presence(h: &HostRecord, online: Option<Online>) -> pb::Presence {
+    match (h.revoked_ms, online) {
         (Some(_), _) => pb::Presence::Revoked,
         (None, Some(_)) => pb::Presence::Online,
         (None, None) => pb::Presence::Offline,
-    };
+    }
+}
+
+pub fn host_to_wire(h: &HostRecord, online: Option<Online>) -> pb::Host {
+    let status = presence(h, online);
     pb::Host {
         id: h.id.clone(),
         name: h.name.clone(),

@@ -18,8 +18,15 @@
 //! | `EXIT_AFTER`    | unset   | exit this many milliseconds after start (`0`: at once, before listening) |
 //! | `EXIT_CODE`     | `0`     | the exit code for `EXIT_AFTER`                                |
 //! | `WRITE_FILE`    | unset   | `<name>=<content>`: write that file into `DATA_DIR` at start (before `EXIT_AFTER=0` exits) |
+//! | `LOG_EVERY_MS`  | unset   | print `line <k>` on stdout every this many milliseconds from start (≥ 1): line k at k × n ms |
+//! | `LOG_RATE`      | unset   | instead, a flood: this many numbered lines per second (`0`: as fast as possible), written in batches |
+//! | `LOG_COUNT`     | unset   | with `LOG_EVERY_MS` or `LOG_RATE`: stop after this many lines (default: never) |
+//! | `LOG_PAD`       | `0`     | with `LOG_EVERY_MS` or `LOG_RATE`: pad each line with spaces to this many bytes (at most 8 MiB) |
 //!
-//! An invalid value is reported on stderr and the program exits with code 2.
+//! Numbered lines read `line 00000001`, `line 00000002`, … (k from 1, at least 8 digits; a
+//! padded one ends in spaces, so trimming it leaves the number), each whole (a batch never
+//! splits one). An invalid value is reported on stderr and the program exits with code 2 (so is
+//! `LOG_EVERY_MS` with `LOG_RATE`, and `LOG_COUNT` or `LOG_PAD` with neither).
 //!
 //! # HTTP/1.1 API
 //!
@@ -39,6 +46,19 @@
 //!   `false` for root means a read-only mount);
 //! - `GET /fail`: `/health` answers 500 from now on;
 //! - `GET /exit/<code>`: answers 200, then exits with `<code>` (0..=255);
+//! - `GET /emit/<kind>`: writes one line (the kind's bytes and a newline), answers 200
+//!   `wrote <n> bytes to stdout` (or stderr): `invalid-utf8` a line with the bytes `ff fe` in the
+//!   middle (`invalid utf-8: \xff\xfe end`), `ansi` a line with an escape sequence
+//!   (`ansi: \x1b[31mred\x1b[0m end`), `long?bytes=N` N bytes of `x` (N at most 8 MiB),
+//!   `line?text=<text>` the percent-decoded text on stdout (any bytes: `%ff` is the byte ff, and
+//!   `%0a` starts another line), `stderr?text=<text>` the same on stderr,
+//!   `lines?count=N[&tag=T][&pad=P]` N numbered lines at once, as fast as they can be written
+//!   (`T 00000001` … `T <N>`, tag `line` by default, padded with spaces to P bytes; N at most
+//!   10,000,000 and at most 1 GiB in all), answering once they are written; a bad or missing
+//!   parameter is 400, an unknown kind 404;
+//! - `GET /alloc/<MiB>`: allocates that many MiB more (at most 4096 at once), writes every page
+//!   so the memory is really used, keeps it for the life of the process, and answers 200
+//!   `holding <total> MiB`; 400 for a bad number, 500 when the allocation fails;
 //! - `GET /`: 200 `noco-testapp <VERSION>`.
 //!
 //! `<name>` is a single path segment (no `/`, not `.` or `..`). Every request is logged on
@@ -71,8 +91,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MAX_BODY: usize = 1 << 20;
@@ -81,6 +101,15 @@ const MAX_HEAD_LINES: usize = 100;
 const MAX_CONNECTIONS: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest line `/emit/long` writes.
+const MAX_EMIT: usize = 8 << 20;
+/// The most `/alloc` takes at once, in MiB.
+const MAX_ALLOC_MIB: usize = 4096;
+/// The most numbered lines written at once.
+const MAX_LOG_BATCH: u64 = 4096;
+/// The most lines one `/emit/lines` writes, and the most bytes.
+const MAX_EMIT_LINES: u64 = 10_000_000;
+const MAX_EMIT_LINES_BYTES: u64 = 1 << 30;
 
 const USAGE: &str =
     "usage: noco-testapp            serve HTTP (configured by environment variables)
@@ -129,6 +158,20 @@ struct Config {
     exit_after: Option<Duration>,
     exit_code: i32,
     write_file: Option<(String, String)>,
+    /// Numbered lines on stdout, and how many (None: forever).
+    log_pace: Option<Pace>,
+    log_count: Option<u64>,
+    /// Numbered lines are padded with spaces to this many bytes.
+    log_pad: usize,
+}
+
+/// How fast numbered lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Line k at k × the interval after start.
+    Every(Duration),
+    /// This many lines per second (0: as fast as possible).
+    Rate(u64),
 }
 
 /// A set, non-empty variable.
@@ -175,7 +218,33 @@ impl Config {
         if !(0..=255).contains(&exit_code) {
             return Err(format!("invalid EXIT_CODE={exit_code} (0..=255)"));
         }
+        let log_pace = match (millis("LOG_EVERY_MS")?, parsed::<u64>("LOG_RATE")?) {
+            (Some(every), None) if every.is_zero() => {
+                return Err("invalid LOG_EVERY_MS=0 (at least 1; LOG_RATE=0 floods)".into());
+            }
+            (Some(every), None) => Some(Pace::Every(every)),
+            (None, Some(rate)) => Some(Pace::Rate(rate)),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err("set LOG_EVERY_MS or LOG_RATE, not both".into()),
+        };
+        let log_count = parsed::<u64>("LOG_COUNT")?;
+        if log_count.is_some() && log_pace.is_none() {
+            return Err("LOG_COUNT needs LOG_EVERY_MS or LOG_RATE".into());
+        }
+        let log_pad = parsed::<usize>("LOG_PAD")?;
+        match log_pad {
+            Some(_) if log_pace.is_none() => {
+                return Err("LOG_PAD needs LOG_EVERY_MS or LOG_RATE".into());
+            }
+            Some(pad) if pad > MAX_EMIT => {
+                return Err(format!("invalid LOG_PAD={pad} (at most {MAX_EMIT})"));
+            }
+            _ => {}
+        }
         Ok(Config {
+            log_pace,
+            log_count,
+            log_pad: log_pad.unwrap_or(0),
             port: parsed("PORT")?.unwrap_or(8080),
             version: var("VERSION").unwrap_or_else(|| "dev".to_string()),
             data_dir: var("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from),
@@ -217,6 +286,8 @@ struct App {
     started: Instant,
     failed: AtomicBool,
     connections: AtomicUsize,
+    /// What `/alloc` holds.
+    held: Mutex<Vec<Vec<u8>>>,
 }
 
 impl App {
@@ -260,6 +331,16 @@ fn serve() {
         }
     }
 
+    if let Some(pace) = config.log_pace {
+        let (count, pad) = (config.log_count, config.log_pad);
+        let writer = std::thread::Builder::new()
+            .name("log-lines".into())
+            .spawn(move || log_lines(started, pace, count, pad));
+        if let Err(e) = writer {
+            fatal(1, format!("starting the LOG_EVERY_MS/LOG_RATE writer: {e}"));
+        }
+    }
+
     if !config.start_delay.is_zero() {
         log(format_args!(
             "delaying start by {} ms (START_DELAY)",
@@ -285,6 +366,7 @@ fn serve() {
         started,
         failed: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
+        held: Mutex::new(Vec::new()),
     });
     app.failed.store(app.config.fail_health, Ordering::Relaxed);
 
@@ -642,6 +724,18 @@ fn route(app: &App, req: &Request) -> Response {
             _ => Response::new(400, "exit code must be 0..=255"),
         };
     }
+    if let Some(kind) = path.strip_prefix("/emit/") {
+        if !get {
+            return not_allowed();
+        }
+        return emit(kind, &req.target);
+    }
+    if let Some(mib) = path.strip_prefix("/alloc/") {
+        if !get {
+            return not_allowed();
+        }
+        return alloc(app, mib);
+    }
     let response = match path {
         "/" => Response::new(200, format!("noco-testapp {}", app.config.version)),
         "/health" if app.healthy() => Response::new(200, "ok"),
@@ -691,8 +785,178 @@ fn file_route(route: &str, file: &str) -> Response {
     }
 }
 
-/// A query parameter's value, percent-decoded.
+/// `/emit/<kind>`: one line on stdout or stderr.
+fn emit(kind: &str, target: &str) -> Response {
+    let (mut line, stderr) = match kind {
+        "invalid-utf8" => (b"invalid utf-8: \xff\xfe end".to_vec(), false),
+        "ansi" => (b"ansi: \x1b[31mred\x1b[0m end".to_vec(), false),
+        "long" => match query_param(target, "bytes").map(|n| n.parse::<usize>()) {
+            Some(Ok(n)) if n <= MAX_EMIT => (vec![b'x'; n], false),
+            _ => return Response::new(400, format!("give ?bytes=N, N at most {MAX_EMIT}")),
+        },
+        "lines" => return emit_lines(target),
+        "line" | "stderr" => match query_bytes(target, "text") {
+            Some(text) => (text, kind == "stderr"),
+            None => return Response::new(400, "give ?text=<percent-encoded text>"),
+        },
+        _ => {
+            return Response::new(
+                404,
+                "unknown kind: use invalid-utf8, ansi, long?bytes=N, line?text=…, stderr?text=…",
+            );
+        }
+    };
+    line.push(b'\n');
+    let written = if stderr {
+        let mut err = io::stderr().lock();
+        err.write_all(&line).and_then(|()| err.flush())
+    } else {
+        let mut out = io::stdout().lock();
+        out.write_all(&line).and_then(|()| out.flush())
+    };
+    let stream = if stderr { "stderr" } else { "stdout" };
+    match written {
+        Ok(()) => Response::new(200, format!("wrote {} bytes to {stream}", line.len())),
+        Err(e) => Response::new(500, format!("writing to {stream}: {e}")),
+    }
+}
+
+/// `/alloc/<MiB>`: that many MiB more, every page written, held until the process ends.
+fn alloc(app: &App, mib: &str) -> Response {
+    let mib = match mib.parse::<usize>() {
+        Ok(n) if n <= MAX_ALLOC_MIB => n,
+        _ => {
+            return Response::new(
+                400,
+                format!("give MiB as a number, at most {MAX_ALLOC_MIB}"),
+            );
+        }
+    };
+    let bytes = mib << 20;
+    let mut block: Vec<u8> = Vec::new();
+    if let Err(e) = block.try_reserve_exact(bytes) {
+        return Response::new(500, format!("allocating {mib} MiB: {e}"));
+    }
+    // Writing every byte makes the kernel back every page: the memory is used, not promised.
+    block.resize(bytes, 0xa5);
+    let mut held = app.held.lock().unwrap_or_else(|p| p.into_inner());
+    held.push(block);
+    let total: usize = held.iter().map(Vec::len).sum();
+    Response::new(200, format!("holding {} MiB", total >> 20))
+}
+
+/// `/emit/lines?count=N&tag=T&pad=P`: N numbered lines on stdout, as fast as they go.
+fn emit_lines(target: &str) -> Response {
+    let number = |name: &str| query_param(target, name).map(|v| v.parse::<u64>());
+    let count = match number("count") {
+        Some(Ok(n)) if n <= MAX_EMIT_LINES => n,
+        _ => {
+            return Response::new(400, format!("give ?count=N, N at most {MAX_EMIT_LINES}"));
+        }
+    };
+    let pad = match number("pad") {
+        None => 0,
+        Some(Ok(p)) if p <= MAX_EMIT as u64 => p as usize,
+        Some(_) => return Response::new(400, format!("pad is at most {MAX_EMIT} bytes")),
+    };
+    let tag = query_bytes(target, "tag").unwrap_or_else(|| b"line".to_vec());
+    let longest = (tag.len() + 1 + 20).max(pad) as u64 + 1;
+    if count.saturating_mul(longest) > MAX_EMIT_LINES_BYTES {
+        return Response::new(400, "at most 1 GiB of lines at once");
+    }
+    let mut buf = Vec::new();
+    let mut written = 0u64;
+    let mut next = 1;
+    while next <= count {
+        let last = count.min(next + MAX_LOG_BATCH - 1);
+        batch(&tag, next, last, pad, &mut buf);
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+            return Response::new(500, format!("writing to stdout: {e}"));
+        }
+        written += buf.len() as u64;
+        next = last + 1;
+    }
+    Response::new(
+        200,
+        format!("wrote {count} lines ({written} bytes) to stdout"),
+    )
+}
+
+/// `line 00000001`: the k-th numbered line with its tag, padded with spaces to `pad` bytes,
+/// and its newline.
+fn push_numbered(buf: &mut Vec<u8>, tag: &[u8], k: u64, pad: usize) {
+    let start = buf.len();
+    buf.extend_from_slice(tag);
+    let _ = write!(buf, " {k:08}");
+    if buf.len() - start < pad {
+        buf.resize(start + pad, b' ');
+    }
+    buf.push(b'\n');
+}
+
+/// When line `k` is due, after start.
+fn due_at(pace: Pace, k: u64) -> Duration {
+    let nanos = match pace {
+        Pace::Every(every) => every.as_nanos().saturating_mul(u128::from(k)),
+        Pace::Rate(0) => 0,
+        Pace::Rate(rate) => u128::from(k).saturating_mul(1_000_000_000) / u128::from(rate),
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// How many lines are due `elapsed` after start.
+fn due_by(pace: Pace, elapsed: Duration) -> u64 {
+    let lines = match pace {
+        Pace::Every(every) => elapsed.as_nanos() / every.as_nanos().max(1),
+        Pace::Rate(0) => u128::from(u64::MAX),
+        Pace::Rate(rate) => elapsed.as_nanos().saturating_mul(u128::from(rate)) / 1_000_000_000,
+    };
+    u64::try_from(lines).unwrap_or(u64::MAX)
+}
+
+/// The lines `next..=last` in one buffer.
+fn batch(tag: &[u8], next: u64, last: u64, pad: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    for k in next..=last {
+        push_numbered(buf, tag, k, pad);
+    }
+}
+
+/// `LOG_EVERY_MS` / `LOG_RATE`: numbered lines on stdout until `count` (or forever, or until
+/// stdout is closed). Lines due at once are written together, at most [`MAX_LOG_BATCH`] a write.
+fn log_lines(started: Instant, pace: Pace, count: Option<u64>, pad: usize) {
+    let limit = count.unwrap_or(u64::MAX);
+    let mut next = 1;
+    let mut buf = Vec::new();
+    while next <= limit {
+        let due = due_by(pace, started.elapsed()).min(limit);
+        if due < next {
+            let wait = due_at(pace, next).saturating_sub(started.elapsed());
+            std::thread::sleep(wait.clamp(Duration::from_micros(100), Duration::from_millis(100)));
+            continue;
+        }
+        let last = due.min(next.saturating_add(MAX_LOG_BATCH - 1));
+        batch(b"line", next, last, pad, &mut buf);
+        let mut out = io::stdout().lock();
+        if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+        drop(out);
+        if last == u64::MAX {
+            return;
+        }
+        next = last + 1;
+    }
+}
+
+/// A query parameter's value, percent-decoded, as UTF-8.
 fn query_param(target: &str, name: &str) -> Option<String> {
+    String::from_utf8(query_bytes(target, name)?).ok()
+}
+
+/// A query parameter's value, percent-decoded: any bytes.
+fn query_bytes(target: &str, name: &str) -> Option<Vec<u8>> {
     let query = target.split_once('?')?.1;
     let raw = query
         .split('&')
@@ -720,7 +984,7 @@ fn query_param(target: &str, name: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,4 +1095,89 @@ mod signals {
         false
     }
     pub fn set_listener(_listener: &std::net::TcpListener) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_lines_have_eight_digits_at_least_and_pad_with_spaces() {
+        let mut buf = Vec::new();
+        push_numbered(&mut buf, b"line", 1, 0);
+        push_numbered(&mut buf, b"line", 123_456_789, 0);
+        assert_eq!(buf, b"line 00000001\nline 123456789\n");
+        batch(b"line", 9, 11, 0, &mut buf);
+        assert_eq!(buf, b"line 00000009\nline 00000010\nline 00000011\n");
+        batch(b"flood", 7, 7, 20, &mut buf);
+        assert_eq!(buf, b"flood 00000007      \n");
+        assert_eq!(
+            std::str::from_utf8(&buf)
+                .unwrap()
+                .trim()
+                .strip_prefix("flood"),
+            Some(" 00000007")
+        );
+        // A pad shorter than the line changes nothing.
+        batch(b"line", 1, 1, 3, &mut buf);
+        assert_eq!(buf, b"line 00000001\n");
+    }
+
+    #[test]
+    fn lines_are_due_every_interval_or_at_the_rate_from_start() {
+        let every = Pace::Every(Duration::from_millis(100));
+        assert_eq!(due_by(every, Duration::from_millis(99)), 0);
+        assert_eq!(due_by(every, Duration::from_millis(250)), 2);
+        assert_eq!(due_at(every, 3), Duration::from_millis(300));
+        let rate = Pace::Rate(1000);
+        assert_eq!(due_by(rate, Duration::from_millis(1500)), 1500);
+        assert_eq!(due_at(rate, 1500), Duration::from_millis(1500));
+        assert_eq!(due_by(Pace::Rate(0), Duration::ZERO), u64::MAX);
+        assert_eq!(due_at(Pace::Rate(0), 7), Duration::ZERO);
+        assert_eq!(due_at(every, u64::MAX), Duration::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded_bytes() {
+        assert_eq!(
+            query_bytes("/emit/line?text=a%20b+c%ff%0a", "text").as_deref(),
+            Some(&b"a b c\xff\n"[..])
+        );
+        assert_eq!(query_param("/emit/line?text=%ff", "text"), None);
+        assert_eq!(
+            query_param("/emit/long?bytes=12", "bytes").as_deref(),
+            Some("12")
+        );
+        assert_eq!(query_bytes("/emit/line", "text"), None);
+        // A lone or bad escape is kept as written.
+        assert_eq!(query_param("/x?text=100%", "text").as_deref(), Some("100%"));
+        assert_eq!(query_param("/x?text=%zz", "text").as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn emit_refuses_bad_parameters_and_unknown_kinds() {
+        assert_eq!(emit("long", "/emit/long").status, 400);
+        assert_eq!(emit("long", "/emit/long?bytes=-1").status, 400);
+        assert_eq!(emit("long", "/emit/long?bytes=8388609").status, 400);
+        assert_eq!(emit("line", "/emit/line").status, 400);
+        assert_eq!(emit("nope", "/emit/nope").status, 404);
+        assert_eq!(emit("lines", "/emit/lines").status, 400);
+        assert_eq!(emit("lines", "/emit/lines?count=20000000").status, 400);
+        assert_eq!(emit("lines", "/emit/lines?count=10&pad=x").status, 400);
+        assert_eq!(
+            emit("lines", "/emit/lines?count=2000000&pad=1000").status,
+            400,
+            "2 GB in all"
+        );
+        let ok = emit("lines", "/emit/lines?count=3&tag=t&pad=12");
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (200, &b"wrote 3 lines (39 bytes) to stdout"[..])
+        );
+        let ok = emit("line", "/emit/line?text=hello%20test");
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (200, &b"wrote 11 bytes to stdout"[..])
+        );
+    }
 }

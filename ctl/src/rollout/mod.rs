@@ -4,7 +4,6 @@
 pub mod settings;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +15,7 @@ use tonic::transport::Channel;
 use crate::cli::{RolloutCmd, RolloutFlags, RolloutWatch, StackSource};
 use crate::client;
 use crate::error::{CtlError, refused};
-use crate::output::{self, Format, ago_ms, errln, out, outln, short_revision, truncate};
+use crate::output::{self, Format, Screen, ago_ms, errln, outln, short_revision, truncate};
 use crate::stack::{read_valid, wire_files};
 use crate::view::rollout::{DETAIL_WIDTH, RolloutEventView, RolloutHostView, RolloutView};
 use noco_proto::duration;
@@ -292,7 +291,8 @@ async fn follow(
     out: Format,
 ) -> Result<(), CtlError> {
     let started = tokio::time::Instant::now();
-    let tty = std::io::stdout().is_terminal();
+    // Redrawn in place on a terminal; Ctrl-C ends the watch as an interrupted one (130).
+    let screen = (output::stdout_is_terminal() && out == Format::Table).then(|| Screen::start(130));
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     let mut last: Option<RolloutView> = None;
     loop {
@@ -311,15 +311,16 @@ async fn follow(
         };
         let elapsed = started.elapsed();
         if let (Format::Table, Some(info)) = (out, &last) {
-            if tty {
-                out!("\x1b[H\x1b[2J");
-                print_info(info);
-                outln!(
-                    "\n{} — {} elapsed of {}",
+            if let Some(screen) = &screen {
+                let mut lines = info_lines(info);
+                lines.push(String::new());
+                lines.push(format!(
+                    "{} — {} elapsed of {}",
                     watch_summary(info),
                     duration::format(Duration::from_secs(elapsed.as_secs())),
                     duration::format(timeout)
-                );
+                ));
+                screen.draw(&lines);
             } else {
                 print_changes(info, &mut shown);
             }
@@ -552,21 +553,27 @@ fn last_events(info: &RolloutView) -> &[RolloutEventView] {
 }
 
 fn print_info(info: &RolloutView) {
-    for line in header_lines(info) {
+    for line in info_lines(info) {
         outln!("{line}");
     }
-    outln!();
+}
+
+/// The rollout as [`print_info`] shows it, line by line.
+fn info_lines(info: &RolloutView) -> Vec<String> {
+    let mut lines = header_lines(info);
+    lines.push(String::new());
     if info.hosts.is_empty() {
-        outln!("no hosts");
+        lines.push("no hosts".to_string());
     } else {
-        output::listed_table(&hosts_in_order(info));
+        lines.extend(output::listed_lines(&hosts_in_order(info)));
     }
-    outln!();
+    lines.push(String::new());
     if info.events.is_empty() {
-        outln!("no events");
+        lines.push("no events".to_string());
     } else {
-        output::listed_table(last_events(info));
+        lines.extend(output::listed_lines(last_events(info)));
     }
+    lines
 }
 
 /// After an abort: where the hosts were left, from the server's reason (or, without one, its

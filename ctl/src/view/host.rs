@@ -1,12 +1,15 @@
-//! Hosts (`host ls`, `host label`, `host revoke`) and the join tokens that enroll them.
+//! Hosts (`host ls`, `host show`, `host label`, `host revoke`) and the join tokens that enroll
+//! them.
 
 use std::collections::{BTreeMap, HashMap};
 
 use noco_proto::v1 as pb;
 use serde::Serialize;
 
+use super::status::StackReportView;
 use super::text;
-use crate::output::{Listed, ago_ms, rfc3339_ms};
+use super::top::HostTopView;
+use crate::output::{Listed, ago_ms, human_bytes, percent, rfc3339_ms, short_revision, truncate};
 
 /// An enrolled host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -129,6 +132,96 @@ impl Listed for HostView {
     }
 }
 
+/// One host in full (`host show`): the host, its stacks as it reports them, its latest
+/// metrics and (with `--history`) their history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostDetailView {
+    pub host: HostView,
+    pub stacks: Vec<StackReportView>,
+    /// None when the server sent no metrics for the host.
+    pub latest: Option<HostTopView>,
+    /// Oldest first; empty without `--history`.
+    pub history: Vec<MetricsPointView>,
+}
+
+impl From<&pb::GetHostResponse> for HostDetailView {
+    fn from(r: &pb::GetHostResponse) -> Self {
+        let pb::GetHostResponse {
+            host,
+            stacks,
+            latest,
+            history,
+        } = r;
+        HostDetailView {
+            host: HostView::from(&host.clone().unwrap_or_default()),
+            stacks: stacks.iter().map(StackReportView::from).collect(),
+            latest: latest.as_ref().map(HostTopView::from),
+            history: history.iter().map(MetricsPointView::from).collect(),
+        }
+    }
+}
+
+/// A point of a host's metrics history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsPointView {
+    /// RFC 3339.
+    pub time: String,
+    pub time_unix_ms: i64,
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub load1: f64,
+}
+
+impl From<&pb::HostMetricsPoint> for MetricsPointView {
+    fn from(p: &pb::HostMetricsPoint) -> Self {
+        let pb::HostMetricsPoint {
+            time_unix_ms,
+            cpu_percent,
+            memory_used_bytes,
+            load1,
+        } = p;
+        MetricsPointView {
+            time: rfc3339_ms(*time_unix_ms),
+            time_unix_ms: *time_unix_ms,
+            cpu_percent: *cpu_percent,
+            memory_used_bytes: *memory_used_bytes,
+            load1: *load1,
+        }
+    }
+}
+
+impl Listed for MetricsPointView {
+    const HEADER: &'static [&'static str] = &["TIME", "CPU%", "MEM", "LOAD1"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.time.clone(),
+            percent(self.cpu_percent),
+            human_bytes(self.memory_used_bytes),
+            format!("{:.2}", self.load1),
+        ]
+    }
+}
+
+/// A stack on a host (`host show`): as the host reports it.
+impl Listed for StackReportView {
+    const HEADER: &'static [&'static str] = &["STACK", "REVISION", "STATE", "SERVICES", "ERROR"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            short_revision(&self.revision),
+            self.state.to_string(),
+            self.services_text(),
+            if self.error.is_empty() {
+                "-".to_string()
+            } else {
+                truncate(&self.error, 80)
+            },
+        ]
+    }
+}
+
 /// A single-use join token (`token create`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JoinTokenView {
@@ -246,6 +339,59 @@ mod tests {
         assert_eq!((cells[2].as_str(), cells[3].as_str()), ("-", "revoked"));
         assert!(cells[4].ends_with(" ago"), "{cells:?}");
         assert_eq!((cells[5].as_str(), cells[6].as_str()), ("", ""));
+    }
+
+    #[test]
+    fn host_show_has_the_host_its_stacks_latest_metrics_and_history() {
+        let r = pb::GetHostResponse {
+            host: Some(host()),
+            stacks: vec![pb::StackReport {
+                name: "shop".into(),
+                revision: format!("sha256:{}", "1".repeat(64)),
+                state: pb::ApplyState::Converged.into(),
+                error: String::new(),
+                services: vec![pb::ServiceReport {
+                    name: "api".into(),
+                    running: 2,
+                    desired: 2,
+                    health: pb::Health::Healthy.into(),
+                }],
+                applied_unix_ms: 1_700_000_000_000,
+            }],
+            latest: Some(crate::view::top::tests::host_top()),
+            history: vec![pb::HostMetricsPoint {
+                time_unix_ms: 1_700_000_000_000,
+                cpu_percent: 3.26,
+                memory_used_bytes: 1536 * 1024 * 1024,
+                load1: 0.5,
+            }],
+        };
+        let v = HostDetailView::from(&r);
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["host"]["name"], "web-1");
+        assert_eq!(j["stacks"][0]["state"], "converged");
+        assert_eq!(j["latest"]["cpus"], 4);
+        assert_eq!(
+            j["history"],
+            json!([{
+                "time": "2023-11-14T22:13:20Z", "time_unix_ms": 1_700_000_000_000_i64,
+                "cpu_percent": 3.26, "memory_used_bytes": 1_610_612_736_u64, "load1": 0.5,
+            }])
+        );
+        assert_eq!(
+            v.stacks[0].cells(),
+            ["shop", "111111111111", "converged", "1/1", "-"]
+        );
+        assert_eq!(
+            v.history[0].cells(),
+            ["2023-11-14T22:13:20Z", "3.3%", "1.5 GiB", "0.50"]
+        );
+        // A host the server sends without metrics.
+        let bare = HostDetailView::from(&pb::GetHostResponse {
+            host: Some(host()),
+            ..Default::default()
+        });
+        assert_eq!(serde_json::to_value(&bare).unwrap()["latest"], json!(null));
     }
 
     #[test]

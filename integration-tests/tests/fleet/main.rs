@@ -10,6 +10,7 @@ mod support;
 mod assignment;
 mod autonomy;
 mod limits;
+mod logs;
 mod policy;
 mod profiles;
 mod refusals;

@@ -1,0 +1,1686 @@
+//! Benchmark: logs and metrics (issue 10): what it costs to carry container logs from Docker to
+//! an operator's terminal, and what the server holds for a fleet.
+//!
+//! Everything runs against real `noco-server`, `noco-agent` and `nococtl` binaries (release
+//! builds under `cargo bench`) on 127.0.0.1, over real mutual TLS. Four parts (`--part` runs
+//! some of them):
+//!
+//! 1. **end-to-end log throughput**: a fresh server, one real agent, and a stack of
+//!    `--flood-containers` test containers (default 2) each writing numbered lines as fast as it
+//!    can (`LOG_RATE=0`, padded to `--line-bytes`, default 100). The agent follows their logs
+//!    through the Docker API into its spool and sends them on its telemetry stream; one
+//!    `nococtl logs STACK -f --no-prefix` reads them from the server, and this process counts
+//!    the newlines and bytes of its standard output. After `--warmup` seconds (default 5) a
+//!    window of `--window` seconds (default 10) measures lines/s and MB/s at the reader and the
+//!    CPU of the agent, the server and the reader (CPU seconds over wall time: 100% is one core).
+//!    Goal: at least 100,000 lines/s.
+//! 2. **agent CPU at a steady rate**: the same, with containers that write `--paced-rate` lines/s
+//!    together (default 10,000 over `--paced-containers` 2); the agent's CPU over the window, and
+//!    the rate the reader received (to show it kept up). Goal: under 20% of a core.
+//! 3. **idle agent**: `--idle-containers` (default 20) test containers that print nothing after
+//!    their startup line, metrics sampled at the default 10 s; after `--idle-settle` seconds
+//!    (default 15) the agent's RSS and CPU over `--idle-window` seconds (default 30). Goals: RSS
+//!    under 15 MiB, CPU under 0.2% of a core.
+//! 4. **server memory under a fleet's logs**: a fresh server with small caps
+//!    (`--log-bytes-total`, default 64MiB, and `--log-bytes-per-host`, default 256KiB, the
+//!    smallest), `--hosts` simulated hosts (default 1,000) enrolled in-process through the real
+//!    Enroll RPC, each opening its own mTLS connection and Telemetry stream (Hello → LogResume)
+//!    as `noco-agent` does, then every second a LogBatch of `--host-containers` (10) ×
+//!    `--host-lines` (10) records of realistic ~100-byte lines with increasing sequences, and
+//!    every `--metrics-every` seconds (10) a MetricsSample with host metrics and every container;
+//!    acks are read and counted. Over `--sim-window` seconds (default 60) the server's RSS is
+//!    printed every `--report-every` seconds (10) with the lines/s it accepted (acked); at the
+//!    end its growth over the RSS before the streams opened is set against the caps plus a stated
+//!    margin. Needs no Docker.
+//!
+//! Every figure is printed with the machine's load average. Goals are not asserted: it only
+//! measures and prints. It exits non-zero with a message when something breaks (a process does
+//! not start, a stack does not converge, no line reaches the reader). Parts 1–3 print "skipping"
+//! without a Docker engine. Every container and network they create is removed when the part
+//! ends, also on failure.
+//!
+//! ```text
+//! cargo bench -p noco-integration-tests --bench logs -- [--part 1,4] [--window 10] [--hosts 1000] [--sim-window 60]
+//! ```
+//!
+//! `--help` lists every argument.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use bollard::query_parameters::LogsOptionsBuilder;
+use clap::Parser;
+use common::*;
+use futures_util::StreamExt;
+use noco_certs::dial::{self, ServerAddr};
+use noco_certs::tls;
+use noco_integration_tests::docker::{
+    cleanup_project, docker_available, testapp_image, with_docker,
+};
+use noco_integration_tests::stack::unique_project;
+use noco_integration_tests::{Fleet, Proc, ServerOptions, bin, path_str};
+use noco_proto::limits::MAX_TELEMETRY_MESSAGE;
+use noco_proto::v1 as pb;
+use pb::telemetry_down::Msg as DownMsg;
+use pb::telemetry_up::Msg as UpMsg;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::MissedTickBehavior;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// The stack the real agent runs in parts 1–3.
+const STACK: &str = "logs";
+/// The real agent's name and label.
+const AGENT: &str = "bench-1";
+const AGENT_LABELS: &str = "role=bench";
+/// The agent's configuration: the documented defaults, written out.
+const AGENT_CONFIG: &str = "[telemetry]\nspool_size = \"64MiB\"\nmetrics_interval = \"10s\"\n";
+/// Heartbeats of the real agent's server: the production default, so an idle agent is measured
+/// as it would run.
+const HEARTBEAT: &str = "10s";
+/// How long the agent may take to come online, and the stack to converge.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the first line may take to reach the reader.
+const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The containers' Docker log files are bounded to this, so a flood does not fill the disk.
+const LOG_FILES: &str = "options: { max-size: \"20m\", max-file: \"2\" }";
+/// The stack of the simulated hosts (part 4), and its services.
+const SIM_STACK: &str = "shop";
+const SIM_SERVICES: [&str; 10] = [
+    "web", "api", "worker", "db", "cache", "queue", "cron", "auth", "search", "mail",
+];
+/// Telemetry messages a simulated host queues towards its connection; when they are all in
+/// flight, a second's batch waits for the next second (counted as backed up).
+const SIM_IN_FLIGHT: usize = 4;
+/// How long making tokens, enrolling or opening streams of N simulated hosts may take in all.
+const PHASE: PhaseLimit = PhaseLimit {
+    base: Duration::from_secs(120),
+    per_host: Duration::from_millis(20),
+};
+/// The margin over the caps in part 4 (see [`Margin`]): per telemetry stream (connection, TLS
+/// and HTTP/2 state: 42.8 KiB per idle session was measured, see ARCHITECTURE.md, plus the
+/// stream's channels and a batch being decoded), per host (the latest metrics sample of 10
+/// containers and a few points of history), and for the allocator.
+const MARGIN_PER_STREAM_KIB: u64 = 64;
+const MARGIN_PER_HOST_KIB: u64 = 8;
+const MARGIN_ALLOCATOR_MIB: u64 = 32;
+
+// ------------------------------------------------------------------------------------ main
+
+/// Logs and metrics: end-to-end throughput, the agent's cost busy and idle, and the server's
+/// memory under a fleet's logs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "logs",
+    bin_name = "cargo bench -p noco-integration-tests --bench logs --"
+)]
+struct Args {
+    /// Run only these parts (1: throughput, 2: agent CPU at a steady rate, 3: idle agent,
+    /// 4: server memory with simulated hosts), comma-separated; default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=4))]
+    part: Vec<u8>,
+    /// Parts 1–3: the containers' Docker logging driver (`json-file`, Docker's default, or
+    /// `local`), its files bounded to 2 × 20 MB.
+    #[arg(long, default_value = "json-file", value_parser = ["json-file", "local"])]
+    log_driver: String,
+    /// Part 1: containers writing as fast as they can.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    flood_containers: usize,
+    /// Parts 1 and 2: bytes per line (`LOG_PAD`; the reader sees one more, the newline).
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    line_bytes: usize,
+    /// Parts 1 and 2: seconds of lines flowing before the window.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Parts 1 and 2: seconds measured.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    window: usize,
+    /// Part 2: lines per second of all containers together.
+    #[arg(long, default_value_t = 10_000, value_parser = positive)]
+    paced_rate: usize,
+    /// Part 2: containers sharing that rate.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    paced_containers: usize,
+    /// Part 3: containers that print nothing after starting.
+    #[arg(long, default_value_t = 20, value_parser = positive)]
+    idle_containers: usize,
+    /// Part 3: seconds after the stack converged before measuring.
+    #[arg(long, default_value_t = 15)]
+    idle_settle: u64,
+    /// Part 3: seconds measured.
+    #[arg(long, default_value_t = 30, value_parser = positive)]
+    idle_window: usize,
+    /// Part 4: simulated hosts.
+    #[arg(long, default_value_t = 1000, value_parser = positive)]
+    hosts: usize,
+    /// Part 4: containers per simulated host.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    host_containers: usize,
+    /// Part 4: lines per second of each container.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    host_lines: usize,
+    /// Part 4: seconds between a host's metrics samples.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    metrics_every: usize,
+    /// Part 4: seconds the simulated hosts send.
+    #[arg(long, default_value_t = 60, value_parser = positive)]
+    sim_window: usize,
+    /// Part 4: seconds between printed figures.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    report_every: usize,
+    /// Part 4: the server's `--log-bytes-total`.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    log_bytes_total: u64,
+    /// Part 4: the server's `--log-bytes-per-host` (at least 256KiB).
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    log_bytes_per_host: u64,
+}
+
+impl Args {
+    fn runs(&self, part: u8) -> bool {
+        self.part.is_empty() || self.part.contains(&part)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    run_async("logs", bench(parse_args()))
+}
+
+/// Run the parts asked for, print the summary; whether everything that ran succeeded.
+async fn bench(args: Args) -> bool {
+    let settings = format!(
+        "parts {}; --log-driver {} --flood-containers {} --line-bytes {} --warmup {} --window {} --paced-rate {} --paced-containers {} --idle-containers {} --idle-settle {} --idle-window {} --hosts {} --host-containers {} --host-lines {} --metrics-every {} --sim-window {} --log-bytes-total {} --log-bytes-per-host {}",
+        if args.part.is_empty() {
+            "all".to_string()
+        } else {
+            format!("{:?}", args.part)
+        },
+        args.log_driver,
+        args.flood_containers,
+        args.line_bytes,
+        args.warmup,
+        args.window,
+        args.paced_rate,
+        args.paced_containers,
+        args.idle_containers,
+        args.idle_settle,
+        args.idle_window,
+        args.hosts,
+        args.host_containers,
+        args.host_lines,
+        args.metrics_every,
+        args.sim_window,
+        fmt_bytes(args.log_bytes_total),
+        fmt_bytes(args.log_bytes_per_host),
+    );
+    let Some(machine) = begin("logs", "logs and metrics", &settings) else {
+        return false;
+    };
+    let mut summary = Summary::new(
+        "logs",
+        format!("== noco logs and metrics benchmark ({machine}) =="),
+    );
+
+    let docker_parts: Vec<u8> = [1, 2, 3].into_iter().filter(|&p| args.runs(p)).collect();
+    let image = if docker_parts.is_empty() {
+        Ok(String::new())
+    } else if !tokio::task::block_in_place(docker_available) {
+        println!("skipping parts {docker_parts:?}: no Docker engine answers");
+        Err(Outcome::Skipped("no Docker engine answers".to_string()))
+    } else {
+        match harness("building the test image", testapp_image) {
+            Ok(image) => {
+                println!("test image: {image}");
+                Ok(image)
+            }
+            Err(e) => Err(Outcome::Failed(format!("{e:#}"))),
+        }
+    };
+    let titles = [
+        (1, "1. end-to-end log throughput"),
+        (2, "2. agent CPU at a steady rate"),
+        (3, "3. idle agent"),
+    ];
+    for (part, title) in titles {
+        if !args.runs(part) {
+            continue;
+        }
+        println!();
+        println!("-- {title}");
+        let outcome = match &image {
+            Err(Outcome::Skipped(why)) => Outcome::Skipped(why.clone()),
+            Err(Outcome::Failed(why)) => Outcome::Failed(why.clone()),
+            Err(_) => Outcome::Failed("the test image".to_string()),
+            Ok(image) => match part {
+                1 => throughput(&args, image).await,
+                2 => paced(&args, image).await,
+                _ => idle(&args, image).await,
+            },
+        };
+        summary.add(title, outcome);
+    }
+    if args.runs(4) {
+        let title = "4. server memory with simulated hosts";
+        println!();
+        println!("-- {title}");
+        summary.add(title, fleet_memory(&args).await);
+    }
+    summary.finish()
+}
+
+// ------------------------------------------------------------------------------------ a real agent
+
+/// Compose projects whose containers, networks and volumes are removed when this is dropped
+/// (also when a part fails early).
+struct Projects(String);
+
+impl Projects {
+    fn new(prefix: String) -> anyhow::Result<Projects> {
+        harness("removing leftover projects", || cleanup_project(&prefix))?;
+        Ok(Projects(prefix))
+    }
+}
+
+impl Drop for Projects {
+    fn drop(&mut self) {
+        let prefix = &self.0;
+        match harness("removing the benchmark's containers and networks", || {
+            cleanup_project(prefix)
+        }) {
+            Ok(()) => println!("removed the containers and networks of {prefix}*"),
+            Err(e) => println!("warning: {e:#}"),
+        }
+    }
+}
+
+/// A fresh server and one real agent on the local Docker engine. Dropped in field order: the
+/// agent is killed first (so that it does not start containers again), then its projects are
+/// removed, then the server is stopped.
+struct Rig {
+    agent: Proc,
+    projects: Projects,
+    fleet: Fleet,
+    control: Control,
+    image: String,
+}
+
+impl Rig {
+    async fn start(image: &str) -> anyhow::Result<Rig> {
+        let fleet = harness("starting the server", || {
+            Fleet::start(ServerOptions {
+                heartbeat: HEARTBEAT.into(),
+                ..ServerOptions::default()
+            })
+        })?;
+        harness("enrolling the agent", || fleet.enroll(AGENT, AGENT_LABELS))?;
+        let projects = Projects::new(format!("{}-", unique_project("nocobench-logs")))?;
+        let config = fleet.path("agent.toml");
+        std::fs::write(&config, AGENT_CONFIG).context("writing the agent's configuration")?;
+        let prefix = projects.0.clone();
+        let mut agent = harness("starting the agent", || {
+            fleet.run_agent_with(
+                AGENT,
+                &["--project-prefix", &prefix, "--config", path_str(&config)],
+            )
+        })?;
+        let mut control = admin_client(&fleet).await?;
+        let start = Instant::now();
+        loop {
+            let hosts = list_hosts(&mut control).await?;
+            if hosts
+                .iter()
+                .any(|h| h.name == AGENT && h.status() == pb::Presence::Online)
+            {
+                println!(
+                    "agent online after {} (server heartbeat {HEARTBEAT})",
+                    fmt_s(start.elapsed())
+                );
+                break;
+            }
+            if let Some(exit) = agent.try_exit() {
+                bail!(
+                    "noco-agent exited with {exit}; its log:\n{}",
+                    tail(&agent.log_text(), 20)
+                );
+            }
+            if start.elapsed() > SETUP_TIMEOUT {
+                bail!("the agent was not online within {SETUP_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Rig {
+            agent,
+            projects,
+            fleet,
+            control,
+            image: image.to_string(),
+        })
+    }
+
+    fn agent_pid(&self) -> String {
+        self.agent.pid().to_string()
+    }
+
+    fn server_pid(&self) -> String {
+        self.fleet
+            .server
+            .as_ref()
+            .map(Proc::pid)
+            .unwrap_or(0)
+            .to_string()
+    }
+
+    /// An error if the agent has exited.
+    fn check_agent(&mut self) -> anyhow::Result<()> {
+        match self.agent.try_exit() {
+            Some(exit) => bail!(
+                "noco-agent exited with {exit}; its log:\n{}",
+                tail(&self.agent.log_text(), 20)
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The agent's log, last lines.
+    fn agent_log(&self) -> String {
+        tail(&self.agent.log_text(), 15)
+    }
+
+    /// Apply `compose` as [`STACK`] to the agent; wait until it reports it converged.
+    async fn deploy(&mut self, compose: String) -> anyhow::Result<()> {
+        let request = pb::ApplyStackRequest {
+            name: STACK.to_string(),
+            selector: AGENT_LABELS.to_string(),
+            compose: compose.into_bytes(),
+            env: HashMap::from([("IMAGE".to_string(), self.image.clone())]),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let resp = apply_stack(&mut self.control, request).await?;
+        let revision = resp.revision;
+        let mut last = String::new();
+        while start.elapsed() < SETUP_TIMEOUT {
+            self.check_agent()?;
+            let hosts = stack_status(&mut self.control, STACK).await?;
+            let mine = hosts
+                .iter()
+                .flat_map(|h| &h.reported)
+                .find(|s| s.name == STACK && s.revision == revision);
+            if let Some(s) = mine {
+                if s.state() == pb::ApplyState::Converged {
+                    println!(
+                        "stack {STACK} {} converged after {}",
+                        short(&revision),
+                        fmt_s(start.elapsed())
+                    );
+                    return Ok(());
+                }
+                last = format!("{} {}", s.state, s.error);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "stack {STACK} did not converge within {SETUP_TIMEOUT:?} (last report: {last}); agent log:\n{}",
+            self.agent_log()
+        )
+    }
+}
+
+/// A stack of the test image: one service per `(name, environment)`.
+fn compose(services: &[(String, Vec<(&str, String)>)], driver: &str) -> String {
+    let mut yaml = String::from("services:\n");
+    for (name, env) in services {
+        yaml.push_str(&format!(
+            "  {name}:\n    image: ${{IMAGE}}\n    pull_policy: never\n"
+        ));
+        if !env.is_empty() {
+            let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+            yaml.push_str(&format!("    environment: {{ {} }}\n", vars.join(", ")));
+        }
+        yaml.push_str(&format!(
+            "    logging: {{ driver: {driver}, {LOG_FILES} }}\n"
+        ));
+    }
+    yaml
+}
+
+/// CPU seconds of a process, and the share of one core they are over `wall`.
+fn cpu_share(before: Option<f64>, after: Option<f64>, wall: Duration) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if wall > Duration::ZERO => Some((a - b) / wall.as_secs_f64() * 100.0),
+        _ => None,
+    }
+}
+
+/// How many numbered lines the containers have written in all: the number of each one's last
+/// line, as Docker holds it.
+fn written(containers: &[String]) -> anyhow::Result<u64> {
+    harness("reading the containers' last lines", || {
+        with_docker(|docker| async move {
+            let mut total = 0;
+            for name in containers {
+                let opts = LogsOptionsBuilder::default().stdout(true).tail("1").build();
+                let mut stream = docker.logs(name, Some(opts));
+                let mut text = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.with_context(|| format!("the logs of {name}"))?;
+                    text.extend_from_slice(&chunk.into_bytes());
+                }
+                let text = String::from_utf8_lossy(&text);
+                let number = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.trim().strip_prefix("line ")?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                total += number;
+            }
+            Ok(total)
+        })
+    })?
+}
+
+/// Busy CPU seconds of the whole machine (all cores, from `/proc/stat`: every state but idle
+/// and iowait).
+fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user already).
+    let busy: u64 = fields.iter().take(8).sum::<u64>()
+        - fields.get(3).copied().unwrap_or(0)
+        - fields.get(4).copied().unwrap_or(0);
+    Some(busy as f64 / 100.0)
+}
+
+/// Every process's name and CPU seconds so far, by pid.
+fn cpu_by_process() -> HashMap<String, (String, f64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().to_str()?.to_string();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let cpu = cpu_seconds(&pid)?;
+            Some((pid, (comm.trim().to_string(), cpu)))
+        })
+        .collect()
+}
+
+/// The processes (by name) that used the most CPU between two snapshots, in % of one core.
+fn busiest(
+    before: &HashMap<String, (String, f64)>,
+    after: &HashMap<String, (String, f64)>,
+    wall: Duration,
+) -> String {
+    let mut by_name: HashMap<&str, (f64, usize)> = HashMap::new();
+    for (pid, (comm, cpu)) in after {
+        let was = before.get(pid).map_or(0.0, |(_, c)| *c);
+        let entry = by_name.entry(comm).or_default();
+        entry.0 += cpu - was;
+        entry.1 += 1;
+    }
+    let mut top: Vec<(&str, f64, usize)> = by_name
+        .into_iter()
+        .map(|(name, (cpu, n))| (name, cpu / wall.as_secs_f64().max(1e-9) * 100.0, n))
+        .filter(|(_, pct, _)| *pct >= 1.0)
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.iter()
+        .take(8)
+        .map(|(name, pct, n)| {
+            if *n > 1 {
+                format!("{name} ×{n} {pct:.0}%")
+            } else {
+                format!("{name} {pct:.0}%")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fmt_pct(p: Option<f64>) -> String {
+    match p {
+        Some(p) if p < 1.0 => format!("{p:.2}%"),
+        Some(p) => format!("{p:.0}%"),
+        None => "?".to_string(),
+    }
+}
+
+// ------------------------------------------------------------------------------------ the reader
+
+/// `nococtl logs STACK -f --no-prefix` running, its standard output counted by a thread.
+struct Reader {
+    child: Child,
+    pid: String,
+    lines: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    stderr: PathBuf,
+}
+
+impl Reader {
+    fn start(fleet: &Fleet, stack: &str) -> anyhow::Result<Reader> {
+        let stderr = fleet.path("reader.stderr");
+        let err = std::fs::File::create(&stderr).context("the reader's stderr file")?;
+        let mut child = Command::new(bin("nococtl"))
+            .args(["logs", stack, "-f", "--no-prefix"])
+            .env("NOCO_CONFIG", fleet.admin_config())
+            .env_remove("NOCO_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .context("starting nococtl logs -f")?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("nococtl logs has no stdout pipe"))?;
+        let lines = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (l, b) = (lines.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let newlines = buf[..n].iter().filter(|&&c| c == b'\n').count();
+                        l.fetch_add(newlines as u64, Ordering::Relaxed);
+                        b.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(Reader {
+            pid: child.id().to_string(),
+            child,
+            lines,
+            bytes,
+            stderr,
+        })
+    }
+
+    /// Lines and bytes read so far.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.lines.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// An error if the reader has exited.
+    fn check(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => bail!(
+                "nococtl logs -f exited with {status}: {}",
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            ),
+            Ok(None) => Ok(()),
+            Err(e) => bail!("waiting for nococtl logs -f: {e}"),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a window of lines flowing measured.
+struct Flow {
+    wall: Duration,
+    lines: u64,
+    /// Lines the containers wrote (by their numbers, as Docker holds them).
+    written: u64,
+    bytes: u64,
+    agent_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    reader_cpu: Option<f64>,
+    /// The whole machine's busy CPU, in % of one core, and the processes that used most.
+    machine: Option<f64>,
+    busiest: String,
+    load: String,
+}
+
+impl Flow {
+    fn lines_per_s(&self) -> f64 {
+        self.lines as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn written_per_s(&self) -> f64 {
+        self.written as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Start the reader on a deployed stack, wait for its first lines and the warmup, then measure
+/// a window.
+async fn read_window(
+    rig: &mut Rig,
+    containers: &[String],
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<Flow> {
+    let mut reader = Reader::start(&rig.fleet, STACK)?;
+    let start = Instant::now();
+    loop {
+        rig.check_agent()?;
+        reader.check()?;
+        if reader.counts().0 > 0 {
+            println!(
+                "the reader got its first lines after {}",
+                fmt_s(start.elapsed())
+            );
+            break;
+        }
+        if start.elapsed() > FIRST_LINE_TIMEOUT {
+            bail!(
+                "no line reached `nococtl logs -f` within {FIRST_LINE_TIMEOUT:?} (does the agent collect logs?); agent log:\n{}",
+                rig.agent_log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(warmup).await;
+    let (agent, server) = (rig.agent_pid(), rig.server_pid());
+    let cpu = |pid: &str| cpu_seconds(pid);
+    let (lines0, bytes0) = reader.counts();
+    let (a0, s0, r0) = (cpu(&agent), cpu(&server), cpu(&reader.pid));
+    let (machine0, procs0) = (machine_busy_seconds(), cpu_by_process());
+    let written0 = written(containers)?;
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut prev = (lines0, Instant::now());
+    let mut per_second = Vec::new();
+    while t0.elapsed() < window {
+        let left = window.saturating_sub(t0.elapsed());
+        tokio::select! {
+            _ = tick.tick() => {
+                let (lines, _) = reader.counts();
+                let rate = (lines - prev.0) as f64 / prev.1.elapsed().as_secs_f64().max(1e-9);
+                per_second.push(format!("{:.0}", rate));
+                prev = (lines, Instant::now());
+            }
+            _ = tokio::time::sleep(left) => {}
+        }
+        rig.check_agent()?;
+        reader.check()?;
+    }
+    let wall = t0.elapsed();
+    let (lines1, bytes1) = reader.counts();
+    let (a1, s1, r1) = (cpu(&agent), cpu(&server), cpu(&reader.pid));
+    let (machine1, procs1) = (machine_busy_seconds(), cpu_by_process());
+    let written1 = written(containers)?;
+    println!(
+        "  lines/s at the reader, second by second: {}",
+        per_second.join(" ")
+    );
+    Ok(Flow {
+        wall,
+        lines: lines1 - lines0,
+        written: written1.saturating_sub(written0),
+        bytes: bytes1 - bytes0,
+        agent_cpu: cpu_share(a0, a1, wall),
+        server_cpu: cpu_share(s0, s1, wall),
+        reader_cpu: cpu_share(r0, r1, wall),
+        machine: cpu_share(machine0, machine1, wall),
+        busiest: busiest(&procs0, &procs1, wall),
+        load: load_average(),
+    })
+}
+
+// ------------------------------------------------------------------------------------ part 1
+
+async fn throughput(args: &Args, image: &str) -> Outcome {
+    let services: Vec<(String, Vec<(&str, String)>)> = (1..=args.flood_containers)
+        .map(|i| {
+            (
+                format!("flood{i}"),
+                vec![
+                    ("LOG_RATE", "0".to_string()),
+                    ("LOG_PAD", args.line_bytes.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let (flow, reference) = match flow_part(image, &services, args, true).await {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed(format!("{e:#}")),
+    };
+    let mut lines = Vec::new();
+    let line = format!(
+        "end-to-end throughput, {} flood containers (LOG_RATE=0, {}-byte lines, Docker log driver {}) → agent → server → 1 `nococtl logs -f --no-prefix`, {} window: {} lines/s, {:.1} MB/s at the reader (goal: ≥ 100,000 lines/s; the containers wrote {} lines/s); CPU of one core: agent {}, server {}, reader {}; machine busy {} of {} cores ({}) [load {}]",
+        args.flood_containers,
+        args.line_bytes,
+        args.log_driver,
+        fmt_s(flow.wall),
+        fmt_count(flow.lines_per_s()),
+        flow.mb_per_s(),
+        fmt_count(flow.written_per_s()),
+        fmt_pct(flow.agent_cpu),
+        fmt_pct(flow.server_cpu),
+        fmt_pct(flow.reader_cpu),
+        fmt_pct(flow.machine),
+        cores(),
+        flow.busiest,
+        flow.load,
+    );
+    println!("{line}");
+    lines.push(line);
+    match reference {
+        Some(Ok(r)) => {
+            let line = format!(
+                "  for reference, Docker's own log API on the same containers (the agent stopped; this process follows them with bollard, with timestamps as the agent asks), {} window: {} lines/s, {:.1} MB/s; machine busy {} of {} cores ({}) [load {}]",
+                fmt_s(r.wall),
+                fmt_count(r.lines_per_s()),
+                r.mb_per_s(),
+                fmt_pct(r.machine),
+                cores(),
+                r.busiest,
+                r.load
+            );
+            println!("{line}");
+            lines.push(line);
+        }
+        Some(Err(e)) => println!("warning: the Docker reference: {e:#}"),
+        None => {}
+    }
+    Outcome::Measured(lines)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A fresh server and agent, the stack deployed, a reader's window measured.
+async fn flow_part(
+    image: &str,
+    services: &[(String, Vec<(&str, String)>)],
+    args: &Args,
+    reference: bool,
+) -> anyhow::Result<(Flow, Option<anyhow::Result<Flow>>)> {
+    let mut rig = Rig::start(image).await?;
+    rig.deploy(compose(services, &args.log_driver)).await?;
+    let containers: Vec<String> = services
+        .iter()
+        .map(|(service, _)| format!("{}{STACK}-{service}-1", rig.projects.0))
+        .collect();
+    let window = Duration::from_secs(args.window as u64);
+    let flow = read_window(
+        &mut rig,
+        &containers,
+        Duration::from_secs(args.warmup),
+        window,
+    )
+    .await?;
+    if !reference {
+        return Ok((flow, None));
+    }
+    // The agent stops following; the containers keep writing.
+    rig.agent.kill();
+    Ok((flow, Some(docker_follow(&containers, window))))
+}
+
+/// Follow `containers`' new lines through Docker's log API from this process for `window`:
+/// what any reader of Docker's logs gets on this machine.
+fn docker_follow(containers: &[String], window: Duration) -> anyhow::Result<Flow> {
+    let l = Arc::new(AtomicU64::new(0));
+    let b = Arc::new(AtomicU64::new(0));
+    harness("following the containers through Docker", || {
+        with_docker(|docker| async move {
+            let mut tasks = Vec::new();
+            for name in containers {
+                let (docker, name, l, b) = (docker.clone(), name.clone(), l.clone(), b.clone());
+                tasks.push(tokio::spawn(async move {
+                    let opts = LogsOptionsBuilder::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .follow(true)
+                        .timestamps(true)
+                        .tail("0")
+                        .build();
+                    let mut stream = docker.logs(&name, Some(opts));
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        let chunk = chunk.into_bytes();
+                        let newlines = chunk.iter().filter(|&&c| c == b'\n').count();
+                        l.fetch_add(newlines as u64, Ordering::Relaxed);
+                        b.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                }));
+            }
+            // The follows are up once lines arrive.
+            let start = Instant::now();
+            while l.load(Ordering::Relaxed) == 0 && start.elapsed() < FIRST_LINE_TIMEOUT {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (l0, b0) = (l.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+            let (machine0, procs0) = (machine_busy_seconds(), cpu_by_process());
+            let t0 = Instant::now();
+            tokio::time::sleep(window).await;
+            let wall = t0.elapsed();
+            let (l1, b1) = (l.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+            let (machine1, procs1) = (machine_busy_seconds(), cpu_by_process());
+            for t in &tasks {
+                t.abort();
+            }
+            Ok(Flow {
+                wall,
+                lines: l1 - l0,
+                written: 0,
+                bytes: b1 - b0,
+                agent_cpu: None,
+                server_cpu: None,
+                reader_cpu: None,
+                machine: cpu_share(machine0, machine1, wall),
+                busiest: busiest(&procs0, &procs1, wall),
+                load: load_average(),
+            })
+        })
+    })?
+}
+
+// ------------------------------------------------------------------------------------ part 2
+
+async fn paced(args: &Args, image: &str) -> Outcome {
+    let n = args.paced_containers;
+    let services: Vec<(String, Vec<(&str, String)>)> = (0..n)
+        .map(|i| {
+            // The rate shared out, the remainder to the first ones.
+            let rate = args.paced_rate / n + usize::from(i < args.paced_rate % n);
+            (
+                format!("paced{}", i + 1),
+                vec![
+                    ("LOG_RATE", rate.to_string()),
+                    ("LOG_PAD", args.line_bytes.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let flow = match flow_part(image, &services, args, false).await {
+        Ok((f, _)) => f,
+        Err(e) => return Outcome::Failed(format!("{e:#}")),
+    };
+    let line = format!(
+        "agent at {} lines/s ({n} containers, {}-byte lines), {} window: agent CPU {} of one core (goal: < 20%); the containers wrote {} lines/s, the reader received {} lines/s ({:.1} MB/s); server CPU {}, reader {}; machine busy {} of {} cores ({}) [load {}]",
+        fmt_count(args.paced_rate as f64),
+        args.line_bytes,
+        fmt_s(flow.wall),
+        fmt_pct(flow.agent_cpu),
+        fmt_count(flow.written_per_s()),
+        fmt_count(flow.lines_per_s()),
+        flow.mb_per_s(),
+        fmt_pct(flow.server_cpu),
+        fmt_pct(flow.reader_cpu),
+        fmt_pct(flow.machine),
+        cores(),
+        flow.busiest,
+        flow.load,
+    );
+    println!("{line}");
+    Outcome::Measured(vec![line])
+}
+
+// ------------------------------------------------------------------------------------ part 3
+
+async fn idle(args: &Args, image: &str) -> Outcome {
+    match measure_idle(args, image).await {
+        Ok(line) => {
+            println!("{line}");
+            Outcome::Measured(vec![line])
+        }
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    }
+}
+
+async fn measure_idle(args: &Args, image: &str) -> anyhow::Result<String> {
+    let n = args.idle_containers;
+    let services: Vec<(String, Vec<(&str, String)>)> = (1..=n)
+        .map(|i| (format!("idle{i}"), vec![("VERSION", i.to_string())]))
+        .collect();
+    let mut rig = Rig::start(image).await?;
+    rig.deploy(compose(&services, &args.log_driver)).await?;
+    println!(
+        "settling for {} s (the agent samples metrics every 10 s)",
+        args.idle_settle
+    );
+    tokio::time::sleep(Duration::from_secs(args.idle_settle)).await;
+    rig.check_agent()?;
+    let pid = rig.agent_pid();
+    let window = Duration::from_secs(args.idle_window as u64);
+    let rss_start = rss_kib(&pid);
+    let cpu0 = cpu_seconds(&pid);
+    let t0 = Instant::now();
+    let mut peak = rss_start.unwrap_or(0);
+    while t0.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(1).min(window.saturating_sub(t0.elapsed()))).await;
+        rig.check_agent()?;
+        peak = peak.max(rss_kib(&pid).unwrap_or(0));
+    }
+    let wall = t0.elapsed();
+    let cpu = cpu_share(cpu0, cpu_seconds(&pid), wall);
+    let rss_end = rss_kib(&pid);
+    // The server has the agent's metrics of every container.
+    let top = rig
+        .control
+        .top(pb::TopRequest {
+            hosts: vec![AGENT.to_string()],
+            stack: STACK.to_string(),
+            containers: true,
+        })
+        .await
+        .map_err(|s| anyhow!("Top: {}", status_text(&s)))?
+        .into_inner();
+    let sampled = top
+        .hosts
+        .iter()
+        .find(|h| h.host == AGENT)
+        .map(|h| (h.metrics.is_some(), h.containers.len()));
+    let metrics = match sampled {
+        Some((true, c)) => format!("the server holds its metrics of {c} containers"),
+        Some((false, _)) => "the server holds no metrics of it yet".to_string(),
+        None => "the host is not in Top".to_string(),
+    };
+    Ok(format!(
+        "idle agent, {n} containers printing nothing, metrics every 10 s, {} window after {} s: RSS {} (at start {}, peak {}; goal: < 15 MiB), CPU {} of one core (goal: < 0.2%); {metrics} [load {}]",
+        fmt_s(wall),
+        args.idle_settle,
+        rss_end.map(fmt_mib).unwrap_or_else(|| "?".into()),
+        rss_start.map(fmt_mib).unwrap_or_else(|| "?".into()),
+        fmt_mib(peak),
+        fmt_pct(cpu),
+        load_average(),
+    ))
+}
+
+// ------------------------------------------------------------------------------------ part 4
+
+/// Counters over every simulated host's telemetry stream.
+#[derive(Debug, Default)]
+struct SimCounters {
+    /// Records queued towards the server.
+    sent: AtomicU64,
+    /// Records the server acknowledged holding.
+    acked: AtomicU64,
+    /// Seconds whose batch waited, because the stream had [`SIM_IN_FLIGHT`] messages queued.
+    backed_up: AtomicU64,
+    samples: AtomicU64,
+    /// Why streams ended on their own.
+    lost: Mutex<Failures>,
+}
+
+/// What a simulated host sends.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    containers: usize,
+    lines: usize,
+    metrics_every: u64,
+}
+
+/// An open telemetry stream of a simulated host.
+struct Stream {
+    // Held so that the connection stays up as long as the stream.
+    _client: pb::telemetry_client::TelemetryClient<Channel>,
+    tx: mpsc::Sender<pb::TelemetryUp>,
+    inbound: tonic::Streaming<pb::TelemetryDown>,
+    after_seq: u64,
+    tail_bytes: u64,
+}
+
+/// Connect with the host's certificate on a connection of its own, say TelemetryHello, wait for
+/// LogResume (as `noco-agent` does).
+async fn open_stream(addr: &ServerAddr, host: &SimHost) -> Result<Stream, String> {
+    let config = Arc::new(
+        tls::client_config(&host.ca_pem, &host.cert_pem, &host.key_pem)
+            .map_err(|e| format!("TLS configuration: {e}"))?,
+    );
+    let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| format!("connecting: {}", dial::describe(&e)))?;
+    let mut client = pb::telemetry_client::TelemetryClient::new(channel)
+        .max_decoding_message_size(MAX_TELEMETRY_MESSAGE)
+        .max_encoding_message_size(MAX_TELEMETRY_MESSAGE);
+    let (tx, rx) = mpsc::channel(SIM_IN_FLIGHT);
+    tx.send(pb::TelemetryUp {
+        msg: Some(UpMsg::Hello(pb::TelemetryHello { next_seq: 1 })),
+    })
+    .await
+    .map_err(|_| "queueing TelemetryHello: the stream is closed".to_string())?;
+    let mut inbound =
+        match tokio::time::timeout(CALL_TIMEOUT, client.stream(ReceiverStream::new(rx))).await {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => return Err(format!("Telemetry.Stream: {}", status_text(&status))),
+            Err(_) => {
+                return Err(format!(
+                    "Telemetry.Stream did not answer within {CALL_TIMEOUT:?}"
+                ));
+            }
+        };
+    let resume = match tokio::time::timeout(CALL_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(pb::TelemetryDown {
+            msg: Some(DownMsg::Resume(r)),
+        }))) => r,
+        Ok(Ok(Some(other))) => return Err(format!("expected LogResume, got {other:?}")),
+        Ok(Ok(None)) => return Err("the server closed the stream before LogResume".to_string()),
+        Ok(Err(status)) => return Err(format!("waiting for LogResume: {}", status_text(&status))),
+        Err(_) => return Err(format!("no LogResume within {CALL_TIMEOUT:?}")),
+    };
+    Ok(Stream {
+        _client: client,
+        tx,
+        inbound,
+        after_seq: resume.after_seq,
+        tail_bytes: resume.tail_bytes,
+    })
+}
+
+/// One simulated host's containers: their names, ids and lines.
+struct SimContainers {
+    /// `(service, container name, container id)`.
+    names: Vec<(String, String, String)>,
+}
+
+impl SimContainers {
+    fn new(host: usize, n: usize) -> SimContainers {
+        let names = (0..n)
+            .map(|c| {
+                let base = SIM_SERVICES[c % SIM_SERVICES.len()];
+                let service = if c < SIM_SERVICES.len() {
+                    base.to_string()
+                } else {
+                    format!("{base}{}", c / SIM_SERVICES.len() + 1)
+                };
+                let container = format!("{SIM_STACK}-{service}-1");
+                // 64 hex digits, as Docker's ids.
+                let id = format!("{:032x}{:032x}", host as u128 + 1, c as u128 + 1);
+                (service, container, id)
+            })
+            .collect();
+        SimContainers { names }
+    }
+
+    /// A second's records: `lines` of every container, interleaved, from sequence `seq`.
+    fn batch(&self, seq: u64, lines: usize, now: SystemTime) -> Vec<pb::LogRecord> {
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let stamp = humantime::format_rfc3339_millis(now).to_string();
+        let mut records = Vec::with_capacity(lines * self.names.len());
+        for j in 0..lines {
+            for (service, container, id) in &self.names {
+                let s = seq + records.len() as u64;
+                records.push(pb::LogRecord {
+                    seq: s,
+                    // Spread over the past second.
+                    time_unix_nanos: nanos - 1_000_000_000
+                        + (j as i64 * 1_000_000_000 / lines as i64),
+                    stack: SIM_STACK.to_string(),
+                    service: service.clone(),
+                    number: 1,
+                    container: container.clone(),
+                    container_id: id.clone(),
+                    stream: pb::LogStream::Stdout.into(),
+                    line: line(&stamp, service, s).into_bytes(),
+                    truncated: 0,
+                    dropped: 0,
+                });
+            }
+        }
+        records
+    }
+
+    /// A metrics sample of the host and its containers.
+    fn sample(&self, tick: u64, now_ms: i64) -> pb::MetricsSample {
+        let wobble = (tick % 7) as f64;
+        pb::MetricsSample {
+            time_unix_ms: now_ms,
+            host: Some(pb::HostMetrics {
+                cpus: 4,
+                cpu_percent: 12.5 + wobble,
+                memory_used_bytes: (3 << 30) + tick * 4096,
+                memory_total_bytes: 8 << 30,
+                load1: 0.4 + wobble / 10.0,
+                load5: 0.5,
+                load15: 0.6,
+                disks: vec![pb::DiskUsage {
+                    mount: "/".to_string(),
+                    used_bytes: 21 << 30,
+                    total_bytes: 80 << 30,
+                }],
+                net_rx_bytes: 1_000_000_000 + tick * 250_000,
+                net_tx_bytes: 800_000_000 + tick * 200_000,
+                containers_running: self.names.len() as u32,
+                containers_total: self.names.len() as u32,
+                uptime_secs: 86_400 + tick,
+            }),
+            containers: self
+                .names
+                .iter()
+                .map(|(service, container, id)| pb::ContainerMetrics {
+                    stack: SIM_STACK.to_string(),
+                    service: service.clone(),
+                    number: 1,
+                    container: container.clone(),
+                    container_id: id.clone(),
+                    state: "running".to_string(),
+                    health: pb::Health::Healthy.into(),
+                    restarts: 0,
+                    cpu_percent: 1.5 + wobble,
+                    memory_bytes: (64 << 20) + tick * 1024,
+                    memory_limit_bytes: 0,
+                    net_rx_bytes: 10_000_000 + tick * 10_000,
+                    net_tx_bytes: 8_000_000 + tick * 8_000,
+                    block_read_bytes: 1 << 20,
+                    block_write_bytes: 2 << 20,
+                    pids: 12,
+                })
+                .collect(),
+            collect_ms: 3,
+        }
+    }
+}
+
+/// A realistic line of about 100 bytes (an access log).
+fn line(stamp: &str, service: &str, seq: u64) -> String {
+    let path = ["items", "orders", "users", "carts", "search"][(seq % 5) as usize];
+    let status = if seq.is_multiple_of(50) { 404 } else { 200 };
+    format!(
+        "{stamp} INFO {service}: GET /api/v1/{path}/{} {status} {}ms req={:012x} ip=10.1.{}.{}",
+        seq % 10_000,
+        seq % 97 + 1,
+        seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16,
+        seq % 200 + 10,
+        seq % 250 + 2
+    )
+}
+
+/// Send a second's batch every second (starting at `offset` into the second, so the hosts are
+/// spread over it) and a metrics sample every [`Load::metrics_every`] seconds; count acks. Until
+/// the stream ends (why is recorded) or the task is aborted.
+async fn feed(
+    mut stream: Stream,
+    host: usize,
+    load: Load,
+    offset: Duration,
+    counters: Arc<SimCounters>,
+) {
+    let containers = SimContainers::new(host, load.containers);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + offset, Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut next_seq = stream.after_seq + 1;
+    let mut acked = stream.after_seq;
+    let mut ticks = 0u64;
+    let why = loop {
+        tokio::select! {
+            msg = stream.inbound.message() => match msg {
+                Ok(Some(pb::TelemetryDown { msg: Some(DownMsg::Ack(ack)) })) => {
+                    if ack.seq > acked {
+                        counters.acked.fetch_add(ack.seq - acked, Ordering::Relaxed);
+                        acked = ack.seq;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break "the server closed the stream".to_string(),
+                Err(status) => break format!("stream ended: {}", status_text(&status)),
+            },
+            _ = tick.tick() => {
+                let now = SystemTime::now();
+                if ticks.is_multiple_of(load.metrics_every) {
+                    let sample = pb::TelemetryUp {
+                        msg: Some(UpMsg::Metrics(containers.sample(ticks, unix_ms()))),
+                    };
+                    match stream.tx.try_send(sample) {
+                        Ok(()) => {
+                            counters.samples.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            break "the stream's send side closed".to_string();
+                        }
+                    }
+                }
+                ticks += 1;
+                let records = containers.batch(next_seq, load.lines, now);
+                let n = records.len() as u64;
+                let batch = pb::TelemetryUp { msg: Some(UpMsg::Logs(pb::LogBatch { records })) };
+                match stream.tx.try_send(batch) {
+                    Ok(()) => {
+                        next_seq += n;
+                        counters.sent.fetch_add(n, Ordering::Relaxed);
+                    }
+                    // Its numbers are used by the next second's batch.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counters.backed_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        break "the stream's send side closed".to_string();
+                    }
+                }
+            }
+        }
+    };
+    lock(&counters.lost).add(why);
+}
+
+/// What part 4 allows the server to grow by beyond the caps.
+struct Margin {
+    streams: u64,
+    hosts: u64,
+    follow: u64,
+    allocator: u64,
+}
+
+impl Margin {
+    fn new(n: usize, total_cap: u64) -> Margin {
+        // The followers' ring (none here, but it is what the hub may hold): see
+        // noco_server::telemetry::logs::FOLLOW_BUFFER.
+        let batch = noco_proto::limits::MAX_LOG_BATCH as u64;
+        let follow_batches = (total_cap / 8 / batch).clamp(64, 1024);
+        Margin {
+            streams: n as u64 * MARGIN_PER_STREAM_KIB * 1024,
+            hosts: n as u64 * MARGIN_PER_HOST_KIB * 1024,
+            follow: follow_batches * batch,
+            allocator: MARGIN_ALLOCATOR_MIB << 20,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.streams + self.hosts + self.follow + self.allocator
+    }
+
+    fn describe(&self, n: usize) -> String {
+        format!(
+            "{} = streams {n} × {MARGIN_PER_STREAM_KIB} KiB + metrics {n} × {MARGIN_PER_HOST_KIB} KiB + followers' ring {} + allocator {}",
+            fmt_bytes(self.total()),
+            fmt_bytes(self.follow),
+            fmt_bytes(self.allocator)
+        )
+    }
+}
+
+async fn fleet_memory(args: &Args) -> Outcome {
+    let n = args.hosts;
+    if let Err(why) = fits(n, "this process", "self") {
+        return Outcome::Skipped(why);
+    }
+    let extra = vec![
+        "--log-bytes-total".to_string(),
+        args.log_bytes_total.to_string(),
+        "--log-bytes-per-host".to_string(),
+        args.log_bytes_per_host.to_string(),
+    ];
+    println!(
+        "server: --log-bytes-total {} --log-bytes-per-host {} (--log-lines-per-container 5000, --metrics-history 1h: defaults)",
+        fmt_bytes(args.log_bytes_total),
+        fmt_bytes(args.log_bytes_per_host)
+    );
+    let mut fleet = match harness("starting the server", || {
+        Fleet::start(ServerOptions {
+            heartbeat: SIM_HEARTBEAT.into(),
+            extra,
+            ..ServerOptions::default()
+        })
+    }) {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed(format!("{e:#}")),
+    };
+    let server_pid = fleet
+        .server
+        .as_ref()
+        .map(Proc::pid)
+        .unwrap_or(0)
+        .to_string();
+    let outcome = match fits(n, "the server", &server_pid) {
+        Err(why) => Outcome::Skipped(why),
+        Ok(()) => match measure_fleet(args, &fleet, &server_pid).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        },
+    };
+    if let Err(e) = harness("stopping the server", || fleet.stop_server()) {
+        println!("warning: {e:#}");
+    }
+    outcome
+}
+
+async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::Result<Outcome> {
+    let n = args.hosts;
+    let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
+    let mut control = admin_client(fleet).await?;
+    let enrolled = enroll_sims(fleet, &control, n, "logs benchmark", PHASE).await?;
+
+    let rss_before = rss_kib(server_pid).unwrap_or(0);
+    println!(
+        "server RSS before the telemetry streams open: {} [load {}]",
+        fmt_mib(rss_before),
+        load_average()
+    );
+    let start = Instant::now();
+    let limit = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
+    let tasks: Vec<_> = enrolled
+        .hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let addr = addr.clone();
+            let limit = limit.clone();
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+                open_stream(&addr, &host).await.map(|s| (i, s))
+            })
+        })
+        .collect();
+    let (streams, failures) =
+        collect_tasks("telemetry streams open", tasks, PHASE.deadline(n)).await;
+    failures.report("telemetry streams");
+    let opened = streams.len();
+    let tail_bytes = streams.first().map_or(0, |(_, s)| s.tail_bytes);
+    println!(
+        "opened {opened}/{n} telemetry streams in {} ({}/s); LogResume asks for {} of tail",
+        fmt_s(start.elapsed()),
+        rate(opened, start.elapsed()),
+        fmt_bytes(tail_bytes)
+    );
+    if (opened as f64) < n as f64 * MIN_ESTABLISHED {
+        bail!("only {opened} of {n} telemetry streams opened");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_open = rss_kib(server_pid).unwrap_or(0);
+    println!(
+        "server RSS with {opened} idle telemetry streams: {} (+{}, {:.1} KiB/stream) [load {}]",
+        fmt_mib(rss_open),
+        fmt_mib(rss_open.saturating_sub(rss_before)),
+        rss_open.saturating_sub(rss_before) as f64 / opened.max(1) as f64,
+        load_average()
+    );
+
+    // Load on.
+    let load = Load {
+        containers: args.host_containers,
+        lines: args.host_lines,
+        metrics_every: args.metrics_every as u64,
+    };
+    let offered = (opened * load.containers * load.lines) as f64;
+    println!(
+        "each host sends {} × {} lines every second ({} lines/s from all, about {:.1} MB/s of lines) and metrics of {} containers every {} s, for {} s",
+        load.containers,
+        load.lines,
+        fmt_count(offered),
+        offered * 100.0 / 1e6,
+        load.containers,
+        load.metrics_every,
+        args.sim_window
+    );
+    let counters = Arc::new(SimCounters::default());
+    let feeders: Vec<_> = streams
+        .into_iter()
+        .map(|(i, stream)| {
+            let offset = Duration::from_micros((i as u64 * 1_000_000) / opened as u64);
+            tokio::spawn(feed(stream, i, load, offset, counters.clone()))
+        })
+        .collect();
+
+    let result = watch_fleet(args, server_pid, rss_before, opened, &counters).await;
+    let held = held_lines(&mut control).await;
+    let top = top_counts(&mut control).await;
+    for f in &feeders {
+        f.abort();
+    }
+    for f in feeders {
+        let _ = f.await;
+    }
+    let lost = lock(&counters.lost);
+    lost.report("telemetry streams (ended on their own)");
+    let (mut lines, report) = result;
+    match held {
+        Ok(line) => {
+            println!("{line}");
+            lines.push(line);
+        }
+        Err(e) => println!("warning: reading the logs back: {e:#}"),
+    }
+    match top {
+        Ok(line) => {
+            println!("{line}");
+            lines.push(line);
+        }
+        Err(e) => println!("warning: Top: {e:#}"),
+    }
+    if lost.total > 0 {
+        return Ok(Outcome::Partial(
+            lines,
+            format!("{} telemetry streams ended during the run", lost.total),
+        ));
+    }
+    Ok(match report {
+        Some(why) => Outcome::Partial(lines, why),
+        None => Outcome::Measured(lines),
+    })
+}
+
+/// Sample the server every second for the window, print a row every `--report-every` seconds,
+/// and the summary lines; a reason to fail, if any.
+async fn watch_fleet(
+    args: &Args,
+    server_pid: &str,
+    rss_before: u64,
+    n: usize,
+    counters: &SimCounters,
+) -> (Vec<String>, Option<String>) {
+    let window = Duration::from_secs(args.sim_window as u64);
+    let every = args.report_every.max(1);
+    let caps = args.log_bytes_total;
+    let margin = Margin::new(n, caps);
+    let budget_kib = (caps + margin.total()) / 1024;
+    let start = Instant::now();
+    let cpu0 = cpu_seconds(server_pid);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    tick.tick().await;
+    let mut peak = 0u64;
+    let mut rows = Vec::new();
+    let mut last = (0u64, 0u64, cpu0, Instant::now());
+    let mut seconds = 0usize;
+    while start.elapsed() < window {
+        tick.tick().await;
+        seconds += 1;
+        let rss = rss_kib(server_pid).unwrap_or(0);
+        peak = peak.max(rss);
+        if seconds.is_multiple_of(every) || start.elapsed() >= window {
+            let acked = counters.acked.load(Ordering::Relaxed);
+            let sent = counters.sent.load(Ordering::Relaxed);
+            let cpu = cpu_seconds(server_pid);
+            let wall = last.3.elapsed();
+            let accepted = (acked - last.0) as f64 / wall.as_secs_f64().max(1e-9);
+            let queued = (sent - last.1) as f64 / wall.as_secs_f64().max(1e-9);
+            let row = format!(
+                "  t={:>3} s: server RSS {} (+{} over before the streams; peak so far {}), accepted {} lines/s (sent {}/s), server CPU {} of one core [load {}]",
+                seconds,
+                fmt_mib(rss),
+                fmt_mib(rss.saturating_sub(rss_before)),
+                fmt_mib(peak),
+                fmt_count(accepted),
+                fmt_count(queued),
+                fmt_pct(cpu_share(last.2, cpu, wall)),
+                load_average()
+            );
+            println!("{row}");
+            rows.push(row);
+            last = (acked, sent, cpu, Instant::now());
+        }
+    }
+    let wall = start.elapsed();
+    let rss_end = rss_kib(server_pid).unwrap_or(0);
+    peak = peak.max(rss_end);
+    let acked = counters.acked.load(Ordering::Relaxed);
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let backed_up = counters.backed_up.load(Ordering::Relaxed);
+    let samples = counters.samples.load(Ordering::Relaxed);
+    let cpu = cpu_share(cpu0, cpu_seconds(server_pid), wall);
+    let grown_end = rss_end.saturating_sub(rss_before);
+    let grown_peak = peak.saturating_sub(rss_before);
+    let within = if grown_peak <= budget_kib {
+        "stays within caps"
+    } else {
+        "does NOT stay within caps"
+    };
+    let offered = n * args.host_containers * args.host_lines;
+    let mut lines = vec![format!(
+        "{n} simulated hosts × {} containers × {} lines/s ({} lines/s offered), metrics every {} s, {} window: accepted {} lines/s ({} lines in all; {} sent; {backed_up} host-seconds backed up), {samples} metrics samples; server CPU {} of one core [load {}]",
+        args.host_containers,
+        args.host_lines,
+        fmt_count(offered as f64),
+        args.metrics_every,
+        fmt_s(wall),
+        fmt_count(acked as f64 / wall.as_secs_f64().max(1e-9)),
+        fmt_count(acked as f64),
+        fmt_count(sent as f64),
+        fmt_pct(cpu),
+        load_average()
+    )];
+    lines.push(format!(
+        "server RSS: {} before the streams, {} at the end (+{}), peak {} (+{}); caps --log-bytes-total {} (--log-bytes-per-host {}) + margin {} → {within} (limit +{}) [load {}]",
+        fmt_mib(rss_before),
+        fmt_mib(rss_end),
+        fmt_mib(grown_end),
+        fmt_mib(peak),
+        fmt_mib(grown_peak),
+        fmt_bytes(caps),
+        fmt_bytes(args.log_bytes_per_host),
+        margin.describe(n),
+        fmt_mib(budget_kib),
+        load_average()
+    ));
+    lines.push("server RSS over time:".to_string());
+    lines.extend(rows);
+    for line in &lines[..2] {
+        println!("{line}");
+    }
+    let why = (acked == 0).then(|| "the server acknowledged no log line".to_string());
+    (lines, why)
+}
+
+/// How many lines the server holds of the first simulated host (a Logs read, no follow).
+async fn held_lines(control: &mut Control) -> anyhow::Result<String> {
+    let host = format!("{SIM_PREFIX}00000");
+    let request = pb::LogsRequest {
+        stack: SIM_STACK.to_string(),
+        hosts: vec![host.clone()],
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let count = tokio::time::timeout(CALL_TIMEOUT, async {
+        let mut stream = control
+            .logs(request)
+            .await
+            .map_err(|s| anyhow!("Logs: {}", status_text(&s)))?
+            .into_inner();
+        let mut count = 0usize;
+        while let Some(batch) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow!("Logs: {}", status_text(&s)))?
+        {
+            count += batch.entries.iter().filter(|e| e.record.is_some()).count();
+        }
+        anyhow::Ok(count)
+    })
+    .await
+    .map_err(|_| anyhow!("Logs did not finish within {CALL_TIMEOUT:?}"))??;
+    Ok(format!(
+        "`nococtl logs {SIM_STACK} --host {host}` reads {count} lines held of that host (in {})",
+        fmt_s(start.elapsed())
+    ))
+}
+
+/// Hosts with metrics, and the containers with metrics, by Top.
+async fn top_counts(control: &mut Control) -> anyhow::Result<String> {
+    let start = Instant::now();
+    let top = tokio::time::timeout(
+        CALL_TIMEOUT,
+        control.top(pb::TopRequest {
+            hosts: Vec::new(),
+            stack: String::new(),
+            containers: true,
+        }),
+    )
+    .await
+    .map_err(|_| anyhow!("Top did not answer within {CALL_TIMEOUT:?}"))?
+    .map_err(|s| anyhow!("Top: {}", status_text(&s)))?
+    .into_inner();
+    let with_metrics = top.hosts.iter().filter(|h| h.metrics.is_some()).count();
+    let containers: usize = top.hosts.iter().map(|h| h.containers.len()).sum();
+    Ok(format!(
+        "Top: {with_metrics}/{} hosts with metrics, {containers} containers (in {})",
+        top.hosts.len(),
+        fmt_s(start.elapsed())
+    ))
+}
+
+// ------------------------------------------------------------------------------------ formatting
+
+/// A size in bytes: `1048576`, or with a binary unit (`256KiB`, `64MiB`, `1GiB`), as the
+/// server reads it.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let refused =
+        || format!("{text:?} is not a size: use bytes (1048576) or a unit (512KiB, 8MiB, 1GiB)");
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| refused())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(refused()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(refused)
+}
+
+fn fmt_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
+/// A count with thousands separators: `123,456`.
+fn fmt_count(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
