@@ -122,6 +122,11 @@ pub fn lines(v: &HostDetailView, history: bool) -> Vec<String> {
         } else {
             lines.extend(output::listed_lines(&v.history));
         }
+        if !v.container_history.is_empty() {
+            lines.push(String::new());
+            lines.push("containers' history:".to_string());
+            lines.extend(output::listed_lines(&v.container_history));
+        }
     }
     lines
 }
@@ -147,6 +152,15 @@ mod tests {
                 cpu_percent: 50.0,
                 memory_used_bytes: 1024,
                 load1: 1.0,
+            }],
+            container_history: vec![pb::ContainerHistory {
+                container: "shop-web-1".into(),
+                points: vec![pb::ContainerMetricsPoint {
+                    time_unix_ms: 1_700_000_000_000,
+                    cpu_percent: 12.5,
+                    memory_bytes: 64 * 1024 * 1024,
+                }],
+                ..Default::default()
             }],
         }
     }

@@ -31,7 +31,16 @@
 //!    acks are read and counted. Over `--sim-window` seconds (default 60) the server's RSS is
 //!    printed every `--report-every` seconds (10) with the lines/s it accepted (acked); at the
 //!    end its growth over the RSS before the streams opened is set against the caps plus a stated
-//!    margin. Needs no Docker.
+//!    margin ([`Margin`]), and the lines the server holds of one host are read back (with what
+//!    they count for in the server's accounting). Then a control run (`--control-window`
+//!    seconds, default 30; 0: none): the same load on a fresh server with the smallest caps
+//!    (256KiB in all, so it holds next to no logs); the difference of the two growths is what
+//!    the held logs cost. Needs no Docker.
+//!
+//! Parts 1 and 2 also print what the whole machine was busy with during the window (every
+//! process's CPU, by name, from `/proc`) and how many lines the containers wrote (the number of
+//! each one's last line, as Docker holds it); part 1 then stops the agent and measures, for
+//! reference, how fast this process can follow the same containers through Docker's log API.
 //!
 //! Every figure is printed with the machine's load average. Goals are not asserted: it only
 //! measures and prints. It exits non-zero with a message when something breaks (a process does
@@ -112,6 +121,8 @@ const PHASE: PhaseLimit = PhaseLimit {
 const MARGIN_PER_STREAM_KIB: u64 = 64;
 const MARGIN_PER_HOST_KIB: u64 = 8;
 const MARGIN_ALLOCATOR_MIB: u64 = 32;
+/// The smallest `--log-bytes-per-host` (and so `--log-bytes-total`) the server takes.
+const MIN_LOG_BYTES: u64 = 256 << 10;
 
 // ------------------------------------------------------------------------------------ main
 
@@ -182,6 +193,10 @@ struct Args {
     /// Part 4: the server's `--log-bytes-per-host` (at least 256KiB).
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     log_bytes_per_host: u64,
+    /// Part 4: seconds of a control run after it, the same load on a server whose caps are the
+    /// smallest (256KiB in all): what the streams cost without the logs (0: no control run).
+    #[arg(long, default_value_t = 30)]
+    control_window: usize,
 }
 
 impl Args {
@@ -197,7 +212,7 @@ fn main() -> std::process::ExitCode {
 /// Run the parts asked for, print the summary; whether everything that ran succeeded.
 async fn bench(args: Args) -> bool {
     let settings = format!(
-        "parts {}; --log-driver {} --flood-containers {} --line-bytes {} --warmup {} --window {} --paced-rate {} --paced-containers {} --idle-containers {} --idle-settle {} --idle-window {} --hosts {} --host-containers {} --host-lines {} --metrics-every {} --sim-window {} --log-bytes-total {} --log-bytes-per-host {}",
+        "parts {}; --log-driver {} --flood-containers {} --line-bytes {} --warmup {} --window {} --paced-rate {} --paced-containers {} --idle-containers {} --idle-settle {} --idle-window {} --hosts {} --host-containers {} --host-lines {} --metrics-every {} --sim-window {} --log-bytes-total {} --log-bytes-per-host {} --control-window {}",
         if args.part.is_empty() {
             "all".to_string()
         } else {
@@ -220,6 +235,7 @@ async fn bench(args: Args) -> bool {
         args.sim_window,
         fmt_bytes(args.log_bytes_total),
         fmt_bytes(args.log_bytes_per_host),
+        args.control_window,
     );
     let Some(machine) = begin("logs", "logs and metrics", &settings) else {
         return false;
@@ -1322,21 +1338,103 @@ impl Margin {
     }
 }
 
+/// The log caps of one run of part 4.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    total: u64,
+    per_host: u64,
+}
+
+/// The server's memory over one run of part 4.
+struct FleetFigures {
+    lines: Vec<String>,
+    rss_before: u64,
+    rss_end: u64,
+    /// Why the run failed, after measuring.
+    why: Option<String>,
+}
+
 async fn fleet_memory(args: &Args) -> Outcome {
-    let n = args.hosts;
-    if let Err(why) = fits(n, "this process", "self") {
+    if let Err(why) = fits(args.hosts, "this process", "self") {
         return Outcome::Skipped(why);
     }
+    let caps = Caps {
+        total: args.log_bytes_total,
+        per_host: args.log_bytes_per_host,
+    };
+    let main = match fleet_run(args, caps, args.sim_window, true).await {
+        Ok(f) => f,
+        Err(outcome) => return outcome,
+    };
+    let mut lines = main.lines;
+    if let Some(why) = main.why {
+        return Outcome::Partial(lines, why);
+    }
+    if args.control_window == 0 {
+        return Outcome::Measured(lines);
+    }
+    // The same load on a server that holds next to nothing: what the streams, their buffers and
+    // the allocator cost without the rings.
+    let smallest = Caps {
+        total: MIN_LOG_BYTES,
+        per_host: MIN_LOG_BYTES,
+    };
+    println!();
+    println!(
+        "control run: the same load on a fresh server with --log-bytes-total {} (it holds next to no logs), {} s",
+        fmt_bytes(MIN_LOG_BYTES),
+        args.control_window
+    );
+    let control = match fleet_run(args, smallest, args.control_window, false).await {
+        Ok(f) => f,
+        Err(Outcome::Skipped(why) | Outcome::Failed(why)) => {
+            return Outcome::Partial(lines, format!("the control run: {why}"));
+        }
+        Err(_) => return Outcome::Partial(lines, "the control run failed".to_string()),
+    };
+    let grown = main.rss_end.saturating_sub(main.rss_before);
+    let grown_control = control.rss_end.saturating_sub(control.rss_before);
+    let line = format!(
+        "control run, same load with --log-bytes-total {} for {} s: server RSS +{} at the end ({} before the streams, {} at the end); so what the held logs cost: +{} − +{} = {} for the {} cap [load {}]",
+        fmt_bytes(MIN_LOG_BYTES),
+        args.control_window,
+        fmt_mib(grown_control),
+        fmt_mib(control.rss_before),
+        fmt_mib(control.rss_end),
+        fmt_mib(grown),
+        fmt_mib(grown_control),
+        fmt_mib(grown.saturating_sub(grown_control)),
+        fmt_bytes(caps.total),
+        load_average()
+    );
+    println!("{line}");
+    lines.push(line);
+    match control.why {
+        Some(why) => Outcome::Partial(lines, format!("the control run: {why}")),
+        None => Outcome::Measured(lines),
+    }
+}
+
+/// A fresh server with `caps`, `--hosts` simulated hosts sending for `window` seconds; its
+/// figures (the summary's lines only when `verdict`: set against the caps), or the outcome when
+/// it could not be measured.
+async fn fleet_run(
+    args: &Args,
+    caps: Caps,
+    window: usize,
+    verdict: bool,
+) -> Result<FleetFigures, Outcome> {
+    let n = args.hosts;
     let extra = vec![
         "--log-bytes-total".to_string(),
-        args.log_bytes_total.to_string(),
+        caps.total.to_string(),
         "--log-bytes-per-host".to_string(),
-        args.log_bytes_per_host.to_string(),
+        caps.per_host.to_string(),
     ];
     println!(
         "server: --log-bytes-total {} --log-bytes-per-host {} (--log-lines-per-container 5000, --metrics-history 1h: defaults)",
-        fmt_bytes(args.log_bytes_total),
-        fmt_bytes(args.log_bytes_per_host)
+        fmt_bytes(caps.total),
+        fmt_bytes(caps.per_host)
     );
     let mut fleet = match harness("starting the server", || {
         Fleet::start(ServerOptions {
@@ -1346,7 +1444,7 @@ async fn fleet_memory(args: &Args) -> Outcome {
         })
     }) {
         Ok(f) => f,
-        Err(e) => return Outcome::Failed(format!("{e:#}")),
+        Err(e) => return Err(Outcome::Failed(format!("{e:#}"))),
     };
     let server_pid = fleet
         .server
@@ -1354,20 +1452,26 @@ async fn fleet_memory(args: &Args) -> Outcome {
         .map(Proc::pid)
         .unwrap_or(0)
         .to_string();
-    let outcome = match fits(n, "the server", &server_pid) {
-        Err(why) => Outcome::Skipped(why),
-        Ok(()) => match measure_fleet(args, &fleet, &server_pid).await {
-            Ok(o) => o,
-            Err(e) => Outcome::Failed(format!("{e:#}")),
-        },
+    let result = match fits(n, "the server", &server_pid) {
+        Err(why) => Err(Outcome::Skipped(why)),
+        Ok(()) => measure_fleet(args, &fleet, &server_pid, caps, window, verdict)
+            .await
+            .map_err(|e| Outcome::Failed(format!("{e:#}"))),
     };
     if let Err(e) = harness("stopping the server", || fleet.stop_server()) {
         println!("warning: {e:#}");
     }
-    outcome
+    result
 }
 
-async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::Result<Outcome> {
+async fn measure_fleet(
+    args: &Args,
+    fleet: &Fleet,
+    server_pid: &str,
+    caps: Caps,
+    window: usize,
+    verdict: bool,
+) -> anyhow::Result<FleetFigures> {
     let n = args.hosts;
     let addr = ServerAddr::parse(&fleet.url).map_err(anyhow::Error::msg)?;
     let mut control = admin_client(fleet).await?;
@@ -1410,13 +1514,14 @@ async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_open = rss_kib(server_pid).unwrap_or(0);
-    println!(
-        "server RSS with {opened} idle telemetry streams: {} (+{}, {:.1} KiB/stream) [load {}]",
+    let open_line = format!(
+        "server RSS with {opened} idle telemetry streams: {} (+{} over before the streams, {:.1} KiB/stream) [load {}]",
         fmt_mib(rss_open),
         fmt_mib(rss_open.saturating_sub(rss_before)),
         rss_open.saturating_sub(rss_before) as f64 / opened.max(1) as f64,
         load_average()
     );
+    println!("{open_line}");
 
     // Load on.
     let load = Load {
@@ -1426,14 +1531,13 @@ async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::
     };
     let offered = (opened * load.containers * load.lines) as f64;
     println!(
-        "each host sends {} × {} lines every second ({} lines/s from all, about {:.1} MB/s of lines) and metrics of {} containers every {} s, for {} s",
+        "each host sends {} × {} lines every second ({} lines/s from all, about {:.1} MB/s of lines) and metrics of {} containers every {} s, for {window} s",
         load.containers,
         load.lines,
         fmt_count(offered),
         offered * 100.0 / 1e6,
         load.containers,
         load.metrics_every,
-        args.sim_window
     );
     let counters = Arc::new(SimCounters::default());
     let feeders: Vec<_> = streams
@@ -1444,8 +1548,11 @@ async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::
         })
         .collect();
 
-    let result = watch_fleet(args, server_pid, rss_before, opened, &counters).await;
-    let held = held_lines(&mut control).await;
+    let mut figures = watch_fleet(
+        args, server_pid, rss_before, opened, caps, window, &counters,
+    )
+    .await;
+    let held = held_lines(&mut control, caps, load, opened).await;
     let top = top_counts(&mut control).await;
     for f in &feeders {
         f.abort();
@@ -1455,47 +1562,49 @@ async fn measure_fleet(args: &Args, fleet: &Fleet, server_pid: &str) -> anyhow::
     }
     let lost = lock(&counters.lost);
     lost.report("telemetry streams (ended on their own)");
-    let (mut lines, report) = result;
     match held {
         Ok(line) => {
             println!("{line}");
-            lines.push(line);
+            figures.lines.push(line);
         }
         Err(e) => println!("warning: reading the logs back: {e:#}"),
     }
     match top {
         Ok(line) => {
             println!("{line}");
-            lines.push(line);
+            figures.lines.push(line);
         }
         Err(e) => println!("warning: Top: {e:#}"),
     }
-    if lost.total > 0 {
-        return Ok(Outcome::Partial(
-            lines,
-            format!("{} telemetry streams ended during the run", lost.total),
+    if verdict {
+        figures.lines.insert(1, open_line);
+    } else {
+        figures.lines.clear();
+    }
+    if lost.total > 0 && figures.why.is_none() {
+        figures.why = Some(format!(
+            "{} telemetry streams ended during the run",
+            lost.total
         ));
     }
-    Ok(match report {
-        Some(why) => Outcome::Partial(lines, why),
-        None => Outcome::Measured(lines),
-    })
+    Ok(figures)
 }
 
-/// Sample the server every second for the window, print a row every `--report-every` seconds,
-/// and the summary lines; a reason to fail, if any.
+/// Sample the server every second for `window` seconds, print a row every `--report-every`
+/// seconds, then its figures.
 async fn watch_fleet(
     args: &Args,
     server_pid: &str,
     rss_before: u64,
     n: usize,
+    caps: Caps,
+    window: usize,
     counters: &SimCounters,
-) -> (Vec<String>, Option<String>) {
-    let window = Duration::from_secs(args.sim_window as u64);
+) -> FleetFigures {
+    let window = Duration::from_secs(window as u64);
     let every = args.report_every.max(1);
-    let caps = args.log_bytes_total;
-    let margin = Margin::new(n, caps);
-    let budget_kib = (caps + margin.total()) / 1024;
+    let margin = Margin::new(n, caps.total);
+    let budget_kib = (caps.total + margin.total()) / 1024;
     let start = Instant::now();
     let cpu0 = cpu_seconds(server_pid);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -1569,8 +1678,8 @@ async fn watch_fleet(
         fmt_mib(grown_end),
         fmt_mib(peak),
         fmt_mib(grown_peak),
-        fmt_bytes(caps),
-        fmt_bytes(args.log_bytes_per_host),
+        fmt_bytes(caps.total),
+        fmt_bytes(caps.per_host),
         margin.describe(n),
         fmt_mib(budget_kib),
         load_average()
@@ -1580,12 +1689,22 @@ async fn watch_fleet(
     for line in &lines[..2] {
         println!("{line}");
     }
-    let why = (acked == 0).then(|| "the server acknowledged no log line".to_string());
-    (lines, why)
+    FleetFigures {
+        lines,
+        rss_before,
+        rss_end,
+        why: (acked == 0).then(|| "the server acknowledged no log line".to_string()),
+    }
 }
 
-/// How many lines the server holds of the first simulated host (a Logs read, no follow).
-async fn held_lines(control: &mut Control) -> anyhow::Result<String> {
+/// How many lines the server holds of the first simulated host (a Logs read, no follow), and
+/// what all hosts' lines would count against the caps if each held as many.
+async fn held_lines(
+    control: &mut Control,
+    caps: Caps,
+    load: Load,
+    hosts: usize,
+) -> anyhow::Result<String> {
     let host = format!("{SIM_PREFIX}00000");
     let request = pb::LogsRequest {
         stack: SIM_STACK.to_string(),
@@ -1611,9 +1730,27 @@ async fn held_lines(control: &mut Control) -> anyhow::Result<String> {
     })
     .await
     .map_err(|_| anyhow!("Logs did not finish within {CALL_TIMEOUT:?}"))??;
+    // What a record counts for in the server's accounting: its line, its names and 128 bytes.
+    let sample = SimContainers::new(0, load.containers).batch(1, load.lines, SystemTime::now());
+    let cost = sample
+        .iter()
+        .map(|r| {
+            r.line.len()
+                + r.stack.len()
+                + r.service.len()
+                + r.container.len()
+                + r.container_id.len()
+        })
+        .sum::<usize>() as f64
+        / sample.len().max(1) as f64
+        + 128.0;
+    let accounted = count as f64 * cost * hosts as f64;
     Ok(format!(
-        "`nococtl logs {SIM_STACK} --host {host}` reads {count} lines held of that host (in {})",
-        fmt_s(start.elapsed())
+        "`nococtl logs {SIM_STACK} --host {host}` reads {count} lines held of that host (in {}); at {cost:.0} accounted bytes a line, {hosts} hosts holding as many make {:.1} MiB (caps: {} in all, {} a host)",
+        fmt_s(start.elapsed()),
+        accounted / (1 << 20) as f64,
+        fmt_bytes(caps.total),
+        fmt_bytes(caps.per_host)
     ))
 }
 

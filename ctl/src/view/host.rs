@@ -142,6 +142,87 @@ pub struct HostDetailView {
     pub latest: Option<HostTopView>,
     /// Oldest first; empty without `--history`.
     pub history: Vec<MetricsPointView>,
+    /// Each container's history over the same span (with `--history`).
+    pub container_history: Vec<ContainerHistoryView>,
+}
+
+/// One container's metrics history (`host show --history`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerHistoryView {
+    pub container: String,
+    pub container_id: String,
+    pub stack: String,
+    pub service: String,
+    pub number: u32,
+    /// Oldest first.
+    pub points: Vec<ContainerPointView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerPointView {
+    /// RFC 3339.
+    pub time: String,
+    pub time_unix_ms: i64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+}
+
+impl From<&pb::ContainerHistory> for ContainerHistoryView {
+    fn from(h: &pb::ContainerHistory) -> Self {
+        ContainerHistoryView {
+            container: h.container.clone(),
+            container_id: h.container_id.clone(),
+            stack: h.stack.clone(),
+            service: h.service.clone(),
+            number: h.number,
+            points: h
+                .points
+                .iter()
+                .map(|p| ContainerPointView {
+                    time: rfc3339_ms(p.time_unix_ms),
+                    time_unix_ms: p.time_unix_ms,
+                    cpu_percent: p.cpu_percent,
+                    memory_bytes: p.memory_bytes,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Listed for ContainerHistoryView {
+    const HEADER: &'static [&'static str] = &[
+        "CONTAINER",
+        "POINTS",
+        "SINCE",
+        "CPU% LAST",
+        "CPU% PEAK",
+        "MEM LAST",
+        "MEM PEAK",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        let last = self.points.last();
+        let peak_cpu = self
+            .points
+            .iter()
+            .map(|p| p.cpu_percent)
+            .fold(0.0, f64::max);
+        let peak_mem = self
+            .points
+            .iter()
+            .map(|p| p.memory_bytes)
+            .max()
+            .unwrap_or(0);
+        vec![
+            self.container.clone(),
+            self.points.len().to_string(),
+            self.points.first().map_or("-".into(), |p| p.time.clone()),
+            last.map_or("-".into(), |p| percent(p.cpu_percent)),
+            percent(peak_cpu),
+            last.map_or("-".into(), |p| human_bytes(p.memory_bytes)),
+            human_bytes(peak_mem),
+        ]
+    }
 }
 
 impl From<&pb::GetHostResponse> for HostDetailView {
@@ -151,12 +232,17 @@ impl From<&pb::GetHostResponse> for HostDetailView {
             stacks,
             latest,
             history,
+            container_history,
         } = r;
         HostDetailView {
             host: HostView::from(&host.clone().unwrap_or_default()),
             stacks: stacks.iter().map(StackReportView::from).collect(),
             latest: latest.as_ref().map(HostTopView::from),
             history: history.iter().map(MetricsPointView::from).collect(),
+            container_history: container_history
+                .iter()
+                .map(ContainerHistoryView::from)
+                .collect(),
         }
     }
 }
@@ -365,6 +451,15 @@ mod tests {
                 memory_used_bytes: 1536 * 1024 * 1024,
                 load1: 0.5,
             }],
+            container_history: vec![pb::ContainerHistory {
+                container: "shop-web-1".into(),
+                points: vec![pb::ContainerMetricsPoint {
+                    time_unix_ms: 1_700_000_000_000,
+                    cpu_percent: 12.5,
+                    memory_bytes: 64 * 1024 * 1024,
+                }],
+                ..Default::default()
+            }],
         };
         let v = HostDetailView::from(&r);
         let j = serde_json::to_value(&v).unwrap();
@@ -386,6 +481,12 @@ mod tests {
             v.history[0].cells(),
             ["2023-11-14T22:13:20Z", "3.3%", "1.5 GiB", "0.50"]
         );
+        assert_eq!(j["container_history"][0]["container"], "shop-web-1");
+        assert_eq!(
+            j["container_history"][0]["points"][0]["memory_bytes"],
+            64 * 1024 * 1024
+        );
+        assert_eq!(v.container_history[0].cells()[0], "shop-web-1");
         // A host the server sends without metrics.
         let bare = HostDetailView::from(&pb::GetHostResponse {
             host: Some(host()),

@@ -410,7 +410,8 @@ fn a_stalled_reader_keeps_server_memory_bounded_and_others_reading() {
     deploy(
         &fleet,
         "noisy",
-        &app_yaml(&[("LOG_RATE", "0"), ("LOG_PAD", "200")]),
+        // 20,000 lines of 200 bytes a second: 4 MB/s, a 16 MiB cap's worth every 4 s.
+        &app_yaml(&[("LOG_RATE", "20000"), ("LOG_PAD", "200")]),
         "web-1",
     );
     let live = Follower::start(&fleet, &["noisy", "--tail", "1"]);
@@ -435,7 +436,7 @@ fn a_stalled_reader_keeps_server_memory_bounded_and_others_reading() {
     // read meanwhile is dropped unread).
     while live.lines.try_recv().is_ok() {}
     assert!(
-        live.wait_until(Duration::from_secs(10), |line| {
+        live.wait_until(Duration::from_secs(30), |line| {
             let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
             numbers(std::slice::from_ref(&v), "line")
                 .first()
@@ -568,8 +569,23 @@ fn top_shows_a_container_memory_growing_after_it_allocates() {
         "{host}"
     );
     assert!(host["cpus"].as_u64().unwrap_or(0) > 0, "{host}");
-    let show = fleet.ctl_json(&["host", "show", "web-1"]);
+    let show = fleet.ctl_json(&["host", "show", "web-1", "--history"]);
     assert!(show.to_string().contains("memory_total_bytes"), "{show}");
+    assert!(!show["history"].as_array().unwrap().is_empty(), "{show}");
+    // The container's history shows the growth too.
+    let history = show["container_history"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["container"] == container.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("{container} in the history: {show}"));
+    let peak = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["memory_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(peak >= before + 60 * 1024 * 1024, "{history}");
 }
 
 /// The container named `name` anywhere in `nococtl top -o json`.

@@ -7,7 +7,7 @@
 //! record is kept once, behind an [`Arc`], in the ring of its container (keyed by host and
 //! container id); rings of containers that are gone stay until the caps evict them.
 //!
-//! Memory is accounted, not guessed: a record costs its line, its strings and
+//! Memory is accounted, not guessed: a record costs the heap blocks of its line and strings and
 //! [`RECORD_OVERHEAD`]. Three caps ([`LogCaps`]), enforced at the end of every ingest:
 //! - lines per container: its oldest record goes;
 //! - bytes per host: the oldest record of the host's *largest* container goes, so one noisy
@@ -32,9 +32,20 @@ use noco_proto::limits::MAX_LOG_LINE;
 use noco_proto::v1 as pb;
 use tokio::sync::broadcast;
 
-/// What a record costs beyond its line and strings: the record, its `Arc`, its ring slot, the
-/// allocations' headers.
-pub const RECORD_OVERHEAD: u64 = 128;
+/// What a record costs besides the heap blocks of its line and strings: the `Stored` itself in
+/// its `Arc` block (with the allocator's header) and its ring slot. Measured against RSS with
+/// 1,000 hosts at the 64 MiB cap (`benches/logs.rs` part 4), a flat 128 B undercounted by half.
+pub const RECORD_OVERHEAD: u64 = (std::mem::size_of::<Stored>() + 16 + 16 + 8) as u64;
+
+/// What glibc's malloc takes for a block of `len` bytes: the size plus an 8-byte header, in
+/// 16-byte steps, at least 32 (nothing for an empty string).
+fn heap_block(len: usize) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        ((len + 8).div_ceil(16) * 16).max(32) as u64
+    }
+}
 
 /// Batches kept for followers: enough for an eighth of the total cap in full batches, at least
 /// [`MIN_FOLLOW_BUFFER`], at most [`FOLLOW_BUFFER`]. A follower further behind is told how many
@@ -85,11 +96,11 @@ impl Stored {
             clip(s);
         }
         let r = &record;
-        let cost = (r.line.len()
-            + r.stack.len()
-            + r.service.len()
-            + r.container.len()
-            + r.container_id.len()) as u64
+        let cost = heap_block(r.line.len())
+            + heap_block(r.stack.len())
+            + heap_block(r.service.len())
+            + heap_block(r.container.len())
+            + heap_block(r.container_id.len())
             + RECORD_OVERHEAD;
         Stored {
             host_id,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use noco_proto::limits::MAX_SAMPLE_CONTAINERS;
 use noco_proto::v1 as pb;
 
-/// History points are at least this far apart: an agent sampling faster updates the latest
-/// sample but not the history, so the history's length cap covers its whole duration.
+/// History points fall in different seconds: a sample in the same second as the last point
+/// replaces it, so the history's length cap covers its whole duration and holds the newest.
 const POINT_SPACING_MS: i64 = 1000;
 /// Disks kept per sample.
 const MAX_DISKS: usize = 64;
@@ -22,6 +22,23 @@ struct Series {
     latest: Arc<pb::MetricsSample>,
     previous: Option<Arc<pb::MetricsSample>>,
     points: VecDeque<pb::HostMetricsPoint>,
+    /// By container id.
+    containers: HashMap<String, ContainerSeries>,
+}
+
+/// One container's history: who it is (as of its last sample) and compact points.
+#[derive(Debug)]
+struct ContainerSeries {
+    who: pb::ContainerHistory,
+    points: VecDeque<ContainerPoint>,
+}
+
+/// 24 bytes a point: an hour at 10 s is 8.6 KiB per container.
+#[derive(Debug, Clone, Copy)]
+struct ContainerPoint {
+    time_unix_ms: i64,
+    cpu_percent: f32,
+    memory_bytes: u64,
 }
 
 /// A host's latest sample and the network rates since the one before.
@@ -94,6 +111,7 @@ impl MetricsStore {
                 latest: sample,
                 previous: None,
                 points: VecDeque::new(),
+                containers: HashMap::new(),
             }),
         };
         if self.max_points == 0 {
@@ -103,23 +121,100 @@ impl MetricsStore {
         while series.points.back().is_some_and(|p| p.time_unix_ms > time) {
             series.points.pop_back();
         }
-        if let Some(point) = point
-            && series
-                .points
-                .back()
-                .is_none_or(|p| time - p.time_unix_ms >= POINT_SPACING_MS)
-        {
+        for c in series.containers.values_mut() {
+            while c.points.back().is_some_and(|p| p.time_unix_ms > time) {
+                c.points.pop_back();
+            }
+        }
+        // At most one point per second (by the second it falls in): a sample in the same second
+        // as the last point replaces it, so the newest sample is always in the history.
+        let bucket = |ms: i64| ms.div_euclid(POINT_SPACING_MS);
+        let same = series
+            .points
+            .back()
+            .is_some_and(|p| bucket(p.time_unix_ms) == bucket(time));
+        if let Some(point) = point {
+            if same {
+                series.points.pop_back();
+            }
             series.points.push_back(point);
         }
-        let oldest = time.saturating_sub(self.history.as_millis() as i64);
-        while series.points.len() > self.max_points
-            || series
+        let latest = series.latest.clone();
+        for c in &latest.containers {
+            let entry = series
+                .containers
+                .entry(c.container_id.clone())
+                .or_insert_with(|| ContainerSeries {
+                    who: pb::ContainerHistory::default(),
+                    points: VecDeque::new(),
+                });
+            entry.who = pb::ContainerHistory {
+                container: c.container.clone(),
+                container_id: c.container_id.clone(),
+                stack: c.stack.clone(),
+                service: c.service.clone(),
+                number: c.number,
+                points: Vec::new(),
+            };
+            if entry
                 .points
-                .front()
-                .is_some_and(|p| p.time_unix_ms < oldest)
-        {
-            series.points.pop_front();
+                .back()
+                .is_some_and(|p| bucket(p.time_unix_ms) == bucket(time))
+            {
+                entry.points.pop_back();
+            }
+            entry.points.push_back(ContainerPoint {
+                time_unix_ms: time,
+                cpu_percent: c.cpu_percent as f32,
+                memory_bytes: c.memory_bytes,
+            });
         }
+        let oldest = time.saturating_sub(self.history.as_millis() as i64);
+        let max = self.max_points;
+        trim(&mut series.points, max, oldest, |p| p.time_unix_ms);
+        series.containers.retain(|_, c| {
+            trim(&mut c.points, max, oldest, |p| p.time_unix_ms);
+            !c.points.is_empty()
+        });
+        // A host cannot grow its containers' histories past its sample's bound.
+        if series.containers.len() > MAX_SAMPLE_CONTAINERS {
+            let mut by_age: Vec<(i64, String)> = series
+                .containers
+                .iter()
+                .map(|(id, c)| (c.points.back().map_or(0, |p| p.time_unix_ms), id.clone()))
+                .collect();
+            by_age.sort_unstable();
+            let excess = series.containers.len() - MAX_SAMPLE_CONTAINERS;
+            for (_, id) in by_age.into_iter().take(excess) {
+                series.containers.remove(&id);
+            }
+        }
+    }
+
+    /// A host's containers' histories, oldest point first, by container name.
+    pub fn container_history(&self, host_id: &str) -> Vec<pb::ContainerHistory> {
+        let hosts = self.lock();
+        let Some(series) = hosts.get(host_id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<pb::ContainerHistory> = series
+            .containers
+            .values()
+            .map(|c| pb::ContainerHistory {
+                points: c
+                    .points
+                    .iter()
+                    .map(|p| pb::ContainerMetricsPoint {
+                        time_unix_ms: p.time_unix_ms,
+                        cpu_percent: f64::from(p.cpu_percent),
+                        memory_bytes: p.memory_bytes,
+                    })
+                    .collect(),
+                ..c.who.clone()
+            })
+            .collect();
+        out.sort_by(|a, b| a.container.cmp(&b.container));
+        out
     }
 
     /// A host's latest sample (None: it never sent one).
@@ -143,6 +238,13 @@ impl MetricsStore {
             .get(host_id)
             .map(|s| s.points.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Drop points older than `oldest`, and the oldest past `max`.
+fn trim<T>(points: &mut VecDeque<T>, max: usize, oldest: i64, time: impl Fn(&T) -> i64) {
+    while points.len() > max || points.front().is_some_and(|p| time(p) < oldest) {
+        points.pop_front();
     }
 }
 
@@ -209,6 +311,36 @@ mod tests {
     }
 
     #[test]
+    fn a_container_gone_keeps_its_history_until_it_ages_out() {
+        let m = MetricsStore::new(Duration::from_secs(60));
+        let with = |ms: i64, ids: &[&str]| pb::MetricsSample {
+            time_unix_ms: ms,
+            host: Some(pb::HostMetrics::default()),
+            containers: ids
+                .iter()
+                .map(|id| pb::ContainerMetrics {
+                    container_id: id.to_string(),
+                    container: format!("shop-{id}"),
+                    memory_bytes: 7,
+                    ..Default::default()
+                })
+                .collect(),
+            collect_ms: 1,
+        };
+        m.record("h1", with(0, &["a", "b"]));
+        m.record("h1", with(10_000, &["a"]));
+        let h = m.container_history("h1");
+        assert_eq!(h.len(), 2, "b is gone but its point stays");
+        assert_eq!(h[0].points.len(), 2);
+        assert_eq!(h[1].points.len(), 1);
+        m.record("h1", with(70_001, &["a"]));
+        let h = m.container_history("h1");
+        assert_eq!(h.len(), 1, "b aged out");
+        assert_eq!(h[0].container, "shop-a");
+        assert!(h[0].points.iter().all(|p| p.memory_bytes == 7));
+    }
+
+    #[test]
     fn history_is_bounded_by_duration_and_by_points() {
         let m = MetricsStore::new(Duration::from_secs(60));
         // Ten samples a second for five minutes: one point a second, a minute kept.
@@ -227,6 +359,23 @@ mod tests {
         // The clock goes back: points after the new time go.
         m.record("h1", sample(1_000_000 + 2000 * 100, 0.0, 0, 0));
         assert!(m.history("h1").iter().all(|p| p.time_unix_ms <= 1_200_000));
+        // A sample just under a second after the last point is not lost: the newest sample is
+        // always the history's last point.
+        let m2 = MetricsStore::new(Duration::from_secs(60));
+        for t in [0, 999, 1998, 2997] {
+            m2.record("h1", sample(5_000_000 + t, t as f64, 0, 0));
+        }
+        assert_eq!(
+            m2.history("h1").last().map(|p| p.time_unix_ms),
+            Some(5_002_997)
+        );
+        let c2 = m2.container_history("h1");
+        assert_eq!(c2[0].points.last().map(|p| p.time_unix_ms), Some(5_002_997));
+        // Containers have the same history, by container.
+        let c = m.container_history("h1");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].points.len(), m.history("h1").len());
+        assert_eq!(c[0].stack, "shop");
         let none = MetricsStore::new(Duration::ZERO);
         none.record("h1", sample(1, 1.0, 0, 0));
         assert!(none.history("h1").is_empty());

@@ -151,6 +151,11 @@ pub async fn get_host(core: &Core, req: &pb::GetHostRequest) -> Result<pb::GetHo
         } else {
             Vec::new()
         },
+        container_history: if req.history {
+            core.metrics.container_history(&host.id)
+        } else {
+            Vec::new()
+        },
     })
 }
 
