@@ -30,18 +30,6 @@ pub mod telemetry;
 /// renewed: restarting will not help (the systemd unit does not restart on it).
 pub const EXIT_REVOKED: u8 = 3;
 
-/// Keep the agent's memory small: it runs on every host, mostly idle. glibc's malloc gives
-/// threads that contend their own arena (up to 8 per core), each keeping freed memory; two are
-/// enough for the agent's few busy threads. Call before any thread starts.
-pub fn lean_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any other
-    // thread exists, and an unknown or refused value leaves the default in place.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -87,21 +87,8 @@ struct RunArgs {
     wait_timeout: Duration,
 }
 
-fn main() -> ExitCode {
-    noco_agent::lean_allocator();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(agent_main()),
-        Err(e) => {
-            errln!("noco-agent: starting the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn agent_main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     noco_agent::out::exit_quietly_on_closed_stdout_panics();
     noco_certs::install_crypto_provider();
     tracing_subscriber::fmt()

@@ -85,6 +85,8 @@ fn endpoint(addr: &ServerAddr, connect_timeout: Duration) -> Endpoint {
     Endpoint::from_shared(authority)
         .expect("a parsed server address is a valid URI")
         .connect_timeout(connect_timeout)
+        .initial_stream_window_size(Some(noco_proto::limits::HTTP2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(noco_proto::limits::HTTP2_CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)

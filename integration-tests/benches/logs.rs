@@ -117,8 +117,10 @@ const PHASE: PhaseLimit = PhaseLimit {
 /// The margin over the caps in part 4 (see [`Margin`]): per telemetry stream (connection, TLS
 /// and HTTP/2 state: 42.8 KiB per idle session was measured, see ARCHITECTURE.md, plus the
 /// stream's channels and a batch being decoded), per host (the latest metrics sample of 10
-/// containers and a few points of history), and for the allocator.
-const MARGIN_PER_STREAM_KIB: u64 = 64;
+/// containers and a few points of history), and for the allocator. A stream carrying 10 KB/s
+/// holds more than an idle one: the control run measured about 120 KiB each for 1,000 streams
+/// (2026-12-02), with the logs themselves capped to nothing.
+const MARGIN_PER_STREAM_KIB: u64 = 128;
 const MARGIN_PER_HOST_KIB: u64 = 8;
 const MARGIN_ALLOCATOR_MIB: u64 = 32;
 /// The smallest `--log-bytes-per-host` (and so `--log-bytes-total`) the server takes.
@@ -1019,8 +1021,23 @@ async fn measure_idle(args: &Args, image: &str) -> anyhow::Result<String> {
         Some((false, _)) => "the server holds no metrics of it yet".to_string(),
         None => "the host is not in Top".to_string(),
     };
+    // Resident memory the agent allocated, and pages of its program file (code, shared).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(fmt_mib)
+            .unwrap_or_else(|| "?".into())
+    };
+    let split = format!(
+        "{} anonymous, {} file-backed",
+        field("RssAnon:"),
+        field("RssFile:")
+    );
     Ok(format!(
-        "idle agent, {n} containers printing nothing, metrics every 10 s, {} window after {} s: RSS {} (at start {}, peak {}; goal: < 15 MiB), CPU {} of one core (goal: < 0.2%); {metrics} [load {}]",
+        "idle agent, {n} containers printing nothing, metrics every 10 s, {} window after {} s: RSS {} ({split}; at start {}, peak {}; goal: < 15 MiB), CPU {} of one core (goal: < 0.2%); {metrics} [load {}]",
         fmt_s(wall),
         args.idle_settle,
         rss_end.map(fmt_mib).unwrap_or_else(|| "?".into()),
@@ -1312,10 +1329,14 @@ struct Margin {
 
 impl Margin {
     fn new(n: usize, total_cap: u64) -> Margin {
-        // The followers' ring (none here, but it is what the hub may hold): see
-        // noco_server::telemetry::logs::FOLLOW_BUFFER.
+        // The followers' ring (none here, but it is what the hub may hold): the server's rule.
         let batch = noco_proto::limits::MAX_LOG_BATCH as u64;
-        let follow_batches = (total_cap / 8 / batch).clamp(64, 1024);
+        let follow_batches =
+            noco_server::telemetry::logs::follow_buffer(&noco_server::telemetry::logs::LogCaps {
+                lines_per_container: 1,
+                bytes_per_host: total_cap,
+                bytes_total: total_cap,
+            }) as u64;
         Margin {
             streams: n as u64 * MARGIN_PER_STREAM_KIB * 1024,
             hosts: n as u64 * MARGIN_PER_HOST_KIB * 1024,
@@ -1395,7 +1416,7 @@ async fn fleet_memory(args: &Args) -> Outcome {
     let grown = main.rss_end.saturating_sub(main.rss_before);
     let grown_control = control.rss_end.saturating_sub(control.rss_before);
     let line = format!(
-        "control run, same load with --log-bytes-total {} for {} s: server RSS +{} at the end ({} before the streams, {} at the end); so what the held logs cost: +{} − +{} = {} for the {} cap [load {}]",
+        "control run, same load with --log-bytes-total {} for {} s: server RSS +{} at the end ({} before the streams, {} at the end); so what the held logs cost: +{} − +{} = {} for the {} cap ({}) [load {}]",
         fmt_bytes(MIN_LOG_BYTES),
         args.control_window,
         fmt_mib(grown_control),
@@ -1405,6 +1426,22 @@ async fn fleet_memory(args: &Args) -> Outcome {
         fmt_mib(grown_control),
         fmt_mib(grown.saturating_sub(grown_control)),
         fmt_bytes(caps.total),
+        {
+            // The cap, the followers' ring it may keep alive (an eighth) and 16 MiB of allocator
+            // slack.
+            let allowed_kib = (caps.total + caps.total / 8 + (16 << 20)) / 1024;
+            if grown.saturating_sub(grown_control) <= allowed_kib {
+                format!(
+                    "within the cap, its followers' ring and 16 MiB of slack: {}",
+                    fmt_mib(allowed_kib)
+                )
+            } else {
+                format!(
+                    "OVER the cap, its followers' ring and 16 MiB of slack: {}",
+                    fmt_mib(allowed_kib)
+                )
+            }
+        },
         load_average()
     );
     println!("{line}");
@@ -1730,20 +1767,13 @@ async fn held_lines(
     })
     .await
     .map_err(|_| anyhow!("Logs did not finish within {CALL_TIMEOUT:?}"))??;
-    // What a record counts for in the server's accounting: its line, its names and 128 bytes.
+    // What a record counts for in the server's accounting (its rule, imported).
     let sample = SimContainers::new(0, load.containers).batch(1, load.lines, SystemTime::now());
     let cost = sample
         .iter()
-        .map(|r| {
-            r.line.len()
-                + r.stack.len()
-                + r.service.len()
-                + r.container.len()
-                + r.container_id.len()
-        })
-        .sum::<usize>() as f64
-        / sample.len().max(1) as f64
-        + 128.0;
+        .map(noco_server::telemetry::logs::record_cost)
+        .sum::<u64>() as f64
+        / sample.len().max(1) as f64;
     let accounted = count as f64 * cost * hosts as f64;
     Ok(format!(
         "`nococtl logs {SIM_STACK} --host {host}` reads {count} lines held of that host (in {}); at {cost:.0} accounted bytes a line, {hosts} hosts holding as many make {:.1} MiB (caps: {} in all, {} a host)",

@@ -49,6 +49,11 @@ pub const MAX_SAMPLE_CONTAINERS: usize = 1000;
 /// their largest, or a metrics sample of its most containers (about 200 bytes each).
 pub const MAX_TELEMETRY_MESSAGE: usize =
     MAX_LOG_BATCH + MAX_LOG_LINE + MAX_SAMPLE_CONTAINERS * 512 + 64 * KIB;
+/// HTTP/2 flow-control windows, both ways: how much of one stream (and of all streams of a
+/// connection) may be in flight before the receiver acknowledges it. They bound what a slow
+/// receiver buffers, and a log stream's throughput per round trip.
+pub const HTTP2_STREAM_WINDOW: u32 = MIB as u32;
+pub const HTTP2_CONNECTION_WINDOW: u32 = 2 * MIB as u32;
 /// The largest enrollment, login or renewal message (a CSR and facts).
 pub const MAX_ENROLL_MESSAGE: usize = 64 * KIB;
 

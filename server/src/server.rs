@@ -68,6 +68,10 @@ pub async fn run(
     shared.rollouts.clone().spawn_driver();
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
+        // HTTP/2 flow control: a stream may have this much in flight before the receiver must
+        // acknowledge it (h2's default, 64 KiB, holds a log stream to a few round trips' worth).
+        .initial_stream_window_size(Some(noco_proto::limits::HTTP2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(noco_proto::limits::HTTP2_CONNECTION_WINDOW))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(AuthLayer::new(shared.clone()))

@@ -37,6 +37,16 @@ use tokio::sync::broadcast;
 /// 1,000 hosts at the 64 MiB cap (`benches/logs.rs` part 4), a flat 128 B undercounted by half.
 pub const RECORD_OVERHEAD: u64 = (std::mem::size_of::<Stored>() + 16 + 16 + 8) as u64;
 
+/// What a stored record counts for in the hub's accounting (after it is clipped).
+pub fn record_cost(r: &pb::LogRecord) -> u64 {
+    heap_block(r.line.len())
+        + heap_block(r.stack.len())
+        + heap_block(r.service.len())
+        + heap_block(r.container.len())
+        + heap_block(r.container_id.len())
+        + RECORD_OVERHEAD
+}
+
 /// What glibc's malloc takes for a block of `len` bytes: the size plus an 8-byte header, in
 /// 16-byte steps, at least 32 (nothing for an empty string).
 fn heap_block(len: usize) -> u64 {
@@ -95,13 +105,7 @@ impl Stored {
         ] {
             clip(s);
         }
-        let r = &record;
-        let cost = heap_block(r.line.len())
-            + heap_block(r.stack.len())
-            + heap_block(r.service.len())
-            + heap_block(r.container.len())
-            + heap_block(r.container_id.len())
-            + RECORD_OVERHEAD;
+        let cost = record_cost(&record);
         Stored {
             host_id,
             record,
