@@ -37,7 +37,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// The log spool's bound on disk: bytes, or with a unit (`64MiB`, `1GiB`, `500KB`).
+    /// The log spool's bound on disk: bytes, or with a unit (`64MiB`, `1GiB`): `noco_proto::size`.
     #[serde(deserialize_with = "de_size")]
     pub spool_size: u64,
     /// Seconds, or with a unit (`10s`, `1m`).
@@ -85,7 +85,7 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     let v = match Raw::deserialize(d)? {
         Raw::Bytes(b) => b,
-        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom)?,
+        Raw::Text(t) => noco_proto::size::parse(&t).map_err(serde::de::Error::custom)?,
     };
     let min = crate::telemetry::spool::MIN_MAX_BYTES;
     if v < min {
@@ -94,32 +94,6 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         )));
     }
     Ok(v)
-}
-
-/// `123`, `64MiB`, `1GiB`, `500KB`, `2 MB`: a size in bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("size {text:?}: expected a number of bytes, optionally with a unit (KiB, MiB, GiB, KB, MB, GB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 #[derive(Clone, Deserialize)]
@@ -251,7 +225,7 @@ mod tests {
         );
         std::fs::write(&file, "[telemetry]\nspool_size = \"2 parsecs\"\n").unwrap();
         let e = AgentConfig::load(Some(&file)).unwrap_err().to_string();
-        assert!(e.contains("unknown unit"), "{e}");
+        assert!(e.contains("is not a size"), "{e}");
         std::fs::write(&file, "[telemetry]\nspool_size = 100\n").unwrap();
         let e = AgentConfig::load(Some(&file)).unwrap_err().to_string();
         assert!(e.contains("below the smallest"), "{e}");

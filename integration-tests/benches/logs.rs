@@ -190,10 +190,10 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = positive)]
     report_every: usize,
     /// Part 4: the server's `--log-bytes-total`.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_parser = noco_proto::size::parse)]
     log_bytes_total: u64,
     /// Part 4: the server's `--log-bytes-per-host` (at least 256KiB).
-    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "256KiB", value_parser = noco_proto::size::parse)]
     log_bytes_per_host: u64,
     /// Part 4: seconds of a control run after it, the same load on a server whose caps are the
     /// smallest (256KiB in all): what the streams cost without the logs (0: no control run).
@@ -1809,25 +1809,6 @@ async fn top_counts(control: &mut Control) -> anyhow::Result<String> {
 }
 
 // ------------------------------------------------------------------------------------ formatting
-
-/// A size in bytes: `1048576`, or with a binary unit (`256KiB`, `64MiB`, `1GiB`), as the
-/// server reads it.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let refused =
-        || format!("{text:?} is not a size: use bytes (1048576) or a unit (512KiB, 8MiB, 1GiB)");
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| refused())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(refused()),
-    };
-    number.checked_mul(1 << shift).ok_or_else(refused)
-}
 
 fn fmt_bytes(bytes: u64) -> String {
     if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {

@@ -15,6 +15,7 @@ pub mod health;
 pub mod labels;
 pub mod limits;
 pub mod selector;
+pub mod size;
 pub mod text;
 
 pub use text::Enumeration;

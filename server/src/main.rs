@@ -148,11 +148,11 @@ struct RunArgs {
     /// and 128 bytes); past it the oldest line of the host's largest container goes, so a noisy
     /// container cannot push out the others' recent lines. Also how much an agent resends to a
     /// restarted server. At least 256KiB; in bytes or with a unit (512KiB, 8MiB, 1GiB).
-    #[arg(long, env = "NOCO_LOG_BYTES_PER_HOST", default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, env = "NOCO_LOG_BYTES_PER_HOST", default_value = "8MiB", value_parser = noco_proto::size::parse)]
     log_bytes_per_host: u64,
     /// Bytes of logs the server keeps for all hosts together; past it the host holding the most
     /// gives up its oldest line (of its largest container). At least --log-bytes-per-host.
-    #[arg(long, env = "NOCO_LOG_BYTES_TOTAL", default_value = "512MiB", value_parser = parse_size)]
+    #[arg(long, env = "NOCO_LOG_BYTES_TOTAL", default_value = "512MiB", value_parser = noco_proto::size::parse)]
     log_bytes_total: u64,
     /// How far back each host's metrics history reaches (`GetHost` with history): a point per
     /// sample, at most one a second. 0 keeps none (the latest sample is always kept).
@@ -162,26 +162,6 @@ struct RunArgs {
 
 /// The smallest per-host log budget: a few of the longest lines.
 const MIN_LOG_BYTES_PER_HOST: u64 = 256 << 10;
-
-/// A size in bytes: `1048576`, or with a binary unit `512k`, `512KiB`, `8M`, `8MiB`, `1GiB`
-/// (`KB`, `MB`, `GB` read the same, as Docker reads them).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let refused =
-        || format!("{text:?} is not a size: use bytes (1048576) or a unit (512KiB, 8MiB, 1GiB)");
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| refused())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(refused()),
-    };
-    number.checked_mul(1 << shift).ok_or_else(refused)
-}
 
 fn default_sans() -> Vec<String> {
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -348,19 +328,6 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_in_bytes_or_binary_units() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("512kb"), Ok(512 << 10));
-        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn the_run_flags_default_as_documented() {

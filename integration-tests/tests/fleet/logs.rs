@@ -150,16 +150,29 @@ fn start_agent(fleet: &Fleet, name: &str, prefix: &Prefix, config: Option<&str>)
     fleet.run_agent_with(name, &args)
 }
 
+/// A server and host `web-1` (`role=web`) running an agent under a fresh project prefix for
+/// `stacks`, with `agent_toml` as its configuration file when given; online.
+fn one_host(
+    tag: &str,
+    stacks: &[&str],
+    opts: ServerOptions,
+    agent_toml: Option<&str>,
+) -> (Fleet, Prefix, Proc) {
+    let fleet = Fleet::start(opts);
+    let prefix = Prefix::new(tag, stacks);
+    fleet.enroll("web-1", "role=web");
+    let config = agent_toml.map(|t| agent_config(&fleet, "web-1", t));
+    let agent = start_agent(&fleet, "web-1", &prefix, config.as_deref());
+    fleet.wait_status("web-1", "online");
+    (fleet, prefix, agent)
+}
+
 #[test]
 fn a_line_written_by_a_container_shows_in_logs_follow_within_a_second() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("flogl", &["shop"]);
-    fleet.enroll("web-1", "role=web");
-    let _agent = start_agent(&fleet, "web-1", &prefix, None);
-    fleet.wait_status("web-1", "online");
+    let (fleet, prefix, _agent) = one_host("flogl", &["shop"], ServerOptions::default(), None);
     deploy(&fleet, "shop", &app_yaml(&[]), "web-1");
     let port = port_of(&format!("{}-app-1", prefix.project("shop")));
     let follower = Follower::start(&fleet, &["shop"]);
@@ -291,12 +304,12 @@ fn a_server_away_longer_than_the_spool_holds_gets_the_dropped_count() {
     if !require_docker() {
         return;
     }
-    let mut fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("flogd", &["shop"]);
-    fleet.enroll("web-1", "role=web");
-    let config = agent_config(&fleet, "web-1", "[telemetry]\nspool_size = \"256KiB\"\n");
-    let _agent = start_agent(&fleet, "web-1", &prefix, Some(&config));
-    fleet.wait_status("web-1", "online");
+    let (mut fleet, prefix, _agent) = one_host(
+        "flogd",
+        &["shop"],
+        ServerOptions::default(),
+        Some("[telemetry]\nspool_size = \"256KiB\"\n"),
+    );
     deploy(&fleet, "shop", &app_yaml(&[]), "web-1");
     let port = port_of(&format!("{}-app-1", prefix.project("shop")));
     fleet.stop_server();
@@ -341,11 +354,8 @@ fn a_flooding_container_does_not_slow_a_stack_change_on_its_host() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("flogf", &["noisy", "shop"]);
-    fleet.enroll("web-1", "role=web");
-    let _agent = start_agent(&fleet, "web-1", &prefix, None);
-    fleet.wait_status("web-1", "online");
+    let (fleet, _prefix, _agent) =
+        one_host("flogf", &["noisy", "shop"], ServerOptions::default(), None);
     let timed_change = |version: &str| {
         let start = Instant::now();
         deploy(&fleet, "shop", &app_yaml(&[("V", version)]), "web-1");
@@ -386,16 +396,13 @@ fn a_stalled_reader_keeps_server_memory_bounded_and_others_reading() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions {
+    let opts = ServerOptions {
         extra: ["--log-bytes-total", "16MiB", "--log-bytes-per-host", "8MiB"]
             .map(String::from)
             .to_vec(),
         ..ServerOptions::default()
-    });
-    let prefix = Prefix::new("flogr", &["noisy"]);
-    fleet.enroll("web-1", "role=web");
-    let _agent = start_agent(&fleet, "web-1", &prefix, None);
-    fleet.wait_status("web-1", "online");
+    };
+    let (fleet, _prefix, _agent) = one_host("flogr", &["noisy"], opts, None);
     let server_pid = fleet.server.as_ref().map(Proc::pid).unwrap();
     let before = rss_kib(server_pid);
     // A reader that never reads: its pipe fills, then its gRPC stream.
@@ -453,11 +460,7 @@ fn hostile_bytes_are_shown_as_specified() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("flogb", &["shop"]);
-    fleet.enroll("web-1", "role=web");
-    let _agent = start_agent(&fleet, "web-1", &prefix, None);
-    fleet.wait_status("web-1", "online");
+    let (fleet, prefix, _agent) = one_host("flogb", &["shop"], ServerOptions::default(), None);
     // Docker's default `json-file` driver stores lines as JSON strings and replaces invalid
     // UTF-8 itself; the `local` driver keeps the bytes, which is what this test needs.
     let yaml = app_yaml(&[]).replace("    ports:", "    logging: { driver: local }\n    ports:");
@@ -535,12 +538,12 @@ fn top_shows_a_container_memory_growing_after_it_allocates() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("ftop", &["shop"]);
-    fleet.enroll("web-1", "role=web");
-    let config = agent_config(&fleet, "web-1", "[telemetry]\nmetrics_interval = \"1s\"\n");
-    let _agent = start_agent(&fleet, "web-1", &prefix, Some(&config));
-    fleet.wait_status("web-1", "online");
+    let (fleet, prefix, _agent) = one_host(
+        "ftop",
+        &["shop"],
+        ServerOptions::default(),
+        Some("[telemetry]\nmetrics_interval = \"1s\"\n"),
+    );
     deploy(&fleet, "shop", &app_yaml(&[]), "web-1");
     let container = format!("{}-app-1", prefix.project("shop"));
     let memory = || -> Option<u64> {
@@ -610,11 +613,7 @@ fn viewers_see_metrics_but_only_deployers_and_admins_read_logs() {
     if !require_docker() {
         return;
     }
-    let fleet = Fleet::start(ServerOptions::default());
-    let prefix = Prefix::new("floga", &["shop"]);
-    fleet.enroll("web-1", "role=web");
-    let _agent = start_agent(&fleet, "web-1", &prefix, None);
-    fleet.wait_status("web-1", "online");
+    let (fleet, _prefix, _agent) = one_host("floga", &["shop"], ServerOptions::default(), None);
     deploy(&fleet, "shop", &app_yaml(&[]), "web-1");
     let viewer = fleet.operator("vera", "viewer");
     let deployer = fleet.operator("dan", "deployer");
