@@ -2,7 +2,7 @@
 # noco on one machine: a server and a local agent on the embedded default (sled under
 # .noco-dev/), enrolled through the real join-token flow; then an example stack
 # (deploy/example/compose.yaml) deployed through the server, ending with `nococtl status`
-# showing it healthy. No registry is needed: the example image is built locally.
+# showing it healthy and `nococtl logs` showing its containers' newest lines. No registry is needed: the example image is built locally.
 #
 #   deploy/quickstart.sh          build, start (or restart) both, show the fleet
 #   deploy/quickstart.sh stop     stop both (data stays in .noco-dev/)
@@ -109,6 +109,18 @@ rm -rf "$ctx"
 "$BIN/nococtl" stack apply example -f deploy/example/compose.yaml --selector role=dev
 "$BIN/nococtl" status example --watch --timeout 3m >/dev/null
 "$BIN/nococtl" status
+# The containers' logs reach the server from the agent: show the newest lines.
+logs=""
+for _ in $(seq 1 40); do
+  logs=$("$BIN/nococtl" logs example --tail 3 2>/dev/null || true)
+  [ -n "$logs" ] && break
+  sleep 0.25
+done
+if [ -z "$logs" ]; then
+  echo "no container logs reached the server; see $DIR/agent.log and $DIR/server.log" >&2
+  exit 1
+fi
+echo "$logs"
 cat <<MSG
 
 noco is up: server on $URL, agent local-1 online, stack "example" healthy.
@@ -116,6 +128,8 @@ Logs: $DIR/server.log, $DIR/agent.log
   export NOCO_CONFIG=$DIR/server/admin.nococtl.toml
   $BIN/nococtl host ls         # the fleet
   $BIN/nococtl stack ls        # stacks and where they run
+  $BIN/nococtl logs example -f # its containers' logs, live
+  $BIN/nococtl top             # hosts' CPU, memory, disks (--stack example: its containers)
   $BIN/nococtl audit           # who did what
   deploy/quickstart.sh stop    # stop both
 MSG
