@@ -755,6 +755,21 @@ async fn read_window(
         "  lines/s at the reader, second by second: {}",
         per_second.join(" ")
     );
+    // What the reader was told on stderr: lines the server skipped for it (it fell behind the
+    // followers' ring), and reconnects.
+    let said = std::fs::read_to_string(&reader.stderr).unwrap_or_default();
+    let skipped: u64 = said
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("-- noco: ")?
+                .split(" lines skipped")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let reconnects = said.lines().filter(|l| l.contains("reconnecting")).count();
+    println!("  the reader was told it skipped {skipped} lines; it reconnected {reconnects} times");
     Ok(Flow {
         wall,
         lines: lines1 - lines0,
