@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Doing;
 use crate::registry::Registration;
+use crate::store::records::HostRecord;
 
 #[derive(Debug, Clone)]
 pub struct AgentSvc {
@@ -35,22 +36,8 @@ impl pb::agent_server::Agent for AgentSvc {
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let caller = Caller::of(&req)?;
-        let Identity::Agent { host_id } = &caller.peer.identity else {
-            return Err(Status::permission_denied("sessions are for agents"));
-        };
         let core = self.core.clone();
-        let mut host = core
-            .store
-            .host(host_id)
-            .await
-            .doing("reading host")?
-            .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
-        if host.revoked_ms.is_some() {
-            return Err(Status::permission_denied(format!(
-                "host {} has been revoked",
-                host.name
-            )));
-        }
+        let mut host = calling_host(&core, &caller, "sessions").await?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(core.limits.hello_timeout, inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
@@ -109,6 +96,31 @@ impl pb::agent_server::Agent for AgentSvc {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// The enrolled, unrevoked host an agent's stream (`what`: "sessions", "telemetry streams")
+/// comes from; refused for any other caller.
+pub(crate) async fn calling_host(
+    core: &Core,
+    caller: &Caller,
+    what: &str,
+) -> Result<HostRecord, Status> {
+    let Identity::Agent { host_id } = &caller.peer.identity else {
+        return Err(Status::permission_denied(format!("{what} are for agents")));
+    };
+    let host = core
+        .store
+        .host(host_id)
+        .await
+        .doing("reading host")?
+        .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
+    if host.is_revoked() {
+        return Err(Status::permission_denied(format!(
+            "host {} has been revoked",
+            host.name
+        )));
+    }
+    Ok(host)
 }
 
 /// Drive one session until it ends; returns why it ended.

@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use noco_certs::Identity;
 use noco_certs::tls::BanList;
 use noco_proto::v1 as pb;
 use pb::telemetry_down::Msg as DownMsg;
@@ -22,8 +21,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::core::Core;
-use crate::error::Doing;
 use crate::registry::TelemetryRegistration;
+use crate::session::calling_host;
 
 #[derive(Debug, Clone)]
 pub struct TelemetrySvc {
@@ -42,24 +41,8 @@ impl pb::telemetry_server::Telemetry for TelemetrySvc {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let caller = Caller::of(&req)?;
         let identity = caller.peer.identity.clone();
-        let Identity::Agent { host_id } = &identity else {
-            return Err(Status::permission_denied(
-                "telemetry streams are for agents",
-            ));
-        };
         let core = self.core.clone();
-        let host = core
-            .store
-            .host(host_id)
-            .await
-            .doing("reading host")?
-            .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
-        if host.is_revoked() {
-            return Err(Status::permission_denied(format!(
-                "host {} has been revoked",
-                host.name
-            )));
-        }
+        let host = calling_host(&core, &caller, "telemetry streams").await?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(core.limits.hello_timeout, inbound.message()).await {
             Ok(Ok(Some(pb::TelemetryUp {
@@ -177,6 +160,7 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    use noco_certs::Identity;
     use std::net::SocketAddr;
     use std::time::{Duration, Instant, SystemTime};
 
