@@ -15,7 +15,9 @@
 //!
 //! Appends are flushed to the operating system at the end of every call (a crash of the agent
 //! loses nothing appended; a crash of the machine may lose the last moments — fsync per batch
-//! would cost more than the logs are worth). Opening cuts a damaged tail (a torn last frame) and
+//! would cost more than the logs are worth). Opening reads every retained segment once (up to
+//! `max_bytes`; not timed) to learn where numbering continues and each
+//! container's cursor; it cuts a damaged tail (a torn last frame) and
 //! skips a segment it cannot read at all, saying so in the agent's log.
 
 use std::collections::{HashMap, VecDeque};
