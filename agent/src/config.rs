@@ -31,6 +31,39 @@ pub struct AgentConfig {
     pub policy: crate::policy::Policy,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Backups: where archives wait for upload, and the key that opens encrypted ones.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// What archives not yet uploaded may take on disk (`<data-dir>/backups/spool`): bytes, or
+    /// with a unit (`10GiB`). A backup that would pass it fails ("the spool is full").
+    #[serde(deserialize_with = "de_backup_size")]
+    pub spool_size: u64,
+    /// An age identity file (`AGE-SECRET-KEY-1…` lines), needed to restore or verify backups
+    /// encrypted to its recipient. The server never holds it.
+    pub identity: Option<std::path::PathBuf>,
+}
+
+/// The default bound of the backup spool.
+pub const DEFAULT_BACKUP_SPOOL: u64 = 10 << 30;
+/// The smallest backup spool accepted.
+pub const MIN_BACKUP_SPOOL: u64 = 1 << 20;
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            spool_size: DEFAULT_BACKUP_SPOOL,
+            identity: None,
+        }
+    }
+}
+
+fn de_backup_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    size_at_least(d, "backup.spool_size", MIN_BACKUP_SPOOL)
 }
 
 /// Logs and metrics: how much the log spool may hold and how often metrics are sampled.
@@ -77,6 +110,15 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Dura
 }
 
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    size_at_least(d, "spool_size", crate::telemetry::spool::MIN_MAX_BYTES)
+}
+
+/// A size in bytes (a number, or text with a unit: `noco_proto::size`), at least `min`.
+fn size_at_least<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    min: u64,
+) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -87,10 +129,9 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         Raw::Bytes(b) => b,
         Raw::Text(t) => noco_proto::size::parse(&t).map_err(serde::de::Error::custom)?,
     };
-    let min = crate::telemetry::spool::MIN_MAX_BYTES;
     if v < min {
         return Err(serde::de::Error::custom(format!(
-            "spool_size {v} bytes is below the smallest, {min} bytes"
+            "{key} {v} bytes is below the smallest, {min} bytes"
         )));
     }
     Ok(v)

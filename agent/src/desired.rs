@@ -100,6 +100,21 @@ impl Desired {
         Ok(())
     }
 
+    /// Check an order from the server like a state: signed by the trust root, for this host, not
+    /// expired.
+    pub fn verify_order(
+        &self,
+        envelope: &noco_proto::v1::SignedOrder,
+    ) -> Result<noco_proto::v1::Order, String> {
+        noco_certs::order::verify(
+            self.store.root(),
+            envelope,
+            self.store.host_id(),
+            SystemTime::now(),
+        )
+        .map_err(|e| format!("refused order: {e}"))
+    }
+
     pub fn last_generation(&self) -> u64 {
         self.store.generation()
     }

@@ -9,6 +9,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backoff;
+pub mod backup;
 pub mod config;
 pub mod datadir;
 pub mod desired;
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod enroll;
 pub mod facts;
 pub mod local;
+pub mod locks;
 pub mod out;
 pub mod policy;
 pub mod renewal;

@@ -150,6 +150,7 @@ async fn main() -> ExitCode {
                 policy: config.policy,
                 registry_credentials,
                 telemetry: config.telemetry,
+                backup: config.backup,
                 ..RunOptions::default()
             };
             match run(dir, opts, noco_agent::shutdown_signal()).await {

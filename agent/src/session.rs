@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub registry_credentials: Vec<crate::config::Credentials>,
     /// Logs and metrics (from the agent's configuration file).
     pub telemetry: crate::config::TelemetryConfig,
+    /// Backups (from the agent's configuration file).
+    pub backup: crate::config::BackupConfig,
 }
 
 impl Default for RunOptions {
@@ -60,6 +62,7 @@ impl Default for RunOptions {
             policy: Policy::default(),
             registry_credentials: Vec::new(),
             telemetry: crate::config::TelemetryConfig::default(),
+            backup: crate::config::BackupConfig::default(),
         }
     }
 }
@@ -117,6 +120,8 @@ pub async fn run(
         );
     }
     let (apply_tx, apply_rx) = tokio::sync::watch::channel(initial);
+    let locks = crate::locks::StackLocks::default();
+    let desired_for_backups = apply_rx.clone();
     let _applier = AbortOnDrop(stacks::spawn(
         ApplierConfig {
             data_dir: dir.clone(),
@@ -125,6 +130,7 @@ pub async fn run(
             registry_credentials: opts.registry_credentials.clone(),
             wait_timeout: opts.wait_timeout,
             reconcile_interval: opts.reconcile_interval,
+            locks: locks.clone(),
         },
         status.clone(),
         apply_rx,
@@ -138,12 +144,23 @@ pub async fn run(
         addr.clone(),
         live.clone(),
     )?;
+    let backups = crate::backup::service::spawn(crate::backup::service::Setup {
+        dir: &dir,
+        config: &opts.backup,
+        host_id: live.cred.load().id.clone(),
+        project_prefix: opts.project_prefix.clone(),
+        locks,
+        desired: desired_for_backups,
+        wait_timeout: opts.wait_timeout,
+        addr: addr.clone(),
+        live: live.clone(),
+    })?;
     let renewal = renewal::run(dir.clone(), live.clone());
     tokio::pin!(renewal, shutdown);
     let mut backoff = Backoff::new(opts.initial_backoff, opts.max_backoff);
     loop {
         let end = tokio::select! {
-            end = session(&addr, &live, &mut desired, &dir) => end,
+            end = session(&addr, &live, &mut desired, &dir, &backups.orders) => end,
             why = &mut renewal => End::Fatal(why),
             _ = &mut shutdown => return Ok(Exit::Shutdown),
         };
@@ -195,6 +212,7 @@ async fn session(
     live: &LiveCredential,
     desired: &mut Desired,
     dir: &DataDir,
+    orders: &mpsc::Sender<pb::Order>,
 ) -> End {
     let tls = live.tls.clone();
     let channel = match dial::connect(addr, move || tls.load_full(), CONNECT_TIMEOUT).await {
@@ -270,6 +288,16 @@ async fn session(
                         && let Err(e) = desired.receive_trust_root(root, dir)
                     {
                         tracing::error!("{e}");
+                    }
+                    if let Some(ServerMsg::Order(envelope)) = &m.msg {
+                        match desired.verify_order(envelope) {
+                            Ok(order) => {
+                                if orders.try_send(order).is_err() {
+                                    tracing::error!("too many orders waiting; one was dropped");
+                                }
+                            }
+                            Err(e) => tracing::error!("{e}"),
+                        }
                     }
                     if let Some(ServerMsg::DesiredState(envelope)) = m.msg {
                         desired.receive(&envelope);

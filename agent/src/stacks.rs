@@ -43,6 +43,8 @@ pub struct ApplierConfig {
     /// How long one service may take to become ready.
     pub wait_timeout: Duration,
     pub reconcile_interval: Duration,
+    /// Stacks a backup or a restore holds are left alone.
+    pub locks: crate::locks::StackLocks,
 }
 
 /// A project prefix must keep `<prefix><stack>` a valid compose project name.
@@ -144,6 +146,7 @@ impl Applier {
                     Err(_) => return,
                 },
                 _ = tick.tick() => cause = Some(Cause::Reconcile),
+                _ = self.cfg.locks.released() => cause = Some(Cause::Reconcile),
                 ev = next_event(&mut events) => match ev {
                     Some(Ok(e)) => {
                         if self.is_drift(&e) {
@@ -295,6 +298,10 @@ impl Applier {
         cause: Cause,
     ) {
         let name = stack.name.clone();
+        let Some(_held) = self.cfg.locks.try_lock(&name) else {
+            tracing::debug!("stack {name}: a backup or restore holds it; left alone this pass");
+            return;
+        };
         let current_ready = self
             .good
             .get(&name)
@@ -423,22 +430,9 @@ impl Applier {
         .map_err(|e| e.to_string())
         .and_then(|r| r)
         .map_err(|e| Unusable::failed(format!("writing the stack's files: {e}"), false))?;
-        let compose = noco_compose::text(&stack.compose)
-            .map_err(|d| Unusable::failed(format!("compose file: {d}"), true))?;
         let project_name = self.project_name(&stack.name);
-        let variables: BTreeMap<String, String> = stack.env.clone().into_iter().collect();
-        let files = RevisionFiles(dir.clone());
-        let opts = LoadOptions {
-            project_name: Some(&project_name),
-            variables: &variables,
-            files: &files,
-            profiles: &[],
-            directory: None,
-        };
-        let loaded = noco_compose::load(compose, &opts).map_err(|diags| {
-            let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            Unusable::failed(format!("compose file: {}", lines.join("; ")), true)
-        })?;
+        let loaded =
+            load_project(stack, &dir, &project_name).map_err(|e| Unusable::failed(e, true))?;
         for w in &loaded.warnings {
             tracing::warn!("stack {}: compose file: {w}", stack.name);
         }
@@ -472,6 +466,9 @@ impl Applier {
     /// Remove a stack this agent applied and no longer wants: its containers and networks
     /// (volumes are kept), then its directory.
     async fn remove(&mut self, docker: &Docker, name: &str) {
+        let Some(_held) = self.cfg.locks.try_lock(name) else {
+            return;
+        };
         let project = self.project_name(name);
         match project::down(docker, &project, false, None).await {
             Ok(r) => {
@@ -488,6 +485,29 @@ impl Applier {
             Err(e) => tracing::error!("removing stack {name} (project {project}): {e}; will retry"),
         }
     }
+}
+
+/// Load a stack revision written under `dir` as compose project `project_name`: the one way the
+/// agent reads a stack (the applier, and the backups that need its services and volumes).
+pub fn load_project(
+    stack: &StackState,
+    dir: &std::path::Path,
+    project_name: &str,
+) -> Result<noco_compose::Loaded, String> {
+    let compose = noco_compose::text(&stack.compose).map_err(|d| format!("compose file: {d}"))?;
+    let variables: BTreeMap<String, String> = stack.env.clone().into_iter().collect();
+    let files = RevisionFiles(dir.to_path_buf());
+    let opts = LoadOptions {
+        project_name: Some(project_name),
+        variables: &variables,
+        files: &files,
+        profiles: &[],
+        directory: None,
+    };
+    noco_compose::load(compose, &opts).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        format!("compose file: {}", lines.join("; "))
+    })
 }
 
 fn failed_report(stack: &StackState, error: &str) -> StackReport {

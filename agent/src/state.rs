@@ -89,6 +89,10 @@ impl StateStore {
         self.root = root;
     }
 
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
     pub fn root(&self) -> &TrustRoot {
         &self.root
     }

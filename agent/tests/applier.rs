@@ -115,6 +115,7 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
         registry_credentials: vec![],
         wait_timeout: Duration::from_secs(60),
         reconcile_interval: Duration::from_secs(30),
+        locks: Default::default(),
     };
     // What `noco-agent run` does at start: open the store, start the applier on what it holds.
     let start = || {

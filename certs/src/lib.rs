@@ -12,6 +12,7 @@ pub mod dial;
 pub mod error;
 pub mod identity;
 pub mod keyfile;
+pub mod order;
 pub mod renew;
 pub mod rotation;
 pub mod signing;

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod backups;
 mod deploy;
 mod diag;
 mod envfile;

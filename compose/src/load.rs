@@ -117,6 +117,9 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
         .unwrap_or_default();
     let (secrets, configs) = secrets::attach(&mut r, opts.files, &mut drafts, &secrets, &configs);
     validate(&mut r, &drafts, &volumes, &networks);
+    let service_names: Vec<&str> = drafts.iter().map(|d| d.service.name.as_str()).collect();
+    let volume_names: Vec<&str> = volumes.keys().map(String::as_str).collect();
+    let backups = crate::backups::read(&mut r, x_noco_node, &service_names, &volume_names);
 
     if !r.diags.errors.is_empty() {
         return Err(r.diags.errors);
@@ -133,6 +136,7 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diagnostic>> {
             volumes,
             secrets,
             configs,
+            backups,
         },
         warnings: r.diags.warnings,
     })

@@ -23,6 +23,8 @@ pub struct Project {
     pub secrets: BTreeMap<String, FileObject>,
     /// Top-level `configs:` that some service mounts, by key, with their content.
     pub configs: BTreeMap<String, FileObject>,
+    /// `x-noco.backups`, by name (see [`crate::backups`]).
+    pub backups: Vec<crate::backups::BackupSpec>,
 }
 
 impl Project {

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use noco_proto::selector::Selector;
 
 use crate::error::CtlError;
-use crate::output::errln;
+use crate::output::{Format, errln};
 use crate::{commands, logs, rollout};
 use noco_proto::duration;
 
@@ -23,14 +23,15 @@ stack diff shop -f …; status shop), the host, the operator. Every flag means o
 every command: -f/--compose-file the compose file (but in `logs`, where -f is --follow as in \
 docker logs), --env-file a variables file, --ship PATH a file shipped with the stack \
 (repeatable), --selector which hosts, --host a host by name or id (repeatable), -w/--watch \
-follow until done, --timeout how long to follow, -o/--output table or json. Durations are seconds (30) or a number \
+follow until done, --timeout how long to follow, --yes do it without asking, -o/--output table \
+or json (but in `backup download`, where -o is the file written, as in curl -o). Durations are seconds (30) or a number \
 with a unit (30s, 5m, 1h). Until the next release the previous spellings still work, with a \
 warning: --name NAME (give the stack first), --file PATH (--ship), --compose FILE (-f).";
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the server refused or failed the request, or \
 something watched or shown failed (status: a failed stack; status -w: also nothing to wait \
 for); 2 usage or local problem (no credential, expired certificate, bad arguments); 3 the server \
-could not be reached. Output into a pipe whose reader has gone away (`nococtl audit | head -1`) \
+could not be reached; 130 a watch (-w) or a download interrupted with Ctrl-C. Output into a pipe whose reader has gone away (`nococtl audit | head -1`) \
 ends nococtl quietly with 0.";
 
 const LOGGING: &str = "Logging: NOCO_LOG=debug (or a filter like NOCO_LOG=h2=debug,info) prints \
@@ -41,7 +42,7 @@ fn after_help() -> String {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, logs, metrics (top), hosts, tokens, operators, audit", after_help = after_help())]
+#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, logs, metrics (top), backups, hosts, tokens, operators, audit", after_help = after_help())]
 pub struct Cli {
     /// Credential file (default: $XDG_CONFIG_HOME/noco/config.toml or ~/.config/noco/config.toml).
     #[arg(long, global = true, env = "NOCO_CONFIG")]
@@ -49,11 +50,41 @@ pub struct Cli {
     /// Server address, overriding the one in the credential (https://host:port).
     #[arg(long, global = true, env = "NOCO_SERVER")]
     pub server: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
-    pub output: crate::output::Format,
+    /// Output format: table (the default) or json. In `backup download`, the file written
+    /// instead (`-` for stdout).
+    #[arg(short = 'o', long, global = true, value_name = "FORMAT")]
+    pub output: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The output format -o gives (table when left out).
+    pub fn format(&self) -> Result<Format, CtlError> {
+        parse_format(self.output.as_deref())
+    }
+}
+
+/// `-o table` or `-o json` (table when left out); anything else is refused naming it, with
+/// the nearest format when it is a typo.
+pub fn parse_format(text: Option<&str>) -> Result<Format, CtlError> {
+    let Some(text) = text else {
+        return Ok(Format::Table);
+    };
+    if let Ok(format) = <Format as clap::ValueEnum>::from_str(text.trim(), true) {
+        return Ok(format);
+    }
+    const FORMATS: [&str; 2] = ["table", "json"];
+    let hint = match noco_compose::suggest::did_you_mean(text, FORMATS) {
+        Some(hint) => format!(": {hint}"),
+        None if text.contains(['.', '/']) || text == "-" => {
+            " (only `nococtl backup download ID -o FILE` writes to a file)".to_string()
+        }
+        None => String::new(),
+    };
+    Err(CtlError::Local(format!(
+        "-o/--output {text:?} is not an output format: give table or json{hint}"
+    )))
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +170,16 @@ pub enum Command {
     /// U+FFFD), invalid_utf8 (true or false), truncated, dropped, skipped.
     #[command(override_usage = "nococtl logs [STACK] [--host HOST]... [OPTIONS]")]
     Logs(LogsArgs),
+    /// Backups of stacks' databases and volumes: list, make now, show, verify, restore,
+    /// download, remove.
+    ///
+    /// A stack declares its backups in its compose file under `x-noco.backups` (a dump command
+    /// run in a service's container, or named volumes; a cron schedule; retention; age
+    /// recipients to encrypt to). Each host running the stack makes them on schedule and
+    /// uploads them to the server; these commands act on the server's catalog. Roles: a viewer
+    /// lists and shows, a deployer runs, verifies, restores and downloads, an admin removes.
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Hosts' latest metrics (CPU, memory, load, fullest disk, network, containers), or with
     /// --stack the stack's containers (CPU, memory, network, block I/O, restarts, pids).
     ///
@@ -379,7 +420,7 @@ pub enum RolloutCmd {
     ///
     /// Settings not given as flags come from the compose file's top-level
     /// `x-noco: {rollout: {canary, batch, min_healthy, deadline, max_failures, auto_rollback,
-    /// pause_after_canary}}`, else from the built-in defaults.
+    /// pause_after_canary, backup_first}}`, else from the built-in defaults.
     #[command(override_usage = "nococtl rollout start <STACK> -f <COMPOSE_FILE> [OPTIONS]")]
     Start {
         /// The stack (it must exist: create it with `nococtl stack apply`).
@@ -466,6 +507,14 @@ pub struct RolloutFlags {
     /// Do not pause after the canary (overrides the compose file's `pause_after_canary: true`).
     #[arg(long, overrides_with = "pause_after_canary")]
     pub no_pause_after_canary: bool,
+    /// Each host runs every backup the stack declares (`x-noco.backups`) before its step; a
+    /// backup that fails fails the host's step. `rollout status` shows the backups each host
+    /// made (restore one with `nococtl backup restore ID`). [default: off]
+    #[arg(long, overrides_with = "no_backup_first")]
+    pub backup_first: bool,
+    /// Do not back up before each step (overrides the compose file's `backup_first: true`).
+    #[arg(long, overrides_with = "backup_first")]
+    pub no_backup_first: bool,
 }
 
 /// Following a rollout until it ends.
@@ -477,6 +526,250 @@ pub struct RolloutWatch {
     pub watch: bool,
     /// How long --watch waits.
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = duration::parse)]
+    pub timeout: Duration,
+}
+
+const BACKUP_LS_EXAMPLES: &str = "\
+Examples:
+  nococtl backup ls --stack shop
+  nococtl backup ls --host web-1 --name db -o json";
+
+const BACKUP_RUN_EXAMPLES: &str = "\
+Examples:
+  nococtl backup run shop/db -w                      # one backup, on every host of the stack
+  nococtl backup run shop --host web-1 --host web-2  # every backup of the stack, on two hosts";
+
+const BACKUP_SHOW_EXAMPLES: &str = "\
+Examples:
+  nococtl backup show shop.db.20240501T030000Z.1a2b3c4d
+  nococtl backup show shop.db.20240501T030000Z.1a2b3c4d -o json";
+
+const BACKUP_VERIFY_EXAMPLES: &str = "\
+Examples:
+  nococtl backup verify shop.db.20240501T030000Z.1a2b3c4d -w
+  nococtl backup verify shop.db.20240501T030000Z.1a2b3c4d --host web-2";
+
+const BACKUP_RESTORE_EXAMPLES: &str = "\
+Examples:
+  nococtl backup restore shop.db.20240501T030000Z.1a2b3c4d -w
+  nococtl backup restore shop.db.20240501T030000Z.1a2b3c4d --to-host web-2 --yes -w";
+
+const BACKUP_DOWNLOAD_EXAMPLES: &str = "\
+Examples:
+  nococtl backup download shop.db.20240501T030000Z.1a2b3c4d -o db.dump --identity key.txt
+  nococtl backup download shop.files.20240501T030000Z.5e6f7a8b -o - | tar -tv";
+
+const BACKUP_RM_EXAMPLES: &str = "\
+Examples:
+  nococtl backup rm shop.db.20240501T030000Z.1a2b3c4d
+  nococtl backup rm shop.db.20240501T030000Z.1a2b3c4d --yes";
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// The backup catalog, newest first.
+    ///
+    /// Columns: ID, STACK, NAME, HOST, TIME (started, or the time a missed backup was
+    /// scheduled for), SIZE (the stored archive: compressed, and encrypted when the backup has
+    /// recipients; while uploading, how much the server holds), STATE (running,
+    /// pending_upload, complete, failed, missed), CHECKSUM (the first 12 hex digits of the
+    /// stored archive's sha256), VERIFIED (ok, failed, - for never) and REASON (why it failed
+    /// or was missed, or why its latest verify failed).
+    #[command(after_long_help = BACKUP_LS_EXAMPLES)]
+    Ls {
+        /// Only this stack's backups.
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
+        /// Only backups made on this host (name or id).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// Only backups of this name (its key under x-noco.backups).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Back up now: one backup of a stack (STACK/NAME), or every one it declares (STACK).
+    ///
+    /// One job per host and backup, on every host the stack is assigned to (or the --host
+    /// ones); a job stays pending while its host is offline. Prints the jobs and the backups
+    /// they make. With -w, follows them (host, name, phase, percent; redrawn in place on a
+    /// terminal, a line per change otherwise) until every one has ended: exit 0 when all
+    /// succeeded, 1 when one failed (each failure and its reason on stderr) or --timeout passed
+    /// (the jobs go on).
+    #[command(
+        override_usage = "nococtl backup run <STACK[/NAME]> [--host <HOST>]... [-w] [OPTIONS]",
+        after_long_help = BACKUP_RUN_EXAMPLES
+    )]
+    Run {
+        /// The stack, and optionally one of its backups: `shop/db`, or `shop` for all.
+        #[arg(value_name = "STACK[/NAME]", value_parser = parse_backup_target)]
+        target: BackupTarget,
+        /// Only on this host, by name or id (repeatable; default: every host of the stack).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        watch: BackupWatch,
+    },
+    /// One job (a backup run, a restore or a verify): its host, phase, progress and outcome.
+    ///
+    /// Jobs are what `backup run`, `backup restore` and `backup verify` print; -w follows one
+    /// until it ends (exit 0 when it succeeded, 1 when it failed).
+    Job {
+        /// The job's id (as `backup run`, `restore` or `verify` print it).
+        #[arg(value_name = "JOB")]
+        id: String,
+        #[command(flatten)]
+        watch: BackupWatch,
+    },
+    /// One backup in full, with its manifest.
+    ///
+    /// Where and when it was made and by what trigger (schedule, manual, rollout), its stored
+    /// archive (size, sha256, the age recipients it is encrypted to), its latest verify, and
+    /// the manifest the agent wrote: the commands or volumes, and every member with its size
+    /// and sha256.
+    #[command(after_long_help = BACKUP_SHOW_EXAMPLES)]
+    Show {
+        /// The backup's full id (as `backup ls` shows it).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Check a backup by restoring it somewhere harmless; the result is recorded.
+    ///
+    /// A host (the one that made it, or --host) downloads the backup, checks its sha256, and
+    /// restores it into scratch volumes, or feeds a dump to the backup's `verify` command,
+    /// comparing checksums. Nothing of the stack is touched. The result shows as VERIFIED in
+    /// `backup ls` and `backup show`. -w follows the job until it ends: exit 0 when the backup
+    /// verified, 1 when it did not.
+    #[command(after_long_help = BACKUP_VERIFY_EXAMPLES)]
+    Verify {
+        /// The backup's full id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Verify on this host (name or id; default: the host that made it).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        #[command(flatten)]
+        watch: BackupWatch,
+    },
+    /// Restore a backup on its host, or on another host running the stack (asks first).
+    ///
+    /// A volume backup stops the services using its volumes (and those its `stop` names) and
+    /// replaces the volumes' content, which is swapped in only once whole: on failure the old
+    /// data is kept. A dump backup runs its `restore` command in its service's container with
+    /// the dump on stdin. The services are started again after. -w follows the job until it
+    /// ends: exit 0 when the restore succeeded, 1 when it failed.
+    ///
+    /// On a terminal it first asks, saying what it will stop and replace or run
+    /// (`restore will stop web on web-1 and replace volume media with backup …; continue?
+    /// [y/N]`); --yes does not ask. Without --yes and with stdin not a terminal, it refuses
+    /// (exit 2) and changes nothing.
+    #[command(after_long_help = BACKUP_RESTORE_EXAMPLES)]
+    Restore {
+        /// The backup's full id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Restore on this host (name or id; default: the host that made it).
+        #[arg(long, value_name = "HOST")]
+        to_host: Option<String>,
+        /// Do not ask before overwriting.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        watch: BackupWatch,
+    },
+    /// Write a backup's plain archive to a file (-o FILE), for use without noco.
+    ///
+    /// The plain archive is a tar for a volume backup and the dump itself for a dump backup.
+    /// The stored archive is downloaded into a temporary file next to the target and its size
+    /// and sha256 checked against the catalog; then, when it is encrypted (it starts with
+    /// `age-encryption.org/v1`), it is decrypted with the age identity file --identity, and it
+    /// is zstd-decompressed into a second temporary file, which is renamed to the target (mode
+    /// 0600) once whole. A failure (a mismatch, a wrong key, Ctrl-C) leaves no file under the
+    /// target's name. With -o - the plain archive goes to stdout (not to a terminal), once the
+    /// download is checked. A cut connection resumes where it stopped.
+    ///
+    /// Here -o is the file written, not the output format.
+    #[command(
+        override_usage = "nococtl backup download <ID> -o <FILE> [--identity <FILE>]",
+        after_long_help = BACKUP_DOWNLOAD_EXAMPLES
+    )]
+    Download {
+        /// The backup's full id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// An age identity file (`AGE-SECRET-KEY-1…` lines, as age-keygen writes them) with
+        /// the key of one of the backup's recipients; needed for an encrypted backup.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Remove a backup: its archive and its catalog entry (admin; asks first).
+    ///
+    /// On a terminal it first asks, naming the backup; --yes does not ask. Without --yes and
+    /// with stdin not a terminal, it refuses (exit 2) and removes nothing.
+    #[command(after_long_help = BACKUP_RM_EXAMPLES)]
+    Rm {
+        /// The backup's full id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// What `backup run` backs up: a stack's backup (`shop/db`), or all of them (`shop`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTarget {
+    pub stack: String,
+    /// `None`: every backup the stack declares.
+    pub name: Option<String>,
+}
+
+/// `STACK/NAME` or `STACK`, refused naming the bad part.
+pub fn parse_backup_target(text: &str) -> Result<BackupTarget, String> {
+    let (stack, name) = match text.split_once('/') {
+        None => (text, None),
+        Some((stack, name)) => (stack, Some(name)),
+    };
+    if stack.is_empty() {
+        return Err(format!(
+            "{text:?} names no stack: give STACK/NAME (shop/db) or STACK (shop: all its backups)"
+        ));
+    }
+    let Some(name) = name else {
+        return Ok(BackupTarget {
+            stack: stack.to_string(),
+            name: None,
+        });
+    };
+    if name.is_empty() {
+        return Err(format!(
+            "{text:?}: no backup name after '/': give STACK/NAME (shop/db), or just {stack} for all its backups"
+        ));
+    }
+    if name.contains('/') {
+        return Err(format!(
+            "{text:?} has more than one '/': give STACK/NAME (shop/db)"
+        ));
+    }
+    if !noco_compose::backups::valid_backup_name(name) {
+        return Err(format!(
+            "{name:?} (in {text:?}) is not a backup name: letters, digits, '_' and '-', starting with a letter or digit, at most 63"
+        ));
+    }
+    Ok(BackupTarget {
+        stack: stack.to_string(),
+        name: Some(name.to_string()),
+    })
+}
+
+/// Following backup jobs until they end.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupWatch {
+    /// Follow the jobs (host, name, phase, percent) until they end: exit 0 when all
+    /// succeeded, 1 when one failed or --timeout passed. With -o json, the final jobs.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// How long --watch waits (the jobs go on after it).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration::parse)]
     pub timeout: Duration,
 }
 
@@ -830,7 +1123,7 @@ mod tests {
     #[test]
     fn top_and_host_show_parse() {
         let cli = parse(&["top", "--stack", "shop", "--host", "web-1", "-o", "json"]).unwrap();
-        assert_eq!(cli.output, crate::output::Format::Json);
+        assert_eq!(cli.format().unwrap(), crate::output::Format::Json);
         let Command::Top { stack, hosts } = cli.command else {
             panic!("not top")
         };
@@ -872,6 +1165,214 @@ mod tests {
         }
         let top = Cli::command().render_long_help().to_string();
         assert!(top.contains("logs") && top.contains("top"), "{top}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    fn backup(args: &[&str]) -> Result<(BackupCmd, Option<String>), String> {
+        let mut all = vec!["backup"];
+        all.extend(args);
+        let cli = parse(&all).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Backup(cmd) => Ok((cmd, cli.output)),
+            other => Err(format!("not backup: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn backup_run_takes_a_stack_and_maybe_one_of_its_backups() {
+        let (cmd, _) =
+            backup(&["run", "shop/db", "--host", "web-1", "--host", "web-2", "-w"]).unwrap();
+        let BackupCmd::Run {
+            target,
+            hosts,
+            watch,
+        } = cmd
+        else {
+            panic!("not run")
+        };
+        assert_eq!(
+            target,
+            BackupTarget {
+                stack: "shop".into(),
+                name: Some("db".into())
+            }
+        );
+        assert_eq!(hosts, ["web-1", "web-2"]);
+        assert!(watch.watch);
+        assert_eq!(watch.timeout, Duration::from_secs(3600));
+        let (cmd, _) = backup(&["run", "shop", "--timeout", "10m"]).unwrap();
+        let BackupCmd::Run { target, watch, .. } = cmd else {
+            panic!("not run")
+        };
+        assert_eq!((target.stack.as_str(), target.name), ("shop", None));
+        assert!(!watch.watch);
+        assert_eq!(watch.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_bad_backup_target_is_refused_naming_it() {
+        for (arg, reason) in [
+            ("shop/", "\"shop/\": no backup name after '/'"),
+            ("/db", "\"/db\" names no stack"),
+            ("shop/db/x", "\"shop/db/x\" has more than one '/'"),
+            ("shop/d b", "\"d b\" (in \"shop/d b\") is not a backup name"),
+            (
+                "shop/db.1",
+                "\"db.1\" (in \"shop/db.1\") is not a backup name",
+            ),
+        ] {
+            let e = backup(&["run", arg]).unwrap_err();
+            assert!(e.contains(reason), "{arg}: {e}");
+            assert!(e.contains("<STACK[/NAME]>"), "{arg}: {e}");
+        }
+        assert!(backup(&["run"]).unwrap_err().contains("<STACK[/NAME]>"));
+    }
+
+    #[test]
+    fn backup_commands_take_the_id_first_and_their_flags() {
+        let (cmd, _) =
+            backup(&["ls", "--stack", "shop", "--host", "web-1", "--name", "db"]).unwrap();
+        let BackupCmd::Ls { stack, host, name } = cmd else {
+            panic!("not ls")
+        };
+        assert_eq!(
+            (stack.as_deref(), host.as_deref(), name.as_deref()),
+            (Some("shop"), Some("web-1"), Some("db"))
+        );
+        let (cmd, _) = backup(&["restore", "ID", "--to-host", "web-2", "--yes", "-w"]).unwrap();
+        let BackupCmd::Restore {
+            id,
+            to_host,
+            yes,
+            watch,
+        } = cmd
+        else {
+            panic!("not restore")
+        };
+        assert_eq!(
+            (id.as_str(), to_host.as_deref(), yes, watch.watch),
+            ("ID", Some("web-2"), true, true)
+        );
+        let (cmd, _) = backup(&["verify", "ID", "--host", "web-3"]).unwrap();
+        assert!(matches!(cmd, BackupCmd::Verify { host: Some(h), .. } if h == "web-3"));
+        let (cmd, _) = backup(&["rm", "ID"]).unwrap();
+        assert!(matches!(cmd, BackupCmd::Rm { yes: false, .. }));
+        for args in [
+            &["show"][..],
+            &["rm"],
+            &["restore"],
+            &["verify"],
+            &["download"],
+        ] {
+            let e = backup(args).unwrap_err();
+            assert!(e.contains("<ID>"), "{args:?}: {e}");
+        }
+        // --to-host is restore's, --host verify's: one meaning each.
+        assert!(backup(&["restore", "ID", "--host", "web-2"]).is_err());
+        assert!(backup(&["verify", "ID", "--to-host", "web-2"]).is_err());
+    }
+
+    #[test]
+    fn o_is_the_format_everywhere_but_the_file_of_backup_download() {
+        let (cmd, file) =
+            backup(&["download", "ID", "-o", "db.dump", "--identity", "key.txt"]).unwrap();
+        let BackupCmd::Download { id, identity } = cmd else {
+            panic!("not download")
+        };
+        assert_eq!(id, "ID");
+        assert_eq!(identity, Some(PathBuf::from("key.txt")));
+        assert_eq!(file.as_deref(), Some("db.dump"));
+        let (_, file) = backup(&["download", "ID", "-o", "-"]).unwrap();
+        assert_eq!(file.as_deref(), Some("-"));
+
+        assert_eq!(parse_format(None).unwrap(), Format::Table);
+        assert_eq!(parse_format(Some("json")).unwrap(), Format::Json);
+        assert_eq!(parse_format(Some("JSON")).unwrap(), Format::Json);
+        assert_eq!(parse_format(Some("table")).unwrap(), Format::Table);
+        let e = parse_format(Some("jsn")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            e.to_string(),
+            "-o/--output \"jsn\" is not an output format: give table or json: did you mean \"json\"?"
+        );
+        let e = parse_format(Some("db.dump")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("(only `nococtl backup download ID -o FILE` writes to a file)"),
+            "{e}"
+        );
+        let e = parse_format(Some("yaml")).unwrap_err();
+        assert!(e.to_string().ends_with("give table or json"), "{e}");
+        let cli = parse(&["backup", "ls", "-o", "yaml"]).unwrap();
+        assert!(cli.format().is_err());
+    }
+
+    #[test]
+    fn backup_help_says_what_each_command_does_with_examples() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let backup = cli.find_subcommand_mut("backup").unwrap();
+        let help = backup.render_long_help().to_string();
+        assert!(help.contains("x-noco.backups"), "{help}");
+        for (command, texts) in [
+            (
+                "ls",
+                &[
+                    "CHECKSUM",
+                    "VERIFIED",
+                    "REASON",
+                    "Examples:\n  nococtl backup ls",
+                ][..],
+            ),
+            (
+                "run",
+                &[
+                    "STACK[/NAME]",
+                    "--host <HOST>",
+                    "exit 0 when all succeeded",
+                    "Examples:",
+                ],
+            ),
+            ("show", &["manifest", "Examples:"]),
+            ("verify", &["--host <HOST>", "Examples:"]),
+            (
+                "restore",
+                &["--to-host <HOST>", "--yes", "refuses (exit 2)", "Examples:"],
+            ),
+            (
+                "download",
+                &[
+                    "-o <FILE>",
+                    "--identity <FILE>",
+                    "age-encryption.org/v1",
+                    "-o -",
+                    "Examples:",
+                ],
+            ),
+            ("rm", &["--yes", "admin", "Examples:"]),
+        ] {
+            let help = backup
+                .find_subcommand_mut(command)
+                .map(|c| c.render_long_help().to_string())
+                .unwrap();
+            for text in texts {
+                assert!(help.contains(text), "backup {command}: {text}: {help}");
+            }
+        }
+        let start = Cli::command()
+            .find_subcommand_mut("rollout")
+            .and_then(|r| r.find_subcommand_mut("start"))
+            .map(|c| c.render_long_help().to_string())
+            .unwrap();
+        assert!(
+            start.contains("--backup-first") && start.contains("backup_first"),
+            "{start}"
+        );
     }
 
     #[test]

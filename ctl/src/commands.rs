@@ -10,7 +10,7 @@ use noco_certs::{PeerCert, csr, sha256_hex, tls};
 use noco_proto::Enumeration;
 use noco_proto::v1 as pb;
 
-use crate::cli::{Cli, Command, HostCmd, OperatorCmd, SigningKeyCmd, TokenCmd};
+use crate::cli::{BackupCmd, Cli, Command, HostCmd, OperatorCmd, SigningKeyCmd, TokenCmd};
 use crate::client::{self, CONNECT_TIMEOUT};
 use crate::error::{CtlError, refused};
 use crate::output::{self, Format, errln, outln};
@@ -18,16 +18,22 @@ use crate::view::audit::AuditView;
 use crate::view::host::{HostView, JoinTokenView};
 use crate::view::operator::{LoginTokenView, LoginView, OperatorView, WhoAmIView};
 use crate::view::signing::SigningKeyView;
-use crate::{config, host, logs, rollout, stack, status, top};
+use crate::{backup, config, host, logs, rollout, stack, status, top};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    // `backup download` reads -o as the file it writes; every other command as the format.
+    let out = match &cli.command {
+        Command::Backup(BackupCmd::Download { .. }) => Format::Table,
+        _ => cli.format()?,
+    };
     let path = config::resolve(cli.config.as_deref())?;
     if let Command::Login { token, force } = &cli.command {
-        return login(&path, cli.server.as_deref(), token, *force, cli.output).await;
+        return login(&path, cli.server.as_deref(), token, *force, out).await;
     }
-    let out = cli.output;
     let server = cli.server.as_deref();
     match cli.command {
+        // These check their arguments (and local files) before they connect.
+        Command::Backup(cmd) => return backup::run(cmd, cli.output, &path, server, out).await,
         // These read and check local files before they connect.
         Command::Stack(cmd) => return stack::run(cmd, &path, server, out).await,
         Command::Status {
@@ -44,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let (cred, mut ctl) = client::open(&path, server).await?;
     match cli.command {
         Command::Login { .. }
+        | Command::Backup(_)
         | Command::Stack(_)
         | Command::Status { .. }
         | Command::Rollout(_)

@@ -1,8 +1,9 @@
 //! nococtl's failures and the exit codes scripts can rely on:
 //! 0 success · 1 the server refused or failed the request, or what was shown or watched failed
 //! (a failed stack in `status`; nothing to wait for in `status -w`) · 2 usage or local problem
-//! (no or bad credential, expired certificate) · 3 the server could not be reached. (A closed
-//! stdout is not a failure: see `output`.)
+//! (no or bad credential, expired certificate) · 3 the server could not be reached · 130
+//! interrupted with Ctrl-C (a download, which leaves nothing behind; watches exit 130 through
+//! `output::Screen`). (A closed stdout is not a failure: see `output`.)
 
 use std::fmt;
 
@@ -17,6 +18,8 @@ pub enum CtlError {
     Local(String),
     /// The server could not be reached or the TLS handshake failed.
     Unreachable(String),
+    /// Ctrl-C stopped it (after cleaning up).
+    Interrupted(String),
 }
 
 impl CtlError {
@@ -25,6 +28,7 @@ impl CtlError {
             CtlError::Refused(_) | CtlError::Failed(_) => 1,
             CtlError::Local(_) => 2,
             CtlError::Unreachable(_) => 3,
+            CtlError::Interrupted(_) => 130,
         }
     }
 
@@ -39,7 +43,8 @@ impl fmt::Display for CtlError {
             CtlError::Refused(m)
             | CtlError::Failed(m)
             | CtlError::Local(m)
-            | CtlError::Unreachable(m) => f.write_str(m),
+            | CtlError::Unreachable(m)
+            | CtlError::Interrupted(m) => f.write_str(m),
         }
     }
 }

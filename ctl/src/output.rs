@@ -69,6 +69,12 @@ pub fn stdout_is_terminal() -> bool {
     io::stdout().is_terminal()
 }
 
+/// Whether stdin is a terminal: a person who can answer a question (`backup restore`,
+/// `backup rm` ask before they change anything).
+pub fn stdin_is_terminal() -> bool {
+    io::stdin().is_terminal()
+}
+
 /// Write to stderr, ignoring failure.
 pub fn write_stderr(args: fmt::Arguments<'_>) {
     let _ = io::stderr().lock().write_fmt(args);

@@ -17,6 +17,7 @@ pub use serde_json::Value;
 
 pub mod docker;
 pub mod pipe;
+pub mod postgres;
 pub mod proxy;
 pub mod stack;
 
@@ -215,6 +216,8 @@ pub struct ServerOptions {
     pub state_ttl: String,
     /// More `noco-server run` arguments.
     pub extra: Vec<String>,
+    /// More environment variables of the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -225,6 +228,7 @@ impl Default for ServerOptions {
             heartbeat: "1s".into(),
             state_ttl: "24h".into(),
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -308,7 +312,13 @@ impl Fleet {
             &self.opts.state_ttl,
         ];
         args.extend(self.opts.extra.iter().map(String::as_str));
-        let proc = spawn("server", &bin("noco-server"), &args, self.dir.path(), &[]);
+        let env: Vec<(&str, &str)> = self
+            .opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let proc = spawn("server", &bin("noco-server"), &args, self.dir.path(), &env);
         let log = proc.log.clone();
         self.server = Some(proc);
         eventually("the server to listen", || {

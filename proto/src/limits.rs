@@ -56,6 +56,14 @@ pub const HTTP2_STREAM_WINDOW: u32 = MIB as u32;
 pub const HTTP2_CONNECTION_WINDOW: u32 = 2 * MIB as u32;
 /// The largest enrollment, login or renewal message (a CSR and facts).
 pub const MAX_ENROLL_MESSAGE: usize = 64 * KIB;
+/// The data in one message of a backup upload or download: agents send at most this much per
+/// message, and the server streams downloads in pieces of it.
+pub const MAX_BACKUP_CHUNK: usize = MIB;
+/// The largest backup manifest (JSON, in the upload trailer and a backup's record).
+pub const MAX_BACKUP_MANIFEST: usize = 4 * MIB;
+/// The largest message of the Backups service and of a backup download (a chunk, or a header,
+/// trailer or report with a backup's record and manifest), with framing.
+pub const MAX_BACKUP_MESSAGE: usize = MAX_BACKUP_CHUNK + MAX_BACKUP_MANIFEST + 64 * KIB;
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +79,8 @@ mod tests {
             assert!(MAX_CONTROL_RESPONSE >= MAX_CONTROL_REQUEST);
             assert!(MAX_TELEMETRY_MESSAGE > MAX_LOG_BATCH + MAX_LOG_LINE);
             assert!(MAX_CONTROL_RESPONSE > MAX_TELEMETRY_MESSAGE);
+            assert!(MAX_BACKUP_MESSAGE > MAX_BACKUP_CHUNK + MAX_BACKUP_MANIFEST);
+            assert!(MAX_CONTROL_RESPONSE > MAX_BACKUP_MESSAGE);
         }
     }
 }

@@ -72,6 +72,10 @@ enumeration! {
     OperatorStatus = "OPERATOR_STATUS_",
     AuditOutcome = "AUDIT_OUTCOME_",
     LogStream = "LOG_STREAM_",
+    BackupKind = "BACKUP_KIND_",
+    BackupState = "BACKUP_STATE_",
+    BackupJobKind = "BACKUP_JOB_KIND_",
+    BackupJobState = "BACKUP_JOB_STATE_",
 }
 
 #[cfg(test)]

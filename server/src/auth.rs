@@ -37,6 +37,52 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
     ("/noco.v1.Certs/Renew", Access::AnyIdentity, None),
     ("/noco.v1.Agent/Session", Access::Agent, None),
     ("/noco.v1.Telemetry/Stream", Access::Agent, None),
+    ("/noco.v1.Backups/Upload", Access::Agent, None),
+    ("/noco.v1.Backups/UploadOffset", Access::Agent, None),
+    ("/noco.v1.Backups/Report", Access::Agent, None),
+    ("/noco.v1.Backups/Download", Access::Agent, None),
+    // Backups: viewers list them, deployers run, restore, verify and download them (an
+    // archive holds the stack's data), admins remove them.
+    (
+        "/noco.v1.Control/ListBackups",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/GetBackup",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/GetBackupJob",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/RunBackup",
+        Access::Operator(Role::Deployer),
+        Some("backup.run"),
+    ),
+    (
+        "/noco.v1.Control/RestoreBackup",
+        Access::Operator(Role::Deployer),
+        Some("backup.restore"),
+    ),
+    (
+        "/noco.v1.Control/VerifyBackup",
+        Access::Operator(Role::Deployer),
+        Some("backup.verify"),
+    ),
+    (
+        "/noco.v1.Control/DownloadBackup",
+        Access::Operator(Role::Deployer),
+        Some("backup.download"),
+    ),
+    (
+        "/noco.v1.Control/RemoveBackup",
+        Access::Operator(Role::Admin),
+        Some("backup.remove"),
+    ),
     // Logs can hold secrets (environment dumps, tokens): deployers and up.
     (
         "/noco.v1.Control/Logs",
@@ -362,6 +408,32 @@ mod tests {
                 let path = format!("/noco.v1.{service}/{method}");
                 assert!(policy(&path).is_some(), "{path} has no access policy");
             }
+        }
+    }
+
+    #[test]
+    fn backups_are_listed_by_viewers_run_by_deployers_removed_by_admins() {
+        let role = |m: &str| match policy(&format!("/noco.v1.Control/{m}")) {
+            Some((Access::Operator(r), _)) => r,
+            other => panic!("{m}: {other:?}"),
+        };
+        for m in ["ListBackups", "GetBackup", "GetBackupJob"] {
+            assert_eq!(role(m), Role::Viewer, "{m}");
+        }
+        for m in [
+            "RunBackup",
+            "RestoreBackup",
+            "VerifyBackup",
+            "DownloadBackup",
+        ] {
+            assert_eq!(role(m), Role::Deployer, "{m}");
+        }
+        assert_eq!(role("RemoveBackup"), Role::Admin);
+        for m in ["Upload", "UploadOffset", "Report", "Download"] {
+            assert_eq!(
+                policy(&format!("/noco.v1.Backups/{m}")).map(|p| p.0),
+                Some(Access::Agent)
+            );
         }
     }
 

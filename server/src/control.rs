@@ -317,9 +317,147 @@ impl ControlSvc {
     }
 }
 
+/// Who asks for a backup job: the operator.
+fn requester(caller: &Caller) -> crate::backups::jobs::Requester {
+    crate::backups::jobs::Requester {
+        caller: caller.describe(),
+        trigger: "manual".to_string(),
+        triggered_by: caller.peer.common_name.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlSvc {
     type LogsStream = LogsStream;
+    type DownloadBackupStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::BackupDownloadChunk, Status>>;
+
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        Ok(Response::new(
+            self.core.backups.list(&req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_backup(
+        &self,
+        req: Request<pb::GetBackupRequest>,
+    ) -> Result<Response<pb::BackupInfo>, Status> {
+        Ok(Response::new(
+            self.core.backups.show(&req.into_inner().id).await?,
+        ))
+    }
+
+    async fn get_backup_job(
+        &self,
+        req: Request<pb::GetBackupJobRequest>,
+    ) -> Result<Response<pb::BackupJob>, Status> {
+        Ok(Response::new(
+            self.core.backups.job(&req.into_inner().id).await?,
+        ))
+    }
+
+    async fn run_backup(
+        &self,
+        req: Request<pb::RunBackupRequest>,
+    ) -> Result<Response<pb::BackupJobs>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let mut target = if req.name.is_empty() {
+            req.stack.clone()
+        } else {
+            format!("{}/{}", req.stack, req.name)
+        };
+        if !req.hosts.is_empty() {
+            target = format!("{target} on {}", req.hosts.join(", "));
+        }
+        let outcome = self.core.backups.run(&requester(&caller), req).await;
+        let target = match &outcome {
+            Ok(jobs) => {
+                let ids: Vec<String> = jobs
+                    .jobs
+                    .iter()
+                    .map(|j| format!("{} (job {})", j.backup_id, j.id))
+                    .collect();
+                format!("{target}: {}", ids.join(", "))
+            }
+            Err(_) => target,
+        };
+        self.audited(&caller, "backup.run", &target, outcome).await
+    }
+
+    async fn restore_backup(
+        &self,
+        req: Request<pb::RestoreBackupRequest>,
+    ) -> Result<Response<pb::BackupJob>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let outcome = self
+            .core
+            .backups
+            .restore(
+                &requester(&caller),
+                pb::BackupJobKind::Restore,
+                &req.id,
+                &req.to_host,
+            )
+            .await;
+        let target = match &outcome {
+            Ok(j) => format!("{} to {} (job {})", req.id, j.host, j.id),
+            Err(_) if req.to_host.is_empty() => req.id.clone(),
+            Err(_) => format!("{} to {}", req.id, req.to_host),
+        };
+        self.audited(&caller, "backup.restore", &target, outcome)
+            .await
+    }
+
+    async fn verify_backup(
+        &self,
+        req: Request<pb::VerifyBackupRequest>,
+    ) -> Result<Response<pb::BackupJob>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let outcome = self
+            .core
+            .backups
+            .restore(
+                &requester(&caller),
+                pb::BackupJobKind::Verify,
+                &req.id,
+                &req.host,
+            )
+            .await;
+        let target = match &outcome {
+            Ok(j) => format!("{} on {} (job {})", req.id, j.host, j.id),
+            Err(_) => req.id.clone(),
+        };
+        self.audited(&caller, "backup.verify", &target, outcome)
+            .await
+    }
+
+    async fn remove_backup(
+        &self,
+        req: Request<pb::RemoveBackupRequest>,
+    ) -> Result<Response<pb::BackupInfo>, Status> {
+        let caller = Caller::of(&req)?;
+        let id = req.into_inner().id;
+        let outcome = self.core.backups.remove(&id).await;
+        self.audited(&caller, "backup.remove", &id, outcome).await
+    }
+
+    async fn download_backup(
+        &self,
+        req: Request<pb::BackupDownloadRequest>,
+    ) -> Result<Response<Self::DownloadBackupStream>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let outcome = self.core.backups.download(&req.id, req.offset, None).await;
+        let target = format!("{} from {}", req.id, req.offset);
+        self.audited(&caller, "backup.download", &target, outcome)
+            .await
+    }
 
     async fn logs(
         &self,

@@ -6,6 +6,8 @@
 //!   └─ reports ─ desired (signs, sizes, pushes)
 //!                  └─ stacks (catalog lock) ─ rollouts (driver) ─ hosts
 //!                                   └─ status (queries) · audit
+//! backups (catalog, uploads, jobs and signed orders, retention; over store, registry, audit,
+//!          the signing key and the backup store)         ← used by rollouts (backup first)
 //! telemetry: logs (the log hub: rings, caps, followers) · metrics   ← fed by agents, read by control
 //! control · session · enroll · renew · auth · telemetry::stream   (the gRPC services: adapters)
 //! ```
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::Audit;
+use crate::backups::{BackupSettings, Backups};
 use crate::bans::BanSet;
 use crate::clock::Clock;
 use crate::desired::{Desired, SigningKeys};
@@ -86,6 +89,8 @@ pub struct Core {
     pub stacks: Arc<Stacks>,
     pub rollouts: Arc<Rollouts>,
     pub hosts: Arc<Hosts>,
+    /// The backup catalog, uploads, jobs and orders.
+    pub backups: Arc<Backups>,
     /// Containers' recent log lines and their followers.
     pub logs: Arc<LogHub>,
     /// Hosts' latest metrics and their history.
@@ -99,6 +104,7 @@ impl Core {
         bans: Arc<BanSet>,
         clock: Arc<dyn Clock>,
         limits: Limits,
+        backups: BackupSettings,
     ) -> Arc<Core> {
         let registry = Arc::new(Registry::default());
         let audit = Arc::new(Audit::new(store.clone(), clock.clone()));
@@ -116,11 +122,20 @@ impl Core {
             reports.clone(),
             clock.clone(),
         ));
+        let backups = Arc::new(Backups::new(
+            store.clone(),
+            pki.clone(),
+            registry.clone(),
+            audit.clone(),
+            clock.clone(),
+            backups,
+        ));
         let rollouts = Arc::new(Rollouts::new(
             store.clone(),
             stacks.clone(),
             reports.clone(),
             registry.clone(),
+            backups.clone(),
             clock.clone(),
         ));
         let hosts = Arc::new(Hosts::new(
@@ -149,6 +164,7 @@ impl Core {
             stacks,
             rollouts,
             hosts,
+            backups,
             logs,
             metrics,
         })

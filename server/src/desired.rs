@@ -49,7 +49,8 @@ pub fn assignment(stacks: &[StackRecord], host: &HostRecord, pins: &Pins) -> Vec
 
 /// Per-host revision pins of stacks under a rollout: the latest rollout of a stack pins its
 /// hosts (its [`crate::machines::rollout::Rollout::targets`]) unless it succeeded (then the
-/// stack itself moved), or was released by a later `stack apply`, or the stack's revision is
+/// stack itself moved, and only the hosts whose backup-first failed stay pinned: `kept_back`),
+/// or was released by a later `stack apply`, or the stack's revision is
 /// neither the rollout's `from` nor its `to` (applied before releases were recorded).
 pub async fn pins(store: &dyn Store, stacks: &[StackRecord]) -> Result<Pins> {
     let mut out = HashMap::new();
@@ -71,10 +72,15 @@ pub fn pins_of(r: &RolloutRecord, stacks: &[StackRecord]) -> Option<BTreeMap<Str
         .iter()
         .find(|s| s.name == r.rollout.stack)
         .map(|s| s.revision.as_str())?;
-    let holds = !r.released
-        && r.rollout.phase != crate::machines::rollout::Phase::Succeeded
-        && (current == r.rollout.from || current == r.rollout.to);
-    holds.then(|| r.rollout.targets())
+    if r.released || (current != r.rollout.from && current != r.rollout.to) {
+        return None;
+    }
+    if r.rollout.phase == crate::machines::rollout::Phase::Succeeded {
+        // The stack moved; hosts whose backup-first failed stay where they were.
+        let kept = r.rollout.kept_back();
+        return (!kept.is_empty()).then_some(kept);
+    }
+    Some(r.rollout.targets())
 }
 
 fn decode(bytes: &[u8]) -> Option<(pb::SignedState, pb::DesiredState)> {

@@ -32,6 +32,22 @@ pub enum Error {
     /// Something that should not happen did; the text is for the log.
     #[error("{0}")]
     Internal(String),
+    /// Over a size limit (a backup over `--backup-max-size`): sending it again will not help.
+    #[error("{0}")]
+    TooLarge(String),
+    /// What was received is not what the sender says it sent (a checksum mismatch).
+    #[error("{0}")]
+    DataLoss(String),
+    /// Something else is doing this right now: try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// An offset or range beyond what there is.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The backup store (object storage) failed while doing `doing`: worth trying again; the
+    /// store's own text is for the log.
+    #[error("{doing}: {reason}")]
+    Objects { doing: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,6 +103,17 @@ impl From<Error> for Status {
                 let reference = noco_certs::random_hex::<4>();
                 tracing::error!(reference, "{m}");
                 Status::internal(format!("internal error (server log reference {reference})"))
+            }
+            Error::TooLarge(m) => Status::resource_exhausted(m),
+            Error::DataLoss(m) => Status::data_loss(m),
+            Error::Busy(m) => Status::aborted(m),
+            Error::OutOfRange(m) => Status::out_of_range(m),
+            Error::Objects { doing, reason } => {
+                let reference = noco_certs::random_hex::<4>();
+                tracing::error!(reference, "backup store: {doing}: {reason}");
+                Status::unavailable(format!(
+                    "the backup store failed while {doing} (server log reference {reference}); try again later"
+                ))
             }
         }
     }

@@ -4,13 +4,14 @@
 //! and its sled backend), [`clock`], [`registry`] (live sessions), [`bans`]; [`reports`] (what
 //! agents report), [`desired`] (signed per-host state, the size rule); [`stacks`] (revisions and
 //! the catalog lock), [`machines`] (pure state machines: the rollout) and [`rollouts`] (its service and driver),
-//! [`hosts`]; [`status`], [`audit`]; [`telemetry`] (logs and metrics agents send). [`core`]
+//! [`hosts`]; [`backups`] (catalog, uploads, jobs, retention); [`status`], [`audit`]; [`telemetry`] (logs and metrics agents send). [`core`]
 //! assembles them; [`auth`], [`control`],
 //! [`session`], [`enroll`] and [`renew`] are the gRPC services over them; [`server`] serves.
 //! [`error`] is the domain error and its one conversion to the wire.
 
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod bans;
 pub mod clock;
 pub mod control;

@@ -158,6 +158,17 @@ struct RunArgs {
     /// sample, at most one a second. 0 keeps none (the latest sample is always kept).
     #[arg(long, env = "NOCO_METRICS_HISTORY", default_value = "1h", value_parser = noco_proto::duration::parse)]
     metrics_history: Duration,
+    /// Where backup archives are kept: file:///absolute/path (default <data-dir>/backups), or
+    /// any S3-compatible store, s3://bucket/prefix?region=R&endpoint=https://…&allow_http=true
+    /// with credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN).
+    /// Checked at start: the server writes and deletes a probe object, and refuses to start
+    /// when it cannot.
+    #[arg(long, env = "NOCO_BACKUP_STORE")]
+    backup_store: Option<String>,
+    /// The largest backup archive the server takes from an agent (an upload past it fails the
+    /// backup); in bytes or with a unit (500GiB).
+    #[arg(long, env = "NOCO_BACKUP_MAX_SIZE", default_value = "100GiB", value_parser = noco_proto::size::parse)]
+    backup_max_size: u64,
 }
 
 /// The smallest per-host log budget: a few of the longest lines.
@@ -298,6 +309,9 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             "--log-bytes-per-host must be at least 256KiB (a few of the longest log lines)"
         );
     }
+    if args.backup_max_size == 0 {
+        anyhow::bail!("--backup-max-size must be greater than zero");
+    }
     if args.log_bytes_total < args.log_bytes_per_host {
         anyhow::bail!("--log-bytes-total must be at least --log-bytes-per-host");
     }
@@ -319,6 +333,8 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             listen: args.listen,
             limits,
             sans: args.sans,
+            backup_store: args.backup_store,
+            backup_max_size: args.backup_max_size,
         },
         shutdown_signal(),
     )
@@ -339,6 +355,8 @@ mod tests {
         assert_eq!(args.log_bytes_per_host, 8 << 20);
         assert_eq!(args.log_bytes_total, 512 << 20);
         assert_eq!(args.metrics_history, Duration::from_secs(3600));
+        assert_eq!(args.backup_store, None);
+        assert_eq!(args.backup_max_size, noco_server::backups::DEFAULT_MAX_SIZE);
         let defaults = Limits::default();
         assert_eq!(defaults.log_lines_per_container, 5000);
         assert_eq!(defaults.log_bytes_per_host, args.log_bytes_per_host);

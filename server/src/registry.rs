@@ -1,13 +1,14 @@
 //! Live agent sessions and telemetry streams: at most one of each per host. Registering a second
 //! session (or telemetry stream) for a host cuts the first; revoking a host cuts both; shutting
-//! down cuts them all.
+//! down cuts them all. A session is handed its host's newest desired state and the orders
+//! (backups, restores) given to the host while it is connected.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use noco_proto::v1::SignedState;
-use tokio::sync::{oneshot, watch};
+use noco_proto::v1::{SignedOrder, SignedState};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 #[derive(Debug)]
@@ -17,6 +18,7 @@ struct Entry {
     last_seen_ms: Arc<AtomicI64>,
     cut: oneshot::Sender<Status>,
     state: watch::Sender<Option<SignedState>>,
+    orders: mpsc::UnboundedSender<SignedOrder>,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub struct Registration {
     pub last_seen_ms: Arc<AtomicI64>,
     /// The newest desired state to send; the session sends it whenever it changes.
     pub state: watch::Receiver<Option<SignedState>>,
+    /// Orders to send, in the order given.
+    pub orders: mpsc::UnboundedReceiver<SignedOrder>,
 }
 
 /// A snapshot of one live session.
@@ -107,6 +111,7 @@ impl Registry {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         let (state_tx, state_rx) = watch::channel(None);
+        let (orders_tx, orders_rx) = mpsc::unbounded_channel();
         let last_seen_ms = Arc::new(AtomicI64::new(now_ms));
         let entry = Entry {
             session_id,
@@ -114,6 +119,7 @@ impl Registry {
             last_seen_ms: last_seen_ms.clone(),
             cut: tx,
             state: state_tx,
+            orders: orders_tx,
         };
         if let Some(old) = self.lock().insert(host_id.to_string(), entry) {
             let _ = old.cut.send(Status::aborted(
@@ -125,6 +131,16 @@ impl Registry {
             cut: rx,
             last_seen_ms,
             state: state_rx,
+            orders: orders_rx,
+        }
+    }
+
+    /// Hand a host's live session an order. Returns whether the host has a session to take it
+    /// (an offline host gets its pending orders when it connects).
+    pub fn send_order(&self, host_id: &str, order: SignedOrder) -> bool {
+        match self.lock().get(host_id) {
+            Some(entry) => entry.orders.send(order).is_ok(),
+            None => false,
         }
     }
 
@@ -208,6 +224,20 @@ mod tests {
         assert_eq!(reg.online("h1").unwrap().connected_ms, 2);
         reg.deregister("h1", second.session_id);
         assert!(reg.online("h1").is_none());
+    }
+
+    #[test]
+    fn orders_reach_the_live_session_only() {
+        let reg = Registry::default();
+        let order = SignedOrder {
+            payload: vec![1],
+            key_id: "k".into(),
+            signature: vec![2],
+        };
+        assert!(!reg.send_order("h1", order.clone()), "no session: kept");
+        let mut r = reg.register("h1", 1);
+        assert!(reg.send_order("h1", order.clone()));
+        assert_eq!(r.orders.try_recv().unwrap(), order);
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl Reports {
             healthy_since,
             failure: health::stack_failed(s).then(|| s.error.clone()),
             offline: false,
+            backup: None,
         })
     }
 

@@ -3,7 +3,9 @@
 //! desired state) is pushed, so a restarted server resumes each rollout where it was; every event
 //! goes to the audit log and to the log with the rollout's id. All of it runs under the catalog
 //! lock of [`Stacks`], which `stack apply` takes too: one active rollout per stack, and no apply
-//! while it runs.
+//! while it runs. With `backup_first` the driver orders each host's backups (every backup the
+//! stack's `from` revision declares, through [`Backups`]) when its step starts, and tells the
+//! state machine how they went.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,10 +13,13 @@ use std::time::Duration;
 
 use noco_proto::v1 as pb;
 
+use crate::backups::Backups;
+use crate::backups::jobs::Requester;
 use crate::clock::Clock;
 use crate::error::{Doing, Error, Result};
 use crate::machines::rollout::{
-    BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason, phase_to_wire,
+    BackupOutcome, BatchSize, Config, HostPhase, Phase, Rollout, phase_name, phase_reason,
+    phase_to_wire,
 };
 use crate::registry::Registry;
 use crate::reports::Reports;
@@ -109,6 +114,7 @@ fn config_from_wire(c: Option<&pb::RolloutConfig>) -> Result<Config> {
         max_failures: c.max_failures as usize,
         auto_rollback: c.auto_rollback,
         pause_after_canary: c.pause_after_canary,
+        backup_first: c.backup_first,
     })
 }
 
@@ -126,6 +132,7 @@ fn config_to_wire(c: &Config) -> pb::RolloutConfig {
         max_failures: c.max_failures as u32,
         auto_rollback: c.auto_rollback,
         pause_after_canary: c.pause_after_canary,
+        backup_first: c.backup_first,
     }
 }
 
@@ -135,6 +142,7 @@ pub struct Rollouts {
     stacks: Arc<Stacks>,
     reports: Arc<Reports>,
     registry: Arc<Registry>,
+    backups: Arc<Backups>,
     clock: Arc<dyn Clock>,
     spans: Spans,
 }
@@ -145,6 +153,7 @@ impl Rollouts {
         stacks: Arc<Stacks>,
         reports: Arc<Reports>,
         registry: Arc<Registry>,
+        backups: Arc<Backups>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Rollouts {
@@ -152,6 +161,7 @@ impl Rollouts {
             stacks,
             reports,
             registry,
+            backups,
             clock,
             spans: Spans::default(),
         }
@@ -435,25 +445,100 @@ impl Rollouts {
                 continue;
             }
             let before = rec.rollout.clone();
-            let reports = rec
-                .rollout
-                .hosts
-                .keys()
-                .map(|id| {
-                    let mut r = self
-                        .reports
-                        .host_report(id, &rec.rollout.stack)
-                        .unwrap_or_default();
-                    r.offline = self.registry.online(id).is_none();
-                    (id.clone(), r)
-                })
-                .collect();
+            self.order_backups(&mut rec).await;
+            let mut reports = BTreeMap::new();
+            for id in rec.rollout.hosts.keys() {
+                let mut r = self
+                    .reports
+                    .host_report(id, &rec.rollout.stack)
+                    .unwrap_or_default();
+                r.offline = self.registry.online(id).is_none();
+                if matches!(rec.rollout.hosts[id], HostPhase::BackingUp { .. })
+                    && let Some(jobs) = rec.rollout.backups.get(id)
+                {
+                    r.backup = self.backup_outcome(jobs).await;
+                }
+                reports.insert(id.clone(), r);
+            }
             rec.rollout.tick(self.clock.now_ms(), &reports);
             if rec.rollout != before {
                 self.commit(&catalog, &rec, Some(&before)).await?;
             }
         }
         Ok(())
+    }
+
+    /// Order the backups of the hosts whose step starts with them (`backup_first`): every
+    /// backup the stack's revision `from` (the one they run) declares. Call under the catalog
+    /// lock.
+    async fn order_backups(&self, rec: &mut RolloutRecord) {
+        let hosts = rec.rollout.backups_to_order();
+        if hosts.is_empty() {
+            return;
+        }
+        let stack = rec.rollout.stack.clone();
+        let declared = self
+            .backups
+            .declared(&stack, &rec.rollout.from)
+            .await
+            .map_err(|e| readable(&e));
+        let who = Requester {
+            caller: format!("rollout {}", rec.id),
+            trigger: "rollout".to_string(),
+            triggered_by: rec.id.clone(),
+        };
+        for id in hosts {
+            let ordered = match &declared {
+                Err(e) => Err(e.clone()),
+                Ok(names) if names.is_empty() => Ok(Vec::new()),
+                Ok(names) => match self.store.host(&id).await {
+                    Ok(Some(host)) => self
+                        .backups
+                        .order_runs(&stack, names, std::slice::from_ref(&host), &who)
+                        .await
+                        .map(|jobs| jobs.into_iter().map(|j| (j.id, j.backup_id)).collect())
+                        .map_err(|e| readable(&e)),
+                    Ok(None) => Err(format!("host {id} is not enrolled")),
+                    Err(e) => Err(readable(&Error::from_store("reading hosts", e))),
+                },
+            };
+            rec.rollout
+                .backups_ordered(self.clock.now_ms(), &id, ordered);
+        }
+    }
+
+    /// How the backup jobs a host was given before its step stand (`None`: unknown now).
+    async fn backup_outcome(&self, jobs: &[(String, String)]) -> Option<BackupOutcome> {
+        let mut running = false;
+        for (job_id, backup_id) in jobs {
+            let job = match self.store.backup_job(job_id).await {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!("reading backup job {job_id}: {e}");
+                    return None;
+                }
+            };
+            let Some(job) = job else {
+                return Some(BackupOutcome::Failed(format!(
+                    "backup {backup_id}: its job {job_id} is gone"
+                )));
+            };
+            match job.state() {
+                pb::BackupJobState::Succeeded => {}
+                pb::BackupJobState::Failed => {
+                    return Some(BackupOutcome::Failed(format!(
+                        "backup {} ({backup_id}): {}",
+                        job.name, job.reason
+                    )));
+                }
+                _ => running = true,
+            }
+        }
+        Some(if running {
+            BackupOutcome::Running
+        } else {
+            BackupOutcome::Done
+        })
     }
 
     /// The task that drives rollouts; it also resumes those a previous server left active.
@@ -476,6 +561,17 @@ impl Rollouts {
     }
 }
 
+/// An error as a rollout's event may show it: the store's and internal failures stay in the log.
+fn readable(e: &Error) -> String {
+    match e {
+        Error::Store { .. } | Error::Internal(_) => {
+            tracing::error!("rollout: {e}");
+            "internal error (see the server log)".to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
 fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::RolloutInfo {
     let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
     let r = &rec.rollout;
@@ -494,9 +590,10 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
             use pb::RolloutHostPhase as W;
             let (phase, detail) = match p {
                 HostPhase::Waiting => (W::Waiting, String::new()),
+                HostPhase::BackingUp { .. } => (W::Updating, "backing up".to_string()),
                 HostPhase::Updating { .. } => (W::Updating, String::new()),
                 HostPhase::Done => (W::Done, String::new()),
-                HostPhase::Failed(w) => (W::Failed, w.clone()),
+                HostPhase::Failed(w) | HostPhase::BackupFailed(w) => (W::Failed, w.clone()),
             };
             pb::RolloutHost {
                 host: name(id),
@@ -504,6 +601,11 @@ fn to_wire(names: &BTreeMap<String, String>, rec: &RolloutRecord) -> pb::Rollout
                 target_revision: targets.get(id).cloned().unwrap_or_default(),
                 detail: crate::wire::named(&detail, names),
                 step: step_of(id),
+                backup_ids: r
+                    .backups
+                    .get(id)
+                    .map(|jobs| jobs.iter().map(|(_, b)| b.clone()).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -555,11 +657,23 @@ mod tests {
         stacks: &Arc<Stacks>,
     ) -> (Arc<Reports>, Arc<Rollouts>) {
         let reports = Arc::new(Reports::new(f.clock.clone()));
+        let dir = std::env::temp_dir();
+        let backups = Arc::new(Backups::new(
+            f.store.clone(),
+            Arc::new(crate::desired::tests::FixedKey(Arc::new(
+                noco_certs::signing::StateSigner::generate(),
+            ))),
+            f.registry.clone(),
+            Arc::new(crate::audit::Audit::new(f.store.clone(), f.clock.clone())),
+            f.clock.clone(),
+            crate::backups::BackupSettings::for_tests(&dir),
+        ));
         let rollouts = Arc::new(Rollouts::new(
             f.store.clone(),
             stacks.clone(),
             reports.clone(),
             f.registry.clone(),
+            backups,
             f.clock.clone(),
         ));
         (reports, rollouts)
@@ -835,6 +949,136 @@ mod tests {
         );
         let stack = f.store.stack("shop").await.unwrap().unwrap();
         assert_eq!(stack.revision, info.to_revision);
+    }
+
+    fn compose_with_backups(tag: &str) -> Vec<u8> {
+        format!(
+            "services:\n  db:\n    image: example/db:{tag}\nx-noco:\n  backups:\n    db:\n      service: db\n      dump: [pg_dump, app]\n"
+        )
+        .into_bytes()
+    }
+
+    /// The job a host was given for the rollout's backups, reported finished by its agent.
+    async fn finish_backup_job(
+        f: &crate::desired::tests::Fixture,
+        rollouts: &Rollouts,
+        host_id: &str,
+        state: pb::BackupJobState,
+        reason: &str,
+    ) -> pb::BackupJob {
+        let job = f
+            .store
+            .backup_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.host_id == host_id)
+            .expect("a backup job for the host");
+        assert_eq!(job.kind(), pb::BackupJobKind::Run);
+        let mut done = job.clone();
+        done.state = state.into();
+        done.reason = reason.into();
+        let host = f.store.host(host_id).await.unwrap().unwrap();
+        rollouts
+            .backups
+            .report_job(&crate::audit::Who::named("agent"), &host, done)
+            .await
+            .unwrap();
+        job
+    }
+
+    /// Issue 11: with backup_first, each host runs the stack's backups (of the revision it
+    /// runs) before its step; it is updated only once they succeeded, the backups are recorded
+    /// on the rollout, and a failed backup fails the host's step (here past max_failures: the
+    /// rollout fails) and the host keeps the old revision.
+    #[tokio::test]
+    async fn with_backup_first_each_host_backs_up_before_its_step() {
+        let (f, stacks) = stacks_fixture().await;
+        f.store
+            .insert_host(&crate::desired::tests::host("h2", &[("role", "web")]))
+            .await
+            .unwrap();
+        let (_reports, rollouts) = rollouts_of(&f, &stacks);
+        let r0 = stacks
+            .apply(
+                "test",
+                pb::ApplyStackRequest {
+                    compose: compose_with_backups("0"),
+                    ..apply_req("shop", "0")
+                },
+            )
+            .await
+            .unwrap()
+            .revision;
+        let req = pb::StartRolloutRequest {
+            compose: compose_with_backups("1"),
+            config: Some(pb::RolloutConfig {
+                canary: 1,
+                batch_count: 1,
+                backup_first: true,
+                ..Default::default()
+            }),
+            ..start_req("1")
+        };
+        let info = rollouts.start("test", req).await.unwrap();
+        let r1 = info.to_revision.clone();
+        assert!(info.config.as_ref().unwrap().backup_first);
+        let canary = &info.hosts[0];
+        assert_eq!(
+            (canary.host.as_str(), canary.detail.as_str()),
+            ("h1-name", "backing up")
+        );
+        rollouts.tick_all().await.unwrap();
+        let shown = rollouts.get("shop").await.unwrap();
+        assert_eq!(shown.hosts[0].backup_ids.len(), 1, "{shown:?}");
+        assert!(shown.hosts[0].backup_ids[0].starts_with("shop.db."));
+        assert!(
+            desired_revisions(&f).await.iter().all(|(_, r)| *r == r0),
+            "nobody is updated before their backups"
+        );
+        let job = finish_backup_job(&f, &rollouts, "h1", pb::BackupJobState::Succeeded, "").await;
+        assert_eq!(job.backup_id, shown.hosts[0].backup_ids[0]);
+        rollouts.tick_all().await.unwrap();
+        assert!(
+            desired_revisions(&f)
+                .await
+                .contains(&("h1-name".to_string(), r1.clone())),
+            "backed up: updated"
+        );
+        rollouts
+            .reports
+            .record("h1", report(&r1, pb::ApplyState::Converged, ""));
+        f.clock.advance_ms(1_000);
+        rollouts.tick_all().await.unwrap();
+        let step2 = rollouts.get("shop").await.unwrap();
+        assert_eq!(step2.step, 2, "{step2:?}");
+        rollouts.tick_all().await.unwrap();
+        finish_backup_job(
+            &f,
+            &rollouts,
+            "h2",
+            pb::BackupJobState::Failed,
+            "pg_dump exited with code 1",
+        )
+        .await;
+        f.clock.advance_ms(100);
+        rollouts.tick_all().await.unwrap();
+        let done = rollouts.get("shop").await.unwrap();
+        assert_eq!(done.phase(), pb::RolloutPhase::Failed, "{done:?}");
+        assert!(
+            done.reason.contains("pg_dump exited with code 1"),
+            "{}",
+            done.reason
+        );
+        let h2 = done.hosts.iter().find(|h| h.host == "h2-name").unwrap();
+        assert_eq!(h2.phase(), pb::RolloutHostPhase::Failed);
+        assert_eq!(h2.backup_ids.len(), 1);
+        assert!(
+            desired_revisions(&f)
+                .await
+                .contains(&("h2-name".to_string(), r0.clone())),
+            "a host whose backup failed keeps the old revision"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `noco-server run`: open the data directory, listen with mTLS, serve the five services behind
+//! `noco-server run`: open the data directory and the backup store, listen with mTLS, serve the
+//! six services behind
 //! the auth layer, run the housekeeping tasks, and shut down cleanly on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
@@ -32,6 +33,10 @@ pub struct RunOptions {
     pub limits: Limits,
     /// Names and addresses to add to the server certificate before serving.
     pub sans: Vec<String>,
+    /// Where backups are stored (`--backup-store`); `None`: `<data-dir>/backups`.
+    pub backup_store: Option<String>,
+    /// The largest backup archive taken (`--backup-max-size`).
+    pub backup_max_size: u64,
 }
 
 /// Serve until `shutdown` completes.
@@ -51,9 +56,27 @@ pub async fn run(
         }
     }
     let bans = Arc::new(BanSet::load(&*store).await?);
+    let objects = crate::backups::objects::Objects::open(opts.backup_store.as_deref(), &dir.root)
+        .await
+        .context("checking the backup store")?;
+    tracing::info!(store = %objects.url(), "backup store reachable and writable");
+    let incoming = dir.root.join("backups-incoming");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&incoming)
+            .with_context(|| format!("creating {}", incoming.display()))?;
+    }
+    let backups = crate::backups::BackupSettings {
+        objects: Arc::new(objects),
+        incoming,
+        max_size: opts.backup_max_size,
+    };
     let tls =
         noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
-    let shared = Core::assemble(store, Arc::new(pki), bans, clock, opts.limits);
+    let shared = Core::assemble(store, Arc::new(pki), bans, clock, opts.limits, backups);
 
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -66,6 +89,7 @@ pub async fn run(
     spawn_housekeeping(shared.clone());
     spawn_resigning(shared.clone());
     shared.rollouts.clone().spawn_driver();
+    shared.backups.clone().spawn_driver();
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
         // HTTP/2 flow control: a stream may have this much in flight before the receiver must
@@ -101,6 +125,7 @@ pub async fn run(
             .max_decoding_message_size(MAX_TELEMETRY_MESSAGE)
             .max_encoding_message_size(MAX_TELEMETRY_MESSAGE),
         )
+        .add_service(crate::backups::service::server(shared.clone()))
         .add_service(
             pb::control_server::ControlServer::new(control::ControlSvc {
                 core: shared.clone(),

@@ -88,9 +88,21 @@ impl pb::agent_server::Agent for AgentSvc {
                 }))
                 .await;
         }
+
         let host_id = host.id.clone();
         let name = host.name.clone();
         tokio::spawn(async move {
+            // Then the orders given to the host while it was away, once the stream is being
+            // read (agents do each order once: one also pushed since the session registered
+            // arrives twice, harmlessly).
+            for order in core.backups.pending_orders(&host_id).await {
+                let msg = pb::ServerMessage {
+                    msg: Some(ServerMsg::Order(order)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
             let reason = run(&core, &host_id, registration, inbound, &tx).await;
             tracing::info!(host = %name, id = %host_id, "agent offline: {reason}");
         });
@@ -162,6 +174,11 @@ async fn run(
                 if let Some(state) = state
                     && tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::DesiredState(state)) })).await.is_err()
                 {
+                    break "agent went away".to_string();
+                }
+            }
+            Some(order) = reg.orders.recv() => {
+                if tx.send(Ok(pb::ServerMessage { msg: Some(ServerMsg::Order(order)) })).await.is_err() {
                     break "agent went away".to_string();
                 }
             }

@@ -78,20 +78,7 @@ pub fn check_revision(
     source
         .check()
         .map_err(|problems| Error::Invalid(format!("stack {name}: {}", problems.join("; "))))?;
-    let loaded = noco_compose::load(
-        yaml,
-        &LoadOptions {
-            project_name: Some(name),
-            variables: &variables,
-            files: &Shipped(&files),
-            profiles: &[],
-            directory: None,
-        },
-    )
-    .map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        Error::Invalid(format!("stack {name} is not valid:\n{}", lines.join("\n")))
-    })?;
+    let loaded = load_yaml(name, yaml, &variables, &files)?;
     let id = source.digest();
     Ok(CheckedRevision {
         warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
@@ -104,6 +91,38 @@ pub fn check_revision(
         },
         id,
     })
+}
+
+/// Load a compose file with a revision's variables and shipped files, as agents load it.
+fn load_yaml(
+    name: &str,
+    yaml: &str,
+    variables: &BTreeMap<String, String>,
+    files: &[pb::StackFile],
+) -> Result<noco_compose::Loaded> {
+    noco_compose::load(
+        yaml,
+        &LoadOptions {
+            project_name: Some(name),
+            variables,
+            files: &Shipped(files),
+            profiles: &[],
+            directory: None,
+        },
+    )
+    .map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        Error::Invalid(format!("stack {name} is not valid:\n{}", lines.join("\n")))
+    })
+}
+
+/// Load a stored revision of stack `name` exactly as agents load it (the backups it declares,
+/// for instance).
+pub fn load_state(name: &str, state: &pb::StackState) -> Result<noco_compose::Loaded> {
+    let yaml = std::str::from_utf8(&state.compose)
+        .map_err(|_| Error::Invalid(format!("stack {name}: the compose file is not UTF-8 text")))?;
+    let variables: BTreeMap<String, String> = state.env.clone().into_iter().collect();
+    load_yaml(name, yaml, &variables, &state.files)
 }
 
 /// The rollout of a stack that is in progress (running, paused or rolling back), if any.
@@ -148,7 +167,10 @@ pub struct Held {
 pub fn rollout_text(r: &RolloutRecord, hosts: &[HostRecord]) -> String {
     let phase = &r.rollout.phase;
     let names = crate::wire::host_names(hosts);
-    let reason = crate::wire::named(&crate::machines::rollout::phase_reason(phase), &names);
+    let mut reason = crate::wire::named(&crate::machines::rollout::phase_reason(phase), &names);
+    if reason.is_empty() && !r.rollout.kept_back().is_empty() {
+        reason = "without these hosts: their backup before the update failed (restore their service or run `nococtl backup run`, then re-apply)".to_owned();
+    }
     if reason.is_empty() {
         format!("rollout {} {}", r.id, phase_name(phase))
     } else {

@@ -65,6 +65,12 @@
 //! stdout as one line `<peer> <method> <target> <status> <body bytes>`; the startup line is
 //! `noco-testapp listening on 0.0.0.0:<port> version <VERSION>`.
 //!
+//! # Hook modes
+//!
+//! For backup tests: `noco-testapp cat <path>` writes a file to stdout (a dump hook),
+//! `noco-testapp write <path>` replaces a file with stdin (a restore hook), and
+//! `noco-testapp fail <code> <message>` prints the message on stderr and exits with the code.
+//!
 //! # Health-check mode
 //!
 //! `noco-testapp health [port]` (port default: `PORT`, else 8080) GETs
@@ -114,7 +120,10 @@ const MAX_EMIT_LINES_BYTES: u64 = 1 << 30;
 const USAGE: &str =
     "usage: noco-testapp            serve HTTP (configured by environment variables)
        noco-testapp health [port]  GET 127.0.0.1:<port>/health; exit 0 on 200, else 1
-       noco-testapp probe <url> <duration-ms> <interval-ms> [<until-version>]   call <url> repeatedly, print a summary";
+       noco-testapp probe <url> <duration-ms> <interval-ms> [<until-version>]   call <url> repeatedly, print a summary
+       noco-testapp cat <path>     copy a file to stdout (a dump hook)
+       noco-testapp write <path>   copy stdin into a file, replacing it whole (a restore hook)
+       noco-testapp fail <code> <message>   print the message on stderr and exit with the code";
 
 fn main() {
     signals::install();
@@ -128,11 +137,45 @@ fn main() {
         ["probe", url, duration, interval, until] => {
             exit(probe::run(url, duration, interval, Some(until)))
         }
+        ["cat", path] => exit(hook_result(copy_file_out(path), "cat")),
+        ["write", path] => exit(hook_result(copy_stdin_into(path), "write")),
+        ["fail", code, message] => {
+            eprintln!("{message}");
+            exit(code.parse().unwrap_or(1))
+        }
         _ => {
             eprintln!("{USAGE}");
             exit(2)
         }
     }
+}
+
+/// Hooks' exit: 0, or 1 with the error on stderr.
+fn hook_result(r: io::Result<u64>, what: &str) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            1
+        }
+    }
+}
+
+fn copy_file_out(path: &str) -> io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    let mut out = io::stdout().lock();
+    let n = io::copy(&mut f, &mut out)?;
+    out.flush()?;
+    Ok(n)
+}
+
+fn copy_stdin_into(path: &str) -> io::Result<u64> {
+    let tmp = format!("{path}.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    let n = io::copy(&mut io::stdin().lock(), &mut f)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(n)
 }
 
 /// One line on stdout; a closed stdout is not worth dying for.

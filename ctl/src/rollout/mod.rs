@@ -77,6 +77,7 @@ pub fn flag_settings(f: &RolloutFlags) -> Settings {
         max_failures: f.max_failures,
         auto_rollback: either(f.auto_rollback, f.no_auto_rollback),
         pause_after_canary: either(f.pause_after_canary, f.no_pause_after_canary),
+        backup_first: either(f.backup_first, f.no_backup_first),
     }
 }
 
@@ -423,6 +424,9 @@ fn change_lines(info: &RolloutView) -> Vec<(String, String)> {
         if !h.detail.is_empty() {
             line.push_str(&format!(": {}", truncate(&h.detail, DETAIL_WIDTH)));
         }
+        if !h.backup_ids.is_empty() {
+            line.push_str(&format!(" (backups: {})", h.backup_ids.join(", ")));
+        }
         lines.push((format!("host {}", h.host), line));
     }
     lines
@@ -567,12 +571,36 @@ fn info_lines(info: &RolloutView) -> Vec<String> {
     } else {
         lines.extend(output::listed_lines(&hosts_in_order(info)));
     }
+    let backups = backup_lines(info);
+    if !backups.is_empty() {
+        lines.push(String::new());
+        lines.extend(backups);
+    }
     lines.push(String::new());
     if info.events.is_empty() {
         lines.push("no events".to_string());
     } else {
         lines.extend(output::listed_lines(last_events(info)));
     }
+    lines
+}
+
+/// With backup_first: the backups each host made before its step, a row each (none: no lines).
+fn backup_lines(info: &RolloutView) -> Vec<String> {
+    let rows: Vec<Vec<String>> = hosts_in_order(info)
+        .into_iter()
+        .flat_map(|h| {
+            h.backup_ids
+                .iter()
+                .map(|id| vec![h.host.clone(), id.clone()])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut lines =
+        vec!["backups made before the steps (nococtl backup restore ID restores one):".to_string()];
+    lines.extend(output::table_lines(&["HOST", "BACKUP"], &rows));
     lines
 }
 
@@ -619,6 +647,7 @@ mod tests {
             target_revision: target.into(),
             detail: String::new(),
             step,
+            backup_ids: Vec::new(),
         }
     }
 
@@ -802,6 +831,62 @@ mod tests {
                 "web-3 step 2 updating target 222222222222: waiting for api to be healthy"
                     .to_string()
             )
+        );
+    }
+
+    #[test]
+    fn the_backups_each_host_made_before_its_step_are_listed_and_in_its_change_line() {
+        let mut i = info(RolloutPhase::Running);
+        assert!(backup_lines(&i).is_empty());
+        assert!(!info_lines(&i).iter().any(|l| l.contains("BACKUP")));
+        i.hosts[2].backup_ids = vec!["shop.db.20231114T221300Z.1a2b3c4d".into()];
+        i.hosts[0].backup_ids = vec![
+            "shop.db.20231114T221200Z.00000001".into(),
+            "shop.files.20231114T221200Z.00000002".into(),
+        ];
+        assert_eq!(
+            backup_lines(&i),
+            [
+                "backups made before the steps (nococtl backup restore ID restores one):",
+                "HOST   BACKUP",
+                "web-1  shop.db.20231114T221200Z.00000001",
+                "web-1  shop.files.20231114T221200Z.00000002",
+                "web-2  shop.db.20231114T221300Z.1a2b3c4d",
+            ]
+        );
+        let text = info_lines(&i).join("\n");
+        assert!(text.contains("\nbackups made before the steps"), "{text}");
+        let lines = change_lines(&i);
+        assert!(
+            lines[3]
+                .1
+                .ends_with("target 222222222222 (backups: shop.db.20231114T221300Z.1a2b3c4d)"),
+            "{}",
+            lines[3].1
+        );
+        let flags = RolloutFlags {
+            backup_first: true,
+            ..Default::default()
+        };
+        assert_eq!(flag_settings(&flags).backup_first, Some(true));
+        // Sent to the server as RolloutConfig.backup_first, over the file's.
+        let file =
+            settings::compose_defaults("x-noco:\n  rollout:\n    backup_first: true\n").unwrap();
+        assert!(checked_config(&flag_settings(&flags)).unwrap().backup_first);
+        assert!(
+            checked_config(&flag_settings(&RolloutFlags::default()).or(file.clone()))
+                .unwrap()
+                .backup_first
+        );
+        let flags = RolloutFlags {
+            no_backup_first: true,
+            ..Default::default()
+        };
+        assert_eq!(flag_settings(&flags).backup_first, Some(false));
+        assert!(
+            !checked_config(&flag_settings(&flags).or(file))
+                .unwrap()
+                .backup_first
         );
     }
 

@@ -71,6 +71,7 @@ pub struct Settings {
     pub max_failures: Option<u32>,
     pub auto_rollback: Option<bool>,
     pub pause_after_canary: Option<bool>,
+    pub backup_first: Option<bool>,
 }
 
 impl Settings {
@@ -84,6 +85,7 @@ impl Settings {
             max_failures: self.max_failures.or(fallback.max_failures),
             auto_rollback: self.auto_rollback.or(fallback.auto_rollback),
             pause_after_canary: self.pause_after_canary.or(fallback.pause_after_canary),
+            backup_first: self.backup_first.or(fallback.backup_first),
         }
     }
 
@@ -116,6 +118,7 @@ impl Settings {
             max_failures: self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES),
             auto_rollback: self.auto_rollback.unwrap_or(false),
             pause_after_canary: self.pause_after_canary.unwrap_or(false),
+            backup_first: self.backup_first.unwrap_or(false),
         })
     }
 }
@@ -133,13 +136,14 @@ pub fn describe(c: &RolloutConfigView) -> String {
     };
     let on_off = |b: bool| if b { "on" } else { "off" };
     format!(
-        "canary {}, batch {batch}, min-healthy {}, deadline {}, max-failures {}, auto-rollback {}, pause-after-canary {}",
+        "canary {}, batch {batch}, min-healthy {}, deadline {}, max-failures {}, auto-rollback {}, pause-after-canary {}, backup-first {}",
         c.canary,
         duration::format(Duration::from_millis(c.min_healthy_ms)),
         duration::format(Duration::from_millis(c.deadline_ms)),
         c.max_failures,
         on_off(c.auto_rollback),
-        on_off(c.pause_after_canary)
+        on_off(c.pause_after_canary),
+        on_off(c.backup_first)
     )
 }
 
@@ -158,6 +162,10 @@ struct XNoco {
     /// `x-noco.profiles`: the compose loader's (`noco_compose::load` enables them), not ours.
     #[serde(default, rename = "profiles")]
     _profiles: Option<serde::de::IgnoredAny>,
+    /// `x-noco.backups`: the compose loader's too (`noco_compose::load` reads and checks them
+    /// into `project.backups`).
+    #[serde(default, rename = "backups")]
+    _backups: Option<serde::de::IgnoredAny>,
 }
 
 /// `x-noco.rollout`, as written: durations and the batch as text, checked afterwards so that
@@ -172,6 +180,7 @@ struct XRollout {
     max_failures: Option<u32>,
     auto_rollback: Option<bool>,
     pause_after_canary: Option<bool>,
+    backup_first: Option<bool>,
 }
 
 /// The rollout defaults a compose file gives under the top-level `x-noco.rollout` mapping
@@ -203,6 +212,7 @@ pub fn compose_defaults(compose: &str) -> Result<Settings, String> {
         max_failures: raw.max_failures,
         auto_rollback: raw.auto_rollback,
         pause_after_canary: raw.pause_after_canary,
+        backup_first: raw.backup_first,
     })
 }
 
@@ -265,11 +275,12 @@ mod tests {
                 max_failures: 0,
                 auto_rollback: false,
                 pause_after_canary: false,
+                backup_first: false,
             }
         );
         assert_eq!(
             describe(&RolloutConfigView::from(&c)),
-            "canary 1, batch 25%, min-healthy 10s, deadline 5m, max-failures 0, auto-rollback off, pause-after-canary off"
+            "canary 1, batch 25%, min-healthy 10s, deadline 5m, max-failures 0, auto-rollback off, pause-after-canary off, backup-first off"
         );
     }
 
@@ -322,7 +333,7 @@ mod tests {
 
     #[test]
     fn compose_defaults_read_every_x_noco_rollout_key() {
-        let yaml = "services:\n  web:\n    image: nginx\nx-noco:\n  rollout:\n    canary: 2\n    batch: 25%\n    min_healthy: 30s\n    deadline: 10m\n    max_failures: 1\n    auto_rollback: true\n    pause_after_canary: false\n";
+        let yaml = "services:\n  web:\n    image: nginx\nx-noco:\n  rollout:\n    canary: 2\n    batch: 25%\n    min_healthy: 30s\n    deadline: 10m\n    max_failures: 1\n    auto_rollback: true\n    pause_after_canary: false\n    backup_first: true\n";
         let s = compose_defaults(yaml).unwrap();
         assert_eq!(
             s,
@@ -334,6 +345,7 @@ mod tests {
                 max_failures: Some(1),
                 auto_rollback: Some(true),
                 pause_after_canary: Some(false),
+                backup_first: Some(true),
             }
         );
     }
@@ -357,6 +369,8 @@ mod tests {
             "x-noco: {}\n",
             "x-noco:\n  rollout:\n",
             "x-noco:\n  profiles: [debug]\n",
+            // The compose loader's: read and checked by noco_compose::load, not here.
+            "x-noco:\n  backups:\n    db: {service: db, dump: [pg_dump]}\n",
             "",
         ] {
             assert_eq!(
@@ -392,6 +406,8 @@ mod tests {
         assert!(e.starts_with("x-noco.rollout.batch"), "{e}");
         let e = compose_defaults("x-noco:\n  rollout:\n    auto_rollback: yes\n").unwrap_err();
         assert!(e.contains("auto_rollback") || e.contains("bool"), "{e}");
+        let e = compose_defaults("x-noco:\n  rollout:\n    backup_first: 1\n").unwrap_err();
+        assert!(e.contains("backup_first") || e.contains("bool"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! serialize as their text (`converged`, `rolling_back`: [`noco_proto::Enumeration`]).
 
 pub mod audit;
+pub mod backup;
 pub mod host;
 pub mod logs;
 pub mod operator;

@@ -47,6 +47,8 @@ pub struct RolloutHostView {
     pub detail: String,
     /// The 1-based step the host belongs to.
     pub step: u32,
+    /// With backup_first: the backups this host made before its step.
+    pub backup_ids: Vec<String>,
     /// Its step is the canary step; not in the JSON, which has the step and the config it is
     /// read from.
     #[serde(skip)]
@@ -76,6 +78,7 @@ pub struct RolloutConfigView {
     pub max_failures: u32,
     pub auto_rollback: bool,
     pub pause_after_canary: bool,
+    pub backup_first: bool,
 }
 
 impl From<&pb::RolloutInfo> for RolloutView {
@@ -126,6 +129,7 @@ impl RolloutHostView {
             target_revision,
             detail,
             step,
+            backup_ids,
         } = h;
         RolloutHostView {
             host: host.clone(),
@@ -133,6 +137,7 @@ impl RolloutHostView {
             target_revision: target_revision.clone(),
             detail: detail.clone(),
             step: *step,
+            backup_ids: backup_ids.clone(),
             canary,
         }
     }
@@ -165,6 +170,7 @@ impl From<&pb::RolloutConfig> for RolloutConfigView {
             max_failures,
             auto_rollback,
             pause_after_canary,
+            backup_first,
         } = *c;
         RolloutConfigView {
             canary,
@@ -175,6 +181,7 @@ impl From<&pb::RolloutConfig> for RolloutConfigView {
             max_failures,
             auto_rollback,
             pause_after_canary,
+            backup_first,
         }
     }
 }
@@ -262,6 +269,7 @@ mod tests {
                     target_revision: R1.into(),
                     detail: "service api unhealthy".into(),
                     step: 1,
+                    backup_ids: vec!["shop.db.20231114T221300Z.1a2b3c4d".into()],
                 },
                 pb::RolloutHost {
                     host: "web-2".into(),
@@ -269,6 +277,7 @@ mod tests {
                     target_revision: R1.into(),
                     detail: String::new(),
                     step: 2,
+                    backup_ids: Vec::new(),
                 },
             ],
             events: vec![pb::RolloutEvent {
@@ -286,6 +295,7 @@ mod tests {
                 max_failures: 0,
                 auto_rollback: true,
                 pause_after_canary: false,
+                backup_first: true,
             }),
         }
     }
@@ -300,9 +310,10 @@ mod tests {
                 "step": 1, "steps": 2,
                 "hosts": [
                     {"host": "web-1", "phase": "failed", "target_revision": R1,
-                     "detail": "service api unhealthy", "step": 1},
+                     "detail": "service api unhealthy", "step": 1,
+                     "backup_ids": ["shop.db.20231114T221300Z.1a2b3c4d"]},
                     {"host": "web-2", "phase": "waiting", "target_revision": R1,
-                     "detail": "", "step": 2},
+                     "detail": "", "step": 2, "backup_ids": []},
                 ],
                 "events": [{
                     "at_unix_ms": 1_700_000_000_000_i64, "at": "2023-11-14T22:13:20Z",
@@ -312,7 +323,7 @@ mod tests {
                 "config": {
                     "canary": 1, "batch_count": 0, "batch_percent": 50, "min_healthy_ms": 10_000,
                     "deadline_ms": 300_000, "max_failures": 0, "auto_rollback": true,
-                    "pause_after_canary": false,
+                    "pause_after_canary": false, "backup_first": true,
                 },
             })
         );

@@ -13,6 +13,7 @@ mod labels;
 mod naming;
 mod order;
 mod pipes;
+mod postgres;
 mod profiles;
 mod registry;
 mod secrets;

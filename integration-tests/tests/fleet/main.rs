@@ -9,6 +9,7 @@ mod support;
 
 mod assignment;
 mod autonomy;
+mod backups;
 mod limits;
 mod logs;
 mod policy;

@@ -10,6 +10,13 @@
 //! — and with `auto_rollback` every host it changed is moved back to `from`, health-gated the
 //! same way. Pause finishes the hosts in flight and starts no new step; abort stops at once and
 //! leaves hosts as they are.
+//!
+//! With `backup_first`, a host's step starts by backing up: the host stays on `from` while the
+//! server runs every backup `from` declares on it ([`Rollout::backups_to_order`],
+//! [`Rollout::backups_ordered`]); when they all succeed the host is updated as above, when one
+//! fails (or they outlive `deadline`) the host's step fails with the reason — it never gets `to`
+//! — and counts towards `max_failures` like any failed host. The backups each host made are
+//! recorded ([`Rollout::backups`]) so an operator can restore exactly that one.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +41,9 @@ pub struct Config {
     pub max_failures: usize,
     pub auto_rollback: bool,
     pub pause_after_canary: bool,
+    /// Back each host up before its step.
+    #[serde(default)]
+    pub backup_first: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +101,12 @@ pub fn phase_reason(p: &Phase) -> String {
 pub enum HostPhase {
     /// Not reached yet: stays on `from`.
     Waiting,
+    /// Its step started with backups (`backup_first`), since `since`: stays on `from`.
+    BackingUp {
+        since: Ms,
+    },
+    /// A backup before its step failed: it stays on `from`.
+    BackupFailed(String),
     /// Pinned to the target revision since `since`.
     Updating {
         since: Ms,
@@ -110,6 +126,18 @@ pub struct HostReport {
     pub failure: Option<String>,
     /// The host has no session with the server (it reports nothing while so).
     pub offline: bool,
+    /// How the backups ordered before its step went (`backup_first`), once ordered.
+    pub backup: Option<BackupOutcome>,
+}
+
+/// How the backups a host makes before its step stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupOutcome {
+    Running,
+    /// Every one succeeded.
+    Done,
+    /// One failed, with why.
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +161,9 @@ pub struct Rollout {
     pub failures: usize,
     pub phase: Phase,
     pub events: Vec<Event>,
+    /// With `backup_first`: per host, the jobs ordered before its step, as (job id, backup id).
+    #[serde(default)]
+    pub backups: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Split hosts (in a stable order) into a canary step and batches.
@@ -180,6 +211,7 @@ impl Rollout {
             phase: Phase::Running,
             config,
             events: Vec::new(),
+            backups: BTreeMap::new(),
         };
         r.event(
             now,
@@ -228,13 +260,100 @@ impl Rollout {
             ),
         );
         for h in hosts {
-            self.hosts
-                .insert(h.clone(), HostPhase::Updating { since: now });
-            self.event(now, Some(&h), format!("updating to {}", short(&self.to)));
+            if self.config.backup_first {
+                self.hosts
+                    .insert(h.clone(), HostPhase::BackingUp { since: now });
+                self.event(
+                    now,
+                    Some(&h),
+                    format!("backing up on {} before the update", short(&self.from)),
+                );
+            } else {
+                self.update(now, &h);
+            }
         }
     }
 
+    fn update(&mut self, now: Ms, host: &str) {
+        self.hosts
+            .insert(host.to_string(), HostPhase::Updating { since: now });
+        self.event(now, Some(host), format!("updating to {}", short(&self.to)));
+    }
+
+    /// Hosts backing up whose backups the server has not ordered yet.
+    pub fn backups_to_order(&self) -> Vec<String> {
+        if !self.phase.is_active() || matches!(self.phase, Phase::RollingBack(_)) {
+            return Vec::new();
+        }
+        self.hosts
+            .iter()
+            .filter(|(h, p)| {
+                matches!(p, HostPhase::BackingUp { .. }) && !self.backups.contains_key(*h)
+            })
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// The server ordered `host`'s backups: `Ok` with (job id, backup id) each — none when
+    /// `from` declares no backups, and the host is updated at once — or `Err` with why they
+    /// could not be ordered, which fails the host's step.
+    pub fn backups_ordered(
+        &mut self,
+        now: Ms,
+        host: &str,
+        ordered: Result<Vec<(String, String)>, String>,
+    ) {
+        if !matches!(self.hosts.get(host), Some(HostPhase::BackingUp { .. })) {
+            return;
+        }
+        match ordered {
+            Ok(jobs) if jobs.is_empty() => {
+                self.backups.insert(host.to_string(), jobs);
+                self.event(
+                    now,
+                    Some(host),
+                    format!(
+                        "{} declares no backups: nothing to back up",
+                        short(&self.from)
+                    ),
+                );
+                self.update(now, host);
+            }
+            Ok(jobs) => {
+                let ids: Vec<&str> = jobs.iter().map(|(_, b)| b.as_str()).collect();
+                self.event(
+                    now,
+                    Some(host),
+                    format!("backups ordered: {}", ids.join(", ")),
+                );
+                self.backups.insert(host.to_string(), jobs);
+            }
+            Err(why) => {
+                self.backups.insert(host.to_string(), Vec::new());
+                self.backup_failed(now, host, format!("backing up before the update: {why}"));
+            }
+        }
+    }
+
+    fn backup_failed(&mut self, now: Ms, host: &str, why: String) {
+        self.hosts
+            .insert(host.to_string(), HostPhase::BackupFailed(why.clone()));
+        self.failures += 1;
+        self.event(now, Some(host), format!("failed: {why}"));
+    }
+
     /// The revision each host must run now: the pins the server puts into desired state.
+    /// Hosts whose backups before their step failed: they stay on `from` even after the
+    /// rollout succeeded (within `max_failures`) — updating them without the backup the
+    /// operator asked for is what `backup_first` is there to prevent.
+    pub fn kept_back(&self) -> BTreeMap<String, String> {
+        self.hosts
+            .iter()
+            .filter(|(_, p)| matches!(p, HostPhase::BackupFailed(_)))
+            .map(|(h, _)| (h.clone(), self.from.clone()))
+            .collect()
+    }
+
     pub fn targets(&self) -> BTreeMap<String, String> {
         let rolling_back = matches!(
             self.phase,
@@ -244,7 +363,9 @@ impl Rollout {
             .iter()
             .map(|(h, p)| {
                 let on_new = match p {
-                    HostPhase::Waiting => false,
+                    HostPhase::Waiting
+                    | HostPhase::BackingUp { .. }
+                    | HostPhase::BackupFailed(_) => false,
                     HostPhase::Updating { .. } | HostPhase::Done | HostPhase::Failed(_) => {
                         !rolling_back
                     }
@@ -268,6 +389,59 @@ impl Rollout {
             .filter(|(_, p)| matches!(p, HostPhase::Updating { .. }))
             .map(|(h, _)| h.clone())
             .collect()
+    }
+
+    /// Hosts whose step is backing up.
+    fn backing_up(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, p)| matches!(p, HostPhase::BackingUp { .. }))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// Move hosts backing up on to their update when their backups succeeded; fail them when
+    /// one failed or at the deadline.
+    fn tick_backups(&mut self, now: Ms, reports: &BTreeMap<String, HostReport>) {
+        for host in self.backing_up() {
+            let HostPhase::BackingUp { since } = self.hosts[&host] else {
+                continue;
+            };
+            if !self.backups.contains_key(&host) {
+                // Not ordered yet; the deadline still runs.
+                if now - since > self.config.deadline_ms {
+                    self.backup_failed(
+                        now,
+                        &host,
+                        "backups before the update were never ordered within the deadline".into(),
+                    );
+                }
+                continue;
+            }
+            match reports.get(&host).and_then(|r| r.backup.clone()) {
+                Some(BackupOutcome::Done) => {
+                    let ids: Vec<String> =
+                        self.backups[&host].iter().map(|(_, b)| b.clone()).collect();
+                    self.event(now, Some(&host), format!("backed up: {}", ids.join(", ")));
+                    self.update(now, &host);
+                }
+                Some(BackupOutcome::Failed(why)) => {
+                    self.backup_failed(
+                        now,
+                        &host,
+                        format!("backup before the update failed: {why}"),
+                    );
+                }
+                _ if now - since > self.config.deadline_ms => {
+                    self.backup_failed(
+                        now,
+                        &host,
+                        format!("host {host}'s backups did not finish within the deadline"),
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Advance on what the hosts report, at time `now`.
@@ -320,6 +494,7 @@ impl Rollout {
     }
 
     fn tick_forward(&mut self, now: Ms, reports: &BTreeMap<String, HostReport>) {
+        self.tick_backups(now, reports);
         for host in self.in_flight() {
             let HostPhase::Updating { since } = self.hosts[&host] else {
                 continue;
@@ -350,12 +525,9 @@ impl Rollout {
             let why = self
                 .hosts
                 .iter()
-                .find_map(|(h, p)| {
-                    if let HostPhase::Failed(w) = p {
-                        Some(format!("{h}: {w}"))
-                    } else {
-                        None
-                    }
+                .find_map(|(h, p)| match p {
+                    HostPhase::Failed(w) | HostPhase::BackupFailed(w) => Some(format!("{h}: {w}")),
+                    _ => None,
                 })
                 .unwrap_or_default();
             if self.config.auto_rollback {
@@ -369,11 +541,21 @@ impl Rollout {
                 );
                 self.phase = Phase::RollingBack(why);
                 self.step_started = now;
-                // Every host the rollout touched goes back, gated like the way forward.
+                // Every host the rollout touched goes back, gated like the way forward; a host
+                // still backing up (or whose backup failed) never left `from`.
+                let untouched: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .filter(|(_, p)| matches!(p, HostPhase::BackingUp { .. }))
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                for h in untouched {
+                    self.hosts.insert(h, HostPhase::Waiting);
+                }
                 let touched: Vec<String> = self
                     .hosts
                     .iter()
-                    .filter(|(_, p)| !matches!(p, HostPhase::Waiting))
+                    .filter(|(_, p)| !matches!(p, HostPhase::Waiting | HostPhase::BackupFailed(_)))
                     .map(|(h, _)| h.clone())
                     .collect();
                 for h in touched {
@@ -390,7 +572,7 @@ impl Rollout {
             }
             return;
         }
-        if !self.in_flight().is_empty() {
+        if !self.in_flight().is_empty() || !self.backing_up().is_empty() {
             return;
         }
         if self.step + 1 >= self.steps.len() {
@@ -466,7 +648,10 @@ impl Rollout {
         }
         self.phase = Phase::Running;
         self.event(now, None, "resumed".into());
-        if self.in_flight().is_empty() && self.step + 1 < self.steps.len() {
+        if self.in_flight().is_empty()
+            && self.backing_up().is_empty()
+            && self.step + 1 < self.steps.len()
+        {
             self.step += 1;
             self.begin_step(now);
         }
@@ -527,6 +712,7 @@ mod tests {
             max_failures: 0,
             auto_rollback: true,
             pause_after_canary: false,
+            backup_first: false,
         }
     }
 
@@ -542,6 +728,7 @@ mod tests {
                         healthy_since: Some(since),
                         failure: None,
                         offline: false,
+                        backup: None,
                     },
                 )
             })
@@ -609,6 +796,7 @@ mod tests {
                 healthy_since: None,
                 failure: Some("service web: container exited with code 1".into()),
                 offline: false,
+                backup: None,
             },
         );
         r.tick(100, &reports);
@@ -625,6 +813,7 @@ mod tests {
                 healthy_since: Some(200),
                 failure: None,
                 offline: false,
+                backup: None,
             },
         );
         r.tick(1_300, &reports);
@@ -650,6 +839,7 @@ mod tests {
                 healthy_since: None,
                 failure: Some("unhealthy".into()),
                 offline: false,
+                backup: None,
             },
         );
         r.tick(2_100, &reports);
@@ -694,6 +884,7 @@ mod tests {
                 healthy_since: None,
                 failure: Some("boom".into()),
                 offline: false,
+                backup: None,
             },
         );
         r.tick(100, &reports);
@@ -736,5 +927,125 @@ mod tests {
         back.tick(2_000, &all(&h, TO, 0));
         r.tick(2_000, &all(&h, TO, 0));
         assert_eq!(back, r, "a resumed rollout continues exactly where it was");
+    }
+
+    fn backup(outcome: BackupOutcome) -> HostReport {
+        HostReport {
+            revision: Some(FROM.into()),
+            healthy_since: Some(0),
+            backup: Some(outcome),
+            ..HostReport::default()
+        }
+    }
+
+    #[test]
+    fn with_backup_first_a_host_is_updated_only_once_its_backups_succeeded() {
+        let h = hosts(3);
+        let mut c = config();
+        c.backup_first = true;
+        c.max_failures = 1;
+        let mut r = Rollout::start("shop", FROM, TO, &h, c, 0);
+        assert!(
+            on(&r, TO).is_empty(),
+            "backing up: the canary stays on from"
+        );
+        assert_eq!(r.backups_to_order(), ["h1"]);
+        r.backups_ordered(10, "h1", Ok(vec![("j1".into(), "shop.db.t.1".into())]));
+        assert!(r.backups_to_order().is_empty(), "ordered once");
+        let mut reports = all(&h, FROM, 0);
+        reports.insert("h1".into(), backup(BackupOutcome::Running));
+        r.tick(100, &reports);
+        assert!(on(&r, TO).is_empty(), "still backing up");
+        reports.insert("h1".into(), backup(BackupOutcome::Done));
+        r.tick(200, &reports);
+        assert_eq!(on(&r, TO), ["h1"], "backed up: updated");
+        assert!(r.events.iter().any(|e| e.what == "backed up: shop.db.t.1"));
+        r.tick(1_300, &all(&h, TO, 200));
+        assert_eq!(r.step, 1);
+        assert_eq!(r.backups_to_order(), ["h2", "h3"]);
+        r.backups_ordered(1_310, "h2", Ok(vec![("j2".into(), "shop.db.t.2".into())]));
+        r.backups_ordered(1_310, "h3", Ok(vec![("j3".into(), "shop.db.t.3".into())]));
+        let mut reports = all(&h, TO, 200);
+        reports.insert("h2".into(), backup(BackupOutcome::Done));
+        reports.insert(
+            "h3".into(),
+            backup(BackupOutcome::Failed("backup db: pg_dump exited 1".into())),
+        );
+        r.tick(1_400, &reports);
+        assert_eq!(
+            on(&r, TO),
+            ["h1", "h2"],
+            "a failed backup: the host never gets the update"
+        );
+        assert!(
+            matches!(&r.hosts["h3"], HostPhase::BackupFailed(w) if w.contains("pg_dump exited 1")),
+            "{:?}",
+            r.hosts["h3"]
+        );
+        assert_eq!(r.failures, 1, "counted like any failed host");
+        r.tick(2_500, &all(&h, TO, 1_400));
+        assert_eq!(r.phase, Phase::Succeeded, "one failure is allowed here");
+        assert_eq!(
+            r.backups["h2"],
+            [("j2".to_string(), "shop.db.t.2".to_string())]
+        );
+    }
+
+    #[test]
+    fn with_backup_first_a_failed_backup_past_max_failures_stops_the_rollout() {
+        let h = hosts(3);
+        let mut c = config();
+        c.backup_first = true;
+        let mut r = Rollout::start("shop", FROM, TO, &h, c, 0);
+        r.backups_ordered(10, "h1", Ok(vec![("j1".into(), "shop.db.t.1".into())]));
+        let mut reports = all(&h, FROM, 0);
+        reports.insert(
+            "h1".into(),
+            backup(BackupOutcome::Failed("no space left".into())),
+        );
+        r.tick(100, &reports);
+        assert!(
+            matches!(&r.phase, Phase::RollingBack(w) if w.contains("h1: backup before the update failed: no space left")),
+            "{:?}",
+            r.phase
+        );
+        assert!(on(&r, TO).is_empty(), "nothing was updated");
+        r.tick(200, &reports);
+        assert!(matches!(r.phase, Phase::RolledBack(_)), "{:?}", r.phase);
+        // Backups that never finish fail the step at the deadline; none to make: update at once.
+        let mut r = Rollout::start("shop", FROM, TO, &h, c_backup_first(), 0);
+        r.backups_ordered(10, "h1", Ok(vec![("j1".into(), "shop.db.t.1".into())]));
+        let mut reports = all(&h, FROM, 0);
+        reports.insert("h1".into(), backup(BackupOutcome::Running));
+        r.tick(10_001, &reports);
+        assert!(
+            matches!(&r.hosts["h1"], HostPhase::BackupFailed(w) if w.contains("within the deadline")),
+            "{:?}",
+            r.hosts["h1"]
+        );
+        let mut r = Rollout::start("shop", FROM, TO, &h, c_backup_first(), 0);
+        r.backups_ordered(10, "h1", Ok(Vec::new()));
+        assert_eq!(on(&r, TO), ["h1"]);
+        let mut r = Rollout::start("shop", FROM, TO, &h, c_backup_first(), 0);
+        r.backups_ordered(10, "h1", Err("the stack was removed".into()));
+        assert!(matches!(r.hosts["h1"], HostPhase::BackupFailed(_)));
+    }
+
+    fn c_backup_first() -> Config {
+        let mut c = config();
+        c.backup_first = true;
+        c.auto_rollback = false;
+        c.max_failures = 5;
+        c
+    }
+
+    #[test]
+    fn a_rollout_stored_before_backup_first_still_reads() {
+        let r = Rollout::start("shop", FROM, TO, &hosts(2), config(), 0);
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("backups");
+        v["config"].as_object_mut().unwrap().remove("backup_first");
+        let back: Rollout = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -1,13 +1,14 @@
 //! The server's persistent state behind one narrow interface, [`Store`]: hosts, tokens,
-//! operators, bans, stacks and their revisions, issued desired states, rollouts and the audit
-//! log. The domain modules know only this trait; sled ([`sled_store::SledStore`]) is the embedded
+//! operators, bans, stacks and their revisions, issued desired states, rollouts, the backup
+//! catalog (backups, jobs, pending orders) and the audit log. The domain modules know only this trait; sled ([`sled_store::SledStore`]) is the embedded
 //! default, and another backend (PostgreSQL, etcd) implements the same trait.
 //!
 //! Contract of every backend:
 //! - a write method returns once what it wrote is durable, except [`Store::touch_host`] and
 //!   [`Store::append_audit`], which may lag a moment (last-seen times, audit lines);
-//! - [`Store::insert_host`], [`Store::update_host`] and [`Store::consume_token`] are atomic
-//!   (compare-and-swap): of two concurrent callers neither loses the other's write;
+//! - [`Store::insert_host`], [`Store::update_host`], [`Store::consume_token`],
+//!   [`Store::change_backup`] and [`Store::change_backup_job`] are atomic (compare-and-swap): of
+//!   two concurrent callers neither loses the other's write;
 //! - the store knows what it holds (a format version and record counts) and refuses to open
 //!   damaged: it never reads as empty what held data.
 
@@ -44,6 +45,24 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A change to a host record, applied atomically; may refuse with a message for the caller.
 pub type HostChange<'a> =
     &'a (dyn Fn(&mut HostRecord) -> std::result::Result<(), String> + Send + Sync);
+
+/// A change to a backup record (or a job), applied atomically: given the record as stored
+/// (`None`: there is none), the record to store (`None`: none, deleting it). May run more than
+/// once on a lost race, and may refuse with a message for the caller.
+pub type BackupChange<'a> = &'a (
+        dyn Fn(
+    Option<&noco_proto::v1::BackupInfo>,
+) -> std::result::Result<Option<noco_proto::v1::BackupInfo>, String>
+            + Send
+            + Sync
+    );
+pub type JobChange<'a> = &'a (
+        dyn Fn(
+    Option<&noco_proto::v1::BackupJob>,
+) -> std::result::Result<Option<noco_proto::v1::BackupJob>, String>
+            + Send
+            + Sync
+    );
 
 #[tonic::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -104,6 +123,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn rollouts_of(&self, stack: &str) -> Result<Vec<RolloutRecord>>;
     /// A stack's latest rollout (reads that one record, however long the history).
     async fn latest_rollout(&self, stack: &str) -> Result<Option<RolloutRecord>>;
+
+    // ---------------------------------------------------------------- backups
+    async fn backup(&self, id: &str) -> Result<Option<noco_proto::v1::BackupInfo>>;
+    /// Every backup in the catalog (in id order).
+    async fn backups(&self) -> Result<Vec<noco_proto::v1::BackupInfo>>;
+    /// Create, change or delete a backup record atomically; returns what is stored after.
+    async fn change_backup(
+        &self,
+        id: &str,
+        change: BackupChange<'_>,
+    ) -> Result<Option<noco_proto::v1::BackupInfo>>;
+    async fn backup_job(&self, id: &str) -> Result<Option<noco_proto::v1::BackupJob>>;
+    async fn backup_jobs(&self) -> Result<Vec<noco_proto::v1::BackupJob>>;
+    /// Create, change or delete a job atomically; returns what is stored after.
+    async fn change_backup_job(
+        &self,
+        id: &str,
+        change: JobChange<'_>,
+    ) -> Result<Option<noco_proto::v1::BackupJob>>;
+    /// Store (or replace) an order waiting for its host.
+    async fn put_order(&self, order: &PendingOrder) -> Result<()>;
+    async fn orders(&self) -> Result<Vec<PendingOrder>>;
+    async fn remove_order(&self, job_id: &str) -> Result<()>;
 
     // ---------------------------------------------------------------- audit
     async fn append_audit(&self, record: &AuditRecord) -> Result<()>;

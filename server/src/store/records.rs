@@ -156,3 +156,16 @@ pub struct IssuedState {
     pub generation: u64,
     pub encoded: Vec<u8>,
 }
+
+/// A signed order waiting for its host, kept until the host starts its job or it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingOrder {
+    /// The job's id (the order's id).
+    pub job_id: String,
+    pub host_id: String,
+    pub expires_ms: i64,
+    /// When it was last handed to a live session of the host (`None`: never).
+    pub delivered_ms: Option<i64>,
+    /// The prost-encoded `SignedOrder`, in hex.
+    pub signed_hex: String,
+}

@@ -1,6 +1,6 @@
-//! The embedded default store: sled, one tree per kind of record, values JSON (revisions and
-//! states protobuf). A `meta` tree records the format version and how many hosts, operators,
-//! stacks and revisions the database holds, updated in the same transaction as the records; at
+//! The embedded default store: sled, one tree per kind of record, values JSON (revisions,
+//! states, backups and backup jobs protobuf). A `meta` tree records the format version and how
+//! many hosts, operators, stacks, revisions and backups the database holds, updated in the same transaction as the records; at
 //! open every count is checked and every record decoded, so a damaged database refuses to open
 //! instead of serving as an empty one.
 
@@ -18,7 +18,8 @@ use super::*;
 pub const FORMAT: u64 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 /// The trees whose record counts are kept in `meta`.
-const COUNTED: [&str; 4] = ["hosts", "operators", "stacks", "revisions"];
+/// (A database from before backups were kept has no count for them, and no backups: 0 = 0.)
+const COUNTED: [&str; 5] = ["hosts", "operators", "stacks", "revisions", "backups"];
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -39,6 +40,12 @@ pub struct SledStore {
     states: sled::Tree,
     /// `<stack>/<started ms, 16 digits>/<id>` → a rollout (JSON): time-ordered per stack.
     rollouts: sled::Tree,
+    /// Backup id → prost-encoded `BackupInfo`: the backup catalog.
+    backups: sled::Tree,
+    /// Job id → prost-encoded `BackupJob`.
+    backup_jobs: sled::Tree,
+    /// Job id → a [`PendingOrder`] (JSON): orders waiting for their hosts.
+    backup_orders: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -75,6 +82,18 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        err: err.to_string(),
+    })
+}
+
+fn decode_pb<T: prost::Message + Default>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T> {
+    T::decode(bytes).map_err(|err| StoreError::Corrupt {
         tree,
         key: String::from_utf8_lossy(key).into_owned(),
         err: err.to_string(),
@@ -145,6 +164,9 @@ impl SledStore {
             generations: t("generations")?,
             states: t("states")?,
             rollouts: t("rollouts")?,
+            backups: t("backups")?,
+            backup_jobs: t("backup_jobs")?,
+            backup_orders: t("backup_orders")?,
             db,
         })
     }
@@ -186,6 +208,7 @@ impl SledStore {
             "hosts" => &self.hosts,
             "operators" => &self.operators,
             "stacks" => &self.stacks,
+            "backups" => &self.backups,
             _ => &self.revisions,
         }
     }
@@ -250,6 +273,15 @@ impl SledStore {
         self.decode_all::<StackRecord>("stacks", &self.stacks)?;
         self.decode_all::<TokenRecord>("tokens", &self.tokens)?;
         self.decode_all::<RolloutRecord>("rollouts", &self.rollouts)?;
+        self.decode_all::<PendingOrder>("backup_orders", &self.backup_orders)?;
+        for kv in self.backups.iter() {
+            let (k, v) = kv.map_err(db_err)?;
+            decode_pb::<noco_proto::v1::BackupInfo>("backups", &k, &v)?;
+        }
+        for kv in self.backup_jobs.iter() {
+            let (k, v) = kv.map_err(db_err)?;
+            decode_pb::<noco_proto::v1::BackupJob>("backup_jobs", &k, &v)?;
+        }
         Ok(Census {
             format,
             counts: actual,
@@ -594,6 +626,131 @@ impl Store for SledStore {
             .map_err(db_err)?
             .map(|(k, v)| decode("rollouts", &k, &v))
             .transpose()
+    }
+
+    async fn backup(&self, id: &str) -> Result<Option<noco_proto::v1::BackupInfo>> {
+        self.backups
+            .get(id)
+            .map_err(db_err)?
+            .map(|v| decode_pb("backups", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    async fn backups(&self) -> Result<Vec<noco_proto::v1::BackupInfo>> {
+        self.backups
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(db_err)?;
+                decode_pb("backups", &k, &v)
+            })
+            .collect()
+    }
+
+    async fn change_backup(
+        &self,
+        id: &str,
+        change: BackupChange<'_>,
+    ) -> Result<Option<noco_proto::v1::BackupInfo>> {
+        use prost::Message;
+        let after = (&self.backups, &self.meta)
+            .transaction(|(backups, meta)| {
+                let old = backups.get(id.as_bytes())?;
+                let before = old
+                    .as_ref()
+                    .map(|v| decode_pb("backups", id.as_bytes(), v))
+                    .transpose()
+                    .map_err(ConflictableTransactionError::Abort)?;
+                let after = change(before.as_ref())
+                    .map_err(|m| ConflictableTransactionError::Abort(StoreError::Refused(m)))?;
+                match &after {
+                    Some(b) => {
+                        if backups.insert(id.as_bytes(), b.encode_to_vec())?.is_none() {
+                            bump(meta, "backups", 1)?;
+                        }
+                    }
+                    None => {
+                        if backups.remove(id.as_bytes())?.is_some() {
+                            bump(meta, "backups", -1)?;
+                        }
+                    }
+                }
+                Ok(after)
+            })
+            .map_err(tx_err)?;
+        self.flush().await?;
+        Ok(after)
+    }
+
+    async fn backup_job(&self, id: &str) -> Result<Option<noco_proto::v1::BackupJob>> {
+        self.backup_jobs
+            .get(id)
+            .map_err(db_err)?
+            .map(|v| decode_pb("backup_jobs", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    async fn backup_jobs(&self) -> Result<Vec<noco_proto::v1::BackupJob>> {
+        self.backup_jobs
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(db_err)?;
+                decode_pb("backup_jobs", &k, &v)
+            })
+            .collect()
+    }
+
+    async fn change_backup_job(
+        &self,
+        id: &str,
+        change: JobChange<'_>,
+    ) -> Result<Option<noco_proto::v1::BackupJob>> {
+        use prost::Message;
+        let after = self
+            .backup_jobs
+            .transaction(|jobs| {
+                let before = jobs
+                    .get(id.as_bytes())?
+                    .map(|v| decode_pb("backup_jobs", id.as_bytes(), &v))
+                    .transpose()
+                    .map_err(ConflictableTransactionError::Abort)?;
+                let after = change(before.as_ref())
+                    .map_err(|m| ConflictableTransactionError::Abort(StoreError::Refused(m)))?;
+                match &after {
+                    Some(j) => {
+                        jobs.insert(id.as_bytes(), j.encode_to_vec())?;
+                    }
+                    None => {
+                        jobs.remove(id.as_bytes())?;
+                    }
+                }
+                Ok(after)
+            })
+            .map_err(tx_err)?;
+        self.flush().await?;
+        Ok(after)
+    }
+
+    async fn put_order(&self, order: &PendingOrder) -> Result<()> {
+        self.backup_orders
+            .insert(order.job_id.as_bytes(), encode(order))
+            .map_err(db_err)?;
+        self.flush().await
+    }
+
+    async fn orders(&self) -> Result<Vec<PendingOrder>> {
+        self.values("backup_orders", &self.backup_orders)
+    }
+
+    async fn remove_order(&self, job_id: &str) -> Result<()> {
+        if self
+            .backup_orders
+            .remove(job_id.as_bytes())
+            .map_err(db_err)?
+            .is_some()
+        {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<()> {

@@ -257,6 +257,7 @@ mod tests {
             Arc::new(BanSet::default()),
             Arc::new(SystemClock),
             limits,
+            crate::backups::BackupSettings::for_tests(dir.path()),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
