@@ -315,7 +315,7 @@ fn build_tree(many: usize, sparse_size: u64) -> Tree {
 
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
-        &media.join("a-fifo"),
+        media.join("a-fifo"),
         rustix::fs::Mode::from_raw_mode(0o620),
     )
     .unwrap();

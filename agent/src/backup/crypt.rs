@@ -6,7 +6,7 @@
 //! age authenticates every 64 KiB chunk and flags the last one, so a corrupted or truncated
 //! archive fails to decrypt instead of decrypting short.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -117,27 +117,28 @@ pub enum DecryptError {
     Io(io::Error),
 }
 
-/// The bytes an age header may take (one X25519 recipient takes about 150): the age crate
-/// reads a header whole into memory, however long.
-pub const MAX_AGE_HEADER: u64 = 1 << 20;
+/// The bytes an age header may take (one X25519 recipient takes about 100). The age crate
+/// reads a header whole into memory and parses it again for each line it adds: a header
+/// without end would cost memory and quadratic time.
+pub const MAX_AGE_HEADER: u64 = 16 << 10;
 
 /// Starts decrypting an age file with `identities`. The header is checked here; every chunk is
 /// authenticated as it is read (an error from `read` means corrupted or truncated).
 pub fn decrypting_reader<R: Read>(
     input: R,
     identities: &Identities,
-) -> Result<age::stream::StreamReader<HeaderCap<R>>, DecryptError> {
+) -> Result<age::stream::StreamReader<BufReader<HeaderCap<R>>>, DecryptError> {
     let left = Arc::new(AtomicU64::new(MAX_AGE_HEADER));
     let capped = HeaderCap {
         inner: input,
         left: left.clone(),
     };
-    let decryptor = age::Decryptor::new(capped).map_err(map_decrypt_error)?;
-    let reader = decryptor
-        .decrypt(identities.0.iter().map(|i| i as &dyn age::Identity))
+    let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(256 << 10, capped))
         .map_err(map_decrypt_error)?;
     left.store(u64::MAX, Ordering::Relaxed);
-    Ok(reader)
+    decryptor
+        .decrypt(identities.0.iter().map(|i| i as &dyn age::Identity))
+        .map_err(map_decrypt_error)
 }
 
 /// The input of an age file, allowed [`MAX_AGE_HEADER`] bytes until its header is read.

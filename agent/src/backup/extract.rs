@@ -157,10 +157,7 @@ pub fn open_stored<'a, R: Read + Send + 'a>(
     let whole = io::Cursor::new(head[..n].to_vec()).chain(input);
     let body: Box<dyn Read + Send + 'a> = if head[..n] == *AGE_MAGIC {
         let ids = identity.ok_or(ExtractError::NeedIdentity)?;
-        Box::new(crypt::decrypting_reader(
-            BufReader::with_capacity(BUF, whole),
-            ids,
-        )?)
+        Box::new(crypt::decrypting_reader(whole, ids)?)
     } else if n >= ZSTD_MAGIC.len() && head[..ZSTD_MAGIC.len()] == ZSTD_MAGIC {
         Box::new(whole)
     } else {
