@@ -420,7 +420,10 @@ mod tests {
         j.kind = pb::BackupJobKind::Verify.into();
         assert_eq!(
             going_on(&BackupJobView::from(&j)),
-            "the verify of backup shop.db.20231114T221320Z.1a2b3c4d goes on on web-1 (a pending job waits for its host to come online); its result shows as VERIFIED in: nococtl backup show shop.db.20231114T221320Z.1a2b3c4d"
+            format!(
+                "the verify of backup shop.db.20231114T221320Z.1a2b3c4d goes on on web-1 (a pending job waits for its host to come online); follow it: nococtl backup job {} -w; its result shows as VERIFIED in: nococtl backup show shop.db.20231114T221320Z.1a2b3c4d",
+                j.id
+            )
         );
         j.kind = pb::BackupJobKind::Restore.into();
         assert!(!going_on(&BackupJobView::from(&j)).contains("VERIFIED"));
