@@ -26,7 +26,7 @@ pub fn patience() -> Duration {
     let secs = std::env::var("NOCO_TEST_PATIENCE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(60);
     Duration::from_secs(secs)
 }
 
