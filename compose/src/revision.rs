@@ -29,6 +29,13 @@ pub struct RevisionSource {
 }
 
 /// Check a shipped file's path: relative, normalized, no `..`, no hidden escape. Returns why not.
+/// A revision as people read it: its first 12 hex digits (`sha256:` left out).
+pub fn short(revision: &str) -> &str {
+    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
+    let end = hex.char_indices().nth(12).map_or(hex.len(), |(i, _)| i);
+    &hex[..end]
+}
+
 pub fn check_file_path(path: &str) -> Result<(), String> {
     if path.is_empty() || path.len() > 255 {
         return Err(format!("file path {path:?}: must be 1 to 255 bytes"));

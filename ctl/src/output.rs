@@ -182,26 +182,7 @@ pub fn rfc3339_nanos(ns: i64) -> String {
 /// A size for people, in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`, `512 MiB`, `7.7 GiB`
 /// (one decimal below 100 of the unit).
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    // 1023.96 KiB would print as "1024.0 KiB": show it as the next unit.
-    if value >= 1023.95 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value >= 99.95 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    noco_proto::size::human(bytes)
 }
 
 /// A rate for people: `1.5 KiB/s`.
@@ -327,8 +308,7 @@ pub fn short_revision(revision: &str) -> String {
     if revision.is_empty() {
         return "-".to_string();
     }
-    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
-    hex.chars().take(12).collect()
+    noco_compose::revision::short(revision).to_string()
 }
 
 #[cfg(test)]

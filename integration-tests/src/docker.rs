@@ -246,7 +246,12 @@ fn testapp_context(binary: &[u8]) -> Vec<u8> {
     context
 }
 
-async fn build_image(docker: &Docker, image: &str, context: Vec<u8>) -> anyhow::Result<()> {
+/// Build `image` from a tar build context (with a `Dockerfile`) through the Engine API.
+pub(crate) async fn build_image(
+    docker: &Docker,
+    image: &str,
+    context: Vec<u8>,
+) -> anyhow::Result<()> {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(image)

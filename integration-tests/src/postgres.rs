@@ -32,19 +32,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::HealthStatusEnum;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, LogsOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{LogsOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::docker::{require_docker, with_docker};
+use crate::docker::{build_image, require_docker, with_docker};
 
 /// The image repository.
 pub const POSTGRES_REPO: &str = "noco-test-postgres";
@@ -329,34 +326,6 @@ fn build_postgres_image() -> anyhow::Result<String> {
         started.elapsed()
     );
     Ok(image)
-}
-
-async fn build_image(docker: &Docker, image: &str, context: Vec<u8>) -> anyhow::Result<()> {
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(image)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut progress = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut log = String::new();
-    while let Some(item) = progress.next().await {
-        let info = item.with_context(|| format!("docker build of {image}:\n{log}"))?;
-        if let Some(line) = info.stream {
-            log.push_str(&line);
-        }
-        if let Some(error) = info.error_detail {
-            bail!(
-                "docker build of {image} failed: {}\n{log}",
-                error.message.unwrap_or_default()
-            );
-        }
-    }
-    docker
-        .inspect_image(image)
-        .await
-        .with_context(|| format!("{image} is missing after its build:\n{log}"))?;
-    Ok(())
 }
 
 fn is_not_found(e: &DockerError) -> bool {

@@ -66,18 +66,8 @@ impl LoadedStack {
     }
 }
 
-/// A revision's short form, as people read it.
-pub fn short(revision: &str) -> &str {
-    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
-    &hex[..hex.len().min(12)]
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::report::now_ms;
+use noco_compose::revision::short;
 
 impl Ctx {
     #[allow(clippy::too_many_arguments)]

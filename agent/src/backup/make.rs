@@ -3,7 +3,6 @@
 //! archive as waiting for upload. Every failure is reported as a failure with its reason —
 //! nothing half-made is ever reported as a backup.
 
-use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -414,24 +413,6 @@ async fn write_archive(
             Ok(written)
         }
     }
-}
-
-/// The volumes a backup declares, by key → Docker name.
-pub fn volume_names(
-    stack: &LoadedStack,
-    volumes: &[String],
-) -> Result<BTreeMap<String, String>, String> {
-    volumes
-        .iter()
-        .map(|key| {
-            stack
-                .project
-                .volumes
-                .get(key)
-                .map(|v| (key.clone(), v.name.clone()))
-                .ok_or_else(|| format!("the stack declares no volume {key}"))
-        })
-        .collect()
 }
 
 /// Run a backup for a RUN order: make it, then the uploader sends it; the job finishes when the

@@ -14,7 +14,7 @@
 //! declared `verify` hook run on it) and touches nothing the stack uses.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,17 +114,18 @@ async fn download(
     job: &mut Job,
 ) -> Result<PathBuf, String> {
     let path = download_path(ctx, &job.job.id);
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
+    // A fresh file per job: hashed as it arrives, never read back.
+    let mut file = tokio::fs::File::create(&path)
         .await
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let mut have = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mut hasher = sha2::Sha256::new();
+    let mut have = 0u64;
     let mut attempts = 0;
     let mut last_percent = -1;
     while have < info.size {
         attempts += 1;
+        // A failed write leaves the file's end unknown: never resumed on.
+        let mut disk_error = None;
         let result: Result<(), String> = async {
             let mut stream = client
                 .download(pb::BackupDownloadRequest {
@@ -139,9 +140,12 @@ async fn download(
                 .await
                 .map_err(|e| noco_certs::dial::describe(&e))?
             {
-                file.write_all(&chunk.data)
-                    .await
-                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                if let Err(e) = file.write_all(&chunk.data).await {
+                    let e = format!("writing {}: {e}", path.display());
+                    disk_error = Some(e.clone());
+                    return Err(e);
+                }
+                hasher.update(&chunk.data);
                 have += chunk.data.len() as u64;
                 if have > info.size {
                     return Err(format!(
@@ -158,6 +162,9 @@ async fn download(
             Ok(())
         }
         .await;
+        if let Some(e) = disk_error {
+            return Err(e);
+        }
         if let Err(e) = result {
             if attempts >= DOWNLOAD_ATTEMPTS {
                 return Err(format!("downloading the archive: {e}"));
@@ -178,27 +185,7 @@ async fn download(
         .await
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     drop(file);
-    job.phase(ctx, "checking the archive", -1);
-    let check = path.clone();
-    let sha = tokio::task::spawn_blocking(move || -> Result<(u64, String), String> {
-        let mut f = std::fs::File::open(&check).map_err(|e| format!("{}: {e}", check.display()))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| format!("{}: {e}", check.display()))?;
-            if n == 0 {
-                break;
-            }
-            n_total += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        Ok((n_total, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(|e| format!("hashing the archive: {e}"))??;
+    let sha = (have, hex::encode(hasher.finalize()));
     if sha != (info.size, info.sha256.clone()) {
         return Err(format!(
             "the downloaded archive is not the one the catalog holds: {} bytes sha256 {}, expected {} bytes sha256 {}",

@@ -108,6 +108,17 @@ fn run_backup(fleet: &Fleet, what: &str, ok: bool) -> Vec<Value> {
     }
 }
 
+/// `nococtl backup restore <id> --yes -w`, which must succeed.
+fn restore(fleet: &Fleet, id: &str) {
+    let out = fleet.ctl(&["backup", "restore", id, "--yes", "-w"]);
+    assert!(
+        out.status.success(),
+        "restore: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn backup_id(job: &Value) -> String {
     job["backup_id"].as_str().unwrap_or_default().to_string()
 }
@@ -135,13 +146,7 @@ fn a_volume_backup_restores_the_data_as_it_was_and_the_services_come_back() {
 
     put_file(p, "a.txt", "version two");
     put_file(p, "b.txt", "made after the backup");
-    let out = fleet.ctl(&["backup", "restore", &id, "--yes", "-w"]);
-    assert!(
-        out.status.success(),
-        "restore: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&fleet, &id);
     let p = port(&prefix);
     eventually("the app serves the restored data", || {
         (get_file(p, "a.txt").as_deref() == Some("version one")).then_some(())
@@ -216,13 +221,7 @@ fn a_dump_hook_backup_downloads_as_the_plain_dump_and_restores_through_its_hook(
     );
 
     put_file(p, "db.txt", "dropped everything");
-    let out = fleet.ctl(&["backup", "restore", &id, "--yes", "-w"]);
-    assert!(
-        out.status.success(),
-        "restore: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&fleet, &id);
     assert_eq!(get_file(p, "db.txt").as_deref(), Some(content.as_str()));
 
     let out = fleet.ctl(&["backup", "verify", &id, "-w"]);
@@ -470,13 +469,7 @@ fn postgresql_rows_come_back_from_a_dump_and_from_a_volume_backup() {
     );
     psql("DROP TABLE items");
     assert!(rows(&db).starts_with("error"), "the table is gone");
-    let out = fleet.ctl(&["backup", "restore", &dump_id, "--yes", "-w"]);
-    assert!(
-        out.status.success(),
-        "restore: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&fleet, &dump_id);
     assert_eq!(rows(&db), want, "the rows are back from the dump");
     let out = fleet.ctl(&["backup", "verify", &dump_id, "-w"]);
     assert!(
@@ -491,13 +484,7 @@ fn postgresql_rows_come_back_from_a_dump_and_from_a_volume_backup() {
     noco_integration_tests::postgres::wait_healthy(&db);
     psql("INSERT INTO items VALUES (4, 'after the backup')");
     psql("DELETE FROM items WHERE id = 1");
-    let out = fleet.ctl(&["backup", "restore", &data_id, "--yes", "-w"]);
-    assert!(
-        out.status.success(),
-        "restore: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&fleet, &data_id);
     noco_integration_tests::postgres::wait_healthy(&db);
     assert_eq!(rows(&db), want, "the data directory is back as it was");
 }
@@ -697,12 +684,7 @@ fn backups_go_to_an_s3_store_and_restore_from_it() {
     let p = port(&prefix);
     eventually("the app back after the copy", || get_file(p, "a.txt"));
     put_file(p, "a.txt", "changed");
-    let out = fleet.ctl(&["backup", "restore", &id, "--yes", "-w"]);
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore(&fleet, &id);
     let p = port(&prefix);
     eventually("the restored data", || {
         (get_file(p, "a.txt").as_deref() == Some("kept in S3")).then_some(())

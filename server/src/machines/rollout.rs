@@ -687,10 +687,7 @@ impl Rollout {
 }
 
 /// A revision as people read it: the first 12 hex digits.
-pub fn short(rev: &str) -> &str {
-    let r = rev.strip_prefix("sha256:").unwrap_or(rev);
-    &r[..r.len().min(12)]
-}
+pub use noco_compose::revision::short;
 
 #[cfg(test)]
 mod tests {
