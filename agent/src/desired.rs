@@ -18,11 +18,44 @@ use crate::state::{StateError, StateStore, trust_root};
 /// The applier's input: the state to converge to (`None` before any was accepted).
 pub type DesiredTx = watch::Sender<Option<Arc<DesiredState>>>;
 
+/// By stack name: the revision the server last sent and the W3C traceparent of the server span
+/// that gave the stack that revision (`SignedState.traceparents`), so the applier's span for
+/// that revision joins the server's trace. Unsigned, and only ever used to link traces.
+#[derive(Debug, Clone, Default)]
+pub struct TraceLinks(Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>>);
+
+impl TraceLinks {
+    fn set(&self, state: &DesiredState, links: &std::collections::HashMap<String, String>) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for stack in &state.stacks {
+            match links.get(&stack.name) {
+                Some(tp) => {
+                    all.insert(stack.name.clone(), (stack.revision.clone(), tp.clone()));
+                }
+                None => {
+                    all.remove(&stack.name);
+                }
+            }
+        }
+        all.retain(|name, _| state.stacks.iter().any(|s| &s.name == name));
+    }
+
+    /// The traceparent for applying `revision` of `stack`, taken (an apply is linked once).
+    pub fn take(&self, stack: &str, revision: &str) -> Option<String> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match all.get(stack) {
+            Some((r, _)) if r == revision => all.remove(stack).map(|(_, tp)| tp),
+            _ => None,
+        }
+    }
+}
+
 /// This host's accepted state, and where news of it goes.
 pub struct Desired {
     store: StateStore,
     status: watch::Sender<Status>,
     apply: DesiredTx,
+    links: TraceLinks,
 }
 
 /// Open the state store of `host_id` under `dir`. A persisted state that no longer verifies
@@ -52,11 +85,17 @@ pub fn open_store(dir: &DataDir, host_id: &str) -> anyhow::Result<StateStore> {
 
 impl Desired {
     /// Wrap an opened store; `status` is what reports are made from, `apply` feeds the applier.
-    pub fn new(store: StateStore, status: watch::Sender<Status>, apply: DesiredTx) -> Self {
+    pub fn new(
+        store: StateStore,
+        status: watch::Sender<Status>,
+        apply: DesiredTx,
+        links: TraceLinks,
+    ) -> Self {
         Desired {
             store,
             status,
             apply,
+            links,
         }
     }
 
@@ -136,6 +175,7 @@ impl Desired {
     pub fn receive(&mut self, envelope: &SignedState) {
         match self.store.accept(envelope, SystemTime::now()) {
             Ok(Verdict::New(state)) => {
+                self.links.set(&state, &envelope.traceparents);
                 tracing::info!(
                     "accepted desired state generation {} ({} stacks)",
                     state.generation,
@@ -195,7 +235,7 @@ mod tests {
         let store = StateStore::open(&dir.path().join("desired.pb"), "h1", root).unwrap();
         let (status, _) = watch::channel(Status::default());
         let (apply, mut applier) = watch::channel(None);
-        let mut desired = Desired::new(store, status, apply);
+        let mut desired = Desired::new(store, status, apply, TraceLinks::default());
 
         let g2 = noco_certs::state::sign(&signer, &state("h1", 2, 60_000));
         desired.receive(&g2);
@@ -220,5 +260,28 @@ mod tests {
         assert_eq!(desired.report().refused, "");
         assert!(!applier.has_changed().unwrap());
         assert!(!desired.report().stale);
+    }
+
+    #[test]
+    fn a_trace_link_is_taken_once_and_only_for_the_revision_it_was_sent_with() {
+        let links = TraceLinks::default();
+        let mut st = state("h1", 1, 60_000);
+        st.stacks = vec![noco_proto::v1::StackState {
+            name: "shop".into(),
+            revision: "sha256:2".into(),
+            ..Default::default()
+        }];
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string();
+        links.set(
+            &st,
+            &std::collections::HashMap::from([("shop".into(), tp.clone())]),
+        );
+        assert_eq!(links.take("shop", "sha256:1"), None);
+        assert_eq!(links.take("shop", "sha256:2"), Some(tp.clone()));
+        assert_eq!(links.take("shop", "sha256:2"), None, "taken once");
+        // A later state without a link for the stack forgets an untaken one.
+        links.set(&st, &std::collections::HashMap::from([("shop".into(), tp)]));
+        links.set(&st, &std::collections::HashMap::new());
+        assert_eq!(links.take("shop", "sha256:2"), None);
     }
 }

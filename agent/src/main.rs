@@ -85,21 +85,34 @@ struct RunArgs {
     /// How long one service may take to become ready when applying a stack.
     #[arg(long, default_value = "120s", value_parser = noco_proto::duration::parse)]
     wait_timeout: Duration,
+    /// Export this agent's traces (each stack apply, a child span of the server's rollout or
+    /// apply that caused it) and its own log events over OTLP to this collector, e.g.
+    /// http://collector:4317. Off by default; an unreachable collector is logged once and never
+    /// stops the agent. (Its logs and metrics reach the server over the session and are
+    /// exported there.)
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = check_endpoint)]
+    otlp_endpoint: Option<String>,
+    /// A header sent with every OTLP export, key=value (repeat for more).
+    #[arg(long = "otlp-header", value_parser = noco_proto::otel::parse_header, requires = "otlp_endpoint")]
+    otlp_headers: Vec<(String, String)>,
+    /// The OTLP transport: grpc (a collector's port 4317) or http (OTLP/HTTP with protobuf
+    /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
+    #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
+    otlp_protocol: noco_proto::otel::Protocol,
+}
+
+fn check_endpoint(s: &str) -> Result<String, String> {
+    noco_proto::otel::check_endpoint(s).map(|()| s.to_string())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     noco_agent::out::exit_quietly_on_closed_stdout_panics();
     noco_certs::install_crypto_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        noco_proto::otel::init_plain();
+    }
     match cli.command {
         Command::Compose(cmd) => noco_agent::local::run(cmd, cli.config.as_deref()).await,
         Command::Enroll(args) => {
@@ -133,6 +146,28 @@ async fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            let telemetry = match noco_proto::otel::init(noco_proto::otel::Setup {
+                service: "noco-agent",
+                resource: vec![("host.name", hostname)],
+                otlp: args.otlp_endpoint.map(|endpoint| noco_proto::otel::Otlp {
+                    endpoint,
+                    protocol: args.otlp_protocol,
+                    headers: args.otlp_headers,
+                    metrics_interval: noco_proto::otel::DEFAULT_METRICS_INTERVAL,
+                    logs: true,
+                    metrics: false,
+                }),
+                prometheus: None,
+            }) {
+                Ok(t) => t,
+                Err(e) => {
+                    errln!("noco-agent: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let dir = DataDir::new(&args.data_dir);
             let (config, registry_credentials) =
                 match noco_agent::config::AgentConfig::load(cli.config.as_deref()) {
@@ -153,7 +188,9 @@ async fn main() -> ExitCode {
                 backup: config.backup,
                 ..RunOptions::default()
             };
-            match run(dir, opts, noco_agent::shutdown_signal()).await {
+            let result = run(dir, opts, noco_agent::shutdown_signal()).await;
+            telemetry.shutdown(Duration::from_secs(5)).await;
+            match result {
                 Ok(Exit::Shutdown) => {
                     tracing::info!("stopped");
                     ExitCode::SUCCESS

@@ -121,6 +121,7 @@ pub async fn run(
     }
     let (apply_tx, apply_rx) = tokio::sync::watch::channel(initial);
     let locks = crate::locks::StackLocks::default();
+    let links = crate::desired::TraceLinks::default();
     let desired_for_backups = apply_rx.clone();
     let _applier = AbortOnDrop(stacks::spawn(
         ApplierConfig {
@@ -131,11 +132,13 @@ pub async fn run(
             wait_timeout: opts.wait_timeout,
             reconcile_interval: opts.reconcile_interval,
             locks: locks.clone(),
+            host_name: cred.name.clone(),
+            links: links.clone(),
         },
         status.clone(),
         apply_rx,
     ));
-    let mut desired = Desired::new(store, status, apply_tx);
+    let mut desired = Desired::new(store, status, apply_tx, links);
     let live = LiveCredential::new(cred)?;
     let _telemetry = crate::telemetry::spawn(
         &dir,

@@ -23,6 +23,7 @@ use noco_compose::LoadOptions;
 use noco_compose::model::Project;
 use noco_proto::v1::{DesiredState, StackReport, StackState};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::Credentials;
 use crate::datadir::DataDir;
@@ -45,6 +46,10 @@ pub struct ApplierConfig {
     pub reconcile_interval: Duration,
     /// Stacks a backup or a restore holds are left alone.
     pub locks: crate::locks::StackLocks,
+    /// This host's name in noco (spans carry it).
+    pub host_name: String,
+    /// The server's trace context for each stack's new revision.
+    pub links: crate::desired::TraceLinks,
 }
 
 /// A project prefix must keep `<prefix><stack>` a valid compose project name.
@@ -290,6 +295,9 @@ impl Applier {
         self.status.borrow().stacks.get(name).cloned()
     }
 
+    /// Converge one stack. Applying a revision for the first time is a span (`apply`: stack,
+    /// revision, host, result), a child of the server span that sent the revision when the
+    /// state carried its traceparent; passes that keep a revision converged are not traced.
     async fn stack_pass(
         &mut self,
         docker: &Docker,
@@ -297,10 +305,52 @@ impl Applier {
         generation: u64,
         cause: Cause,
     ) {
+        let fresh = self
+            .good
+            .get(&stack.name)
+            .is_none_or(|g| g.revision != stack.revision)
+            && self
+                .bad
+                .get(&stack.name)
+                .is_none_or(|(r, _)| *r != stack.revision);
+        if !fresh {
+            self.converge(docker, stack, generation, cause).await;
+            return;
+        }
+        let span = tracing::info_span!(
+            "apply",
+            stack = %stack.name,
+            revision = %noco_compose::revision::short(&stack.revision),
+            host = %self.cfg.host_name,
+            generation,
+            result = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        if let Some(tp) = self.cfg.links.take(&stack.name, &stack.revision) {
+            noco_proto::otel::set_parent(&span, &tp);
+        }
+        let (state, error) = self
+            .converge(docker, stack, generation, cause)
+            .instrument(span.clone())
+            .await;
+        span.record("result", noco_proto::Enumeration::text(state));
+        if !error.is_empty() {
+            span.record("error", error.as_str());
+        }
+    }
+
+    /// [`Self::stack_pass`]'s work: returns the state and error reported.
+    async fn converge(
+        &mut self,
+        docker: &Docker,
+        stack: &StackState,
+        generation: u64,
+        cause: Cause,
+    ) -> (noco_proto::v1::ApplyState, String) {
         let name = stack.name.clone();
         let Some(_held) = self.cfg.locks.try_lock(&name) else {
             tracing::debug!("stack {name}: a backup or restore holds it; left alone this pass");
-            return;
+            return (APPLYING, String::new());
         };
         let current_ready = self
             .good
@@ -416,6 +466,7 @@ impl Applier {
                 );
             }
         }
+        (state, error)
     }
 
     /// Check, write, load and police a stack revision.

@@ -116,6 +116,8 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
         wait_timeout: Duration::from_secs(60),
         reconcile_interval: Duration::from_secs(30),
         locks: Default::default(),
+        host_name: "h1".into(),
+        links: Default::default(),
     };
     // What `noco-agent run` does at start: open the store, start the applier on what it holds.
     let start = || {
@@ -124,7 +126,11 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
         let initial = store.current().cloned().map(Arc::new);
         let (apply_tx, apply_rx) = watch::channel(initial);
         let applier = stacks::spawn(config.clone(), status.clone(), apply_rx);
-        (Desired::new(store, status, apply_tx), watch_status, applier)
+        (
+            Desired::new(store, status, apply_tx, config.links.clone()),
+            watch_status,
+            applier,
+        )
     };
     let (mut desired, mut watch_status, applier) = start();
 

@@ -159,6 +159,7 @@ mod tests {
             payload: st.encode_to_vec(),
             key_id: signer.key_id(),
             signature: signed.signature,
+            ..Default::default()
         };
         assert!(state::verify(&root(&signer), &forged_state, "h1", None, now).is_err());
     }

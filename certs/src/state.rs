@@ -61,6 +61,7 @@ pub fn sign(signer: &StateSigner, state: &DesiredState) -> SignedState {
         payload,
         key_id: signer.key_id(),
         signature,
+        traceparents: Default::default(),
     }
 }
 
@@ -257,6 +258,7 @@ mod tests {
             payload: vec![0xff; 8],
             key_id: signer.key_id(),
             signature: signer.sign(&[0xff; 8]).to_vec(),
+            ..Default::default()
         };
         assert!(matches!(
             verify(&root, &garbage, "h1", None, now),
@@ -267,6 +269,7 @@ mod tests {
             payload: vec![0; MAX_PAYLOAD + 1],
             key_id: signer.key_id(),
             signature: vec![],
+            ..Default::default()
         };
         assert_eq!(
             verify(&root, &huge, "h1", None, now),

@@ -42,7 +42,7 @@ fn after_help() -> String {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, logs, metrics (top), backups, hosts, tokens, operators, audit", after_help = after_help())]
+#[command(name = "nococtl", version, about = "Operate a noco fleet: stacks, rollouts, status, logs, metrics (top), backups, alerts, hosts, tokens, operators, audit", after_help = after_help())]
 pub struct Cli {
     /// Credential file (default: $XDG_CONFIG_HOME/noco/config.toml or ~/.config/noco/config.toml).
     #[arg(long, global = true, env = "NOCO_CONFIG")]
@@ -180,6 +180,13 @@ pub enum Command {
     /// lists and shows, a deployer runs, verifies, restores and downloads, an admin removes.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Alerts: the server's built-in rules and their state, silences, test notifications.
+    ///
+    /// Rules and receivers (Slack, ntfy, or Alertmanager-style JSON webhooks) are set in the
+    /// server's configuration file under [alerts]. Roles: a viewer lists, a deployer silences
+    /// and unsilences, an admin sends test notifications.
+    #[command(subcommand)]
+    Alert(AlertCmd),
     /// Hosts' latest metrics (CPU, memory, load, fullest disk, network, containers), or with
     /// --stack the stack's containers (CPU, memory, network, block I/O, restarts, pids).
     ///
@@ -773,6 +780,56 @@ pub struct BackupWatch {
     pub timeout: Duration,
 }
 
+const ALERT_SILENCE_EXAMPLES: &str = "\
+Examples:
+  nococtl alert silence host-offline --host web-3 --for 2h --comment \"disk swap\"
+  nococtl alert silence stack-unhealthy --stack shop --for 30m";
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCmd {
+    /// Every rule with its state — ok, pending (holding, not yet for its `for`), firing,
+    /// silenced, or off — since when, and the host and stack each alert is about.
+    ///
+    /// Columns: RULE, STATE, SINCE, SEVERITY, HOST, STACK, SUMMARY. A rule with nothing to
+    /// say is one `ok` row; a rule that fires has a row per alert. -o json: the same rows,
+    /// with every label and annotation.
+    Ls,
+    /// Send a test notification to a receiver now and say how it answered (admin).
+    Test {
+        /// The receiver's name (`[[alerts.receivers]] name = …`).
+        #[arg(value_name = "RECEIVER")]
+        receiver: String,
+    },
+    /// Silence a rule's alerts — of one host, of one stack, or all of them — for a while;
+    /// prints the silence's id. A silenced alert is shown `silenced` and sends nothing.
+    #[command(after_long_help = ALERT_SILENCE_EXAMPLES)]
+    Silence {
+        /// The rule (`nococtl alert ls` lists them).
+        #[arg(value_name = "RULE")]
+        rule: String,
+        /// Only this host's alerts, by name or id.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// Only this stack's alerts.
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
+        /// How long: seconds (7200) or with a unit (2h, 7d).
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse)]
+        duration: Duration,
+        /// Why, kept with the silence.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+    },
+    /// End a silence now.
+    Unsilence {
+        /// The silence's id (as `alert silence` printed it).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Silences: those in force, and those that ended within the hour.
+    Silences,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Make a single-use join token; a host enrolled with it gets these labels.
@@ -981,6 +1038,44 @@ mod tests {
         // --name belongs to stack apply only; --file and --name are not spellings of anything
         // in rollout start.
         assert!(parse(&["rollout", "start", "shop", "-f", "c.yaml", "--name", "x"]).is_err());
+    }
+
+    #[test]
+    fn alert_silence_takes_the_rule_first_and_host_stack_for_as_everywhere() {
+        let cli = parse(&[
+            "alert",
+            "silence",
+            "host-offline",
+            "--host",
+            "web-3",
+            "--for",
+            "2h",
+        ])
+        .unwrap();
+        let Command::Alert(AlertCmd::Silence {
+            rule,
+            host,
+            stack,
+            duration,
+            comment,
+        }) = cli.command
+        else {
+            panic!("not alert silence");
+        };
+        assert_eq!(rule, "host-offline");
+        assert_eq!(host.as_deref(), Some("web-3"));
+        assert_eq!(stack, None);
+        assert_eq!(duration, Duration::from_secs(7200));
+        assert_eq!(comment, None);
+        assert!(
+            parse(&["alert", "silence", "host-offline"]).is_err(),
+            "--for is required"
+        );
+        assert!(parse(&["alert", "silence", "host-offline", "--for", "soon"]).is_err());
+        assert!(matches!(
+            parse(&["alert", "ls", "-o", "json"]).unwrap().command,
+            Command::Alert(AlertCmd::Ls)
+        ));
     }
 
     #[test]

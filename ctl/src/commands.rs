@@ -18,7 +18,7 @@ use crate::view::audit::AuditView;
 use crate::view::host::{HostView, JoinTokenView};
 use crate::view::operator::{LoginTokenView, LoginView, OperatorView, WhoAmIView};
 use crate::view::signing::SigningKeyView;
-use crate::{backup, config, host, logs, rollout, stack, status, top};
+use crate::{alert, backup, config, host, logs, rollout, stack, status, top};
 
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     // `backup download` reads -o as the file it writes; every other command as the format.
@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         // These check their arguments before they connect.
         Command::Logs(args) => return logs::run(args, &path, server, out).await,
         Command::Top { stack, hosts } => return top::run(stack, hosts, &path, server, out).await,
+        Command::Alert(cmd) => return alert::run(cmd, &path, server, out).await,
         _ => {}
     }
     let (cred, mut ctl) = client::open(&path, server).await?;
@@ -55,7 +56,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         | Command::Status { .. }
         | Command::Rollout(_)
         | Command::Logs(_)
-        | Command::Top { .. } => {
+        | Command::Top { .. }
+        | Command::Alert(_) => {
             unreachable!("handled above")
         }
         Command::Whoami => {

@@ -4,6 +4,7 @@
 // reader of stdout has gone away (`nococtl audit | head -1`).
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+mod alert;
 mod backup;
 mod cli;
 mod client;

@@ -60,30 +60,23 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use bollard::query_parameters::LogsOptionsBuilder;
 use clap::Parser;
 use common::*;
 use futures_util::StreamExt;
-use noco_certs::dial::{self, ServerAddr};
-use noco_certs::tls;
+use noco_certs::dial::ServerAddr;
 use noco_integration_tests::docker::{
     cleanup_project, docker_available, testapp_image, with_docker,
 };
 use noco_integration_tests::stack::unique_project;
 use noco_integration_tests::{Fleet, Proc, ServerOptions, bin, path_str};
-use noco_proto::limits::MAX_TELEMETRY_MESSAGE;
 use noco_proto::v1 as pb;
-use pb::telemetry_down::Msg as DownMsg;
-use pb::telemetry_up::Msg as UpMsg;
-use tokio::sync::{Semaphore, mpsc};
 use tokio::time::MissedTickBehavior;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// The stack the real agent runs in parts 1–3.
 const STACK: &str = "logs";
@@ -101,14 +94,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
 const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The containers' Docker log files are bounded to this, so a flood does not fill the disk.
 const LOG_FILES: &str = "options: { max-size: \"20m\", max-file: \"2\" }";
-/// The stack of the simulated hosts (part 4), and its services.
-const SIM_STACK: &str = "shop";
-const SIM_SERVICES: [&str; 10] = [
-    "web", "api", "worker", "db", "cache", "queue", "cron", "auth", "search", "mail",
-];
-/// Telemetry messages a simulated host queues towards its connection; when they are all in
-/// flight, a second's batch waits for the next second (counted as backed up).
-const SIM_IN_FLIGHT: usize = 4;
 /// How long making tokens, enrolling or opening streams of N simulated hosts may take in all.
 const PHASE: PhaseLimit = PhaseLimit {
     base: Duration::from_secs(120),
@@ -470,14 +455,6 @@ fn compose(services: &[(String, Vec<(&str, String)>)], driver: &str) -> String {
     yaml
 }
 
-/// CPU seconds of a process, and the share of one core they are over `wall`.
-fn cpu_share(before: Option<f64>, after: Option<f64>, wall: Duration) -> Option<f64> {
-    match (before, after) {
-        (Some(b), Some(a)) if wall > Duration::ZERO => Some((a - b) / wall.as_secs_f64() * 100.0),
-        _ => None,
-    }
-}
-
 /// How many numbered lines the containers have written in all: the number of each one's last
 /// line, as Docker holds it.
 fn written(containers: &[String]) -> anyhow::Result<u64> {
@@ -571,14 +548,6 @@ fn busiest(
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn fmt_pct(p: Option<f64>) -> String {
-    match p {
-        Some(p) if p < 1.0 => format!("{p:.2}%"),
-        Some(p) => format!("{p:.0}%"),
-        None => "?".to_string(),
-    }
 }
 
 // ------------------------------------------------------------------------------------ the reader
@@ -1065,275 +1034,6 @@ async fn measure_idle(args: &Args, image: &str) -> anyhow::Result<String> {
 
 // ------------------------------------------------------------------------------------ part 4
 
-/// Counters over every simulated host's telemetry stream.
-#[derive(Debug, Default)]
-struct SimCounters {
-    /// Records queued towards the server.
-    sent: AtomicU64,
-    /// Records the server acknowledged holding.
-    acked: AtomicU64,
-    /// Seconds whose batch waited, because the stream had [`SIM_IN_FLIGHT`] messages queued.
-    backed_up: AtomicU64,
-    samples: AtomicU64,
-    /// Why streams ended on their own.
-    lost: Mutex<Failures>,
-}
-
-/// What a simulated host sends.
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    containers: usize,
-    lines: usize,
-    metrics_every: u64,
-}
-
-/// An open telemetry stream of a simulated host.
-struct Stream {
-    // Held so that the connection stays up as long as the stream.
-    _client: pb::telemetry_client::TelemetryClient<Channel>,
-    tx: mpsc::Sender<pb::TelemetryUp>,
-    inbound: tonic::Streaming<pb::TelemetryDown>,
-    after_seq: u64,
-    tail_bytes: u64,
-}
-
-/// Connect with the host's certificate on a connection of its own, say TelemetryHello, wait for
-/// LogResume (as `noco-agent` does).
-async fn open_stream(addr: &ServerAddr, host: &SimHost) -> Result<Stream, String> {
-    let config = Arc::new(
-        tls::client_config(&host.ca_pem, &host.cert_pem, &host.key_pem)
-            .map_err(|e| format!("TLS configuration: {e}"))?,
-    );
-    let channel = dial::connect(addr, move || config.clone(), CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| format!("connecting: {}", dial::describe(&e)))?;
-    let mut client = pb::telemetry_client::TelemetryClient::new(channel)
-        .max_decoding_message_size(MAX_TELEMETRY_MESSAGE)
-        .max_encoding_message_size(MAX_TELEMETRY_MESSAGE);
-    let (tx, rx) = mpsc::channel(SIM_IN_FLIGHT);
-    tx.send(pb::TelemetryUp {
-        msg: Some(UpMsg::Hello(pb::TelemetryHello { next_seq: 1 })),
-    })
-    .await
-    .map_err(|_| "queueing TelemetryHello: the stream is closed".to_string())?;
-    let mut inbound =
-        match tokio::time::timeout(CALL_TIMEOUT, client.stream(ReceiverStream::new(rx))).await {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => return Err(format!("Telemetry.Stream: {}", status_text(&status))),
-            Err(_) => {
-                return Err(format!(
-                    "Telemetry.Stream did not answer within {CALL_TIMEOUT:?}"
-                ));
-            }
-        };
-    let resume = match tokio::time::timeout(CALL_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(pb::TelemetryDown {
-            msg: Some(DownMsg::Resume(r)),
-        }))) => r,
-        Ok(Ok(Some(other))) => return Err(format!("expected LogResume, got {other:?}")),
-        Ok(Ok(None)) => return Err("the server closed the stream before LogResume".to_string()),
-        Ok(Err(status)) => return Err(format!("waiting for LogResume: {}", status_text(&status))),
-        Err(_) => return Err(format!("no LogResume within {CALL_TIMEOUT:?}")),
-    };
-    Ok(Stream {
-        _client: client,
-        tx,
-        inbound,
-        after_seq: resume.after_seq,
-        tail_bytes: resume.tail_bytes,
-    })
-}
-
-/// One simulated host's containers: their names, ids and lines.
-struct SimContainers {
-    /// `(service, container name, container id)`.
-    names: Vec<(String, String, String)>,
-}
-
-impl SimContainers {
-    fn new(host: usize, n: usize) -> SimContainers {
-        let names = (0..n)
-            .map(|c| {
-                let base = SIM_SERVICES[c % SIM_SERVICES.len()];
-                let service = if c < SIM_SERVICES.len() {
-                    base.to_string()
-                } else {
-                    format!("{base}{}", c / SIM_SERVICES.len() + 1)
-                };
-                let container = format!("{SIM_STACK}-{service}-1");
-                // 64 hex digits, as Docker's ids.
-                let id = format!("{:032x}{:032x}", host as u128 + 1, c as u128 + 1);
-                (service, container, id)
-            })
-            .collect();
-        SimContainers { names }
-    }
-
-    /// A second's records: `lines` of every container, interleaved, from sequence `seq`.
-    fn batch(&self, seq: u64, lines: usize, now: SystemTime) -> Vec<pb::LogRecord> {
-        let nanos = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let stamp = humantime::format_rfc3339_millis(now).to_string();
-        let mut records = Vec::with_capacity(lines * self.names.len());
-        for j in 0..lines {
-            for (service, container, id) in &self.names {
-                let s = seq + records.len() as u64;
-                records.push(pb::LogRecord {
-                    seq: s,
-                    // Spread over the past second.
-                    time_unix_nanos: nanos - 1_000_000_000
-                        + (j as i64 * 1_000_000_000 / lines as i64),
-                    stack: SIM_STACK.to_string(),
-                    service: service.clone(),
-                    number: 1,
-                    container: container.clone(),
-                    container_id: id.clone(),
-                    stream: pb::LogStream::Stdout.into(),
-                    line: line(&stamp, service, s).into_bytes(),
-                    truncated: 0,
-                    dropped: 0,
-                });
-            }
-        }
-        records
-    }
-
-    /// A metrics sample of the host and its containers.
-    fn sample(&self, tick: u64, now_ms: i64) -> pb::MetricsSample {
-        let wobble = (tick % 7) as f64;
-        pb::MetricsSample {
-            time_unix_ms: now_ms,
-            host: Some(pb::HostMetrics {
-                cpus: 4,
-                cpu_percent: 12.5 + wobble,
-                memory_used_bytes: (3 << 30) + tick * 4096,
-                memory_total_bytes: 8 << 30,
-                load1: 0.4 + wobble / 10.0,
-                load5: 0.5,
-                load15: 0.6,
-                disks: vec![pb::DiskUsage {
-                    mount: "/".to_string(),
-                    used_bytes: 21 << 30,
-                    total_bytes: 80 << 30,
-                }],
-                net_rx_bytes: 1_000_000_000 + tick * 250_000,
-                net_tx_bytes: 800_000_000 + tick * 200_000,
-                containers_running: self.names.len() as u32,
-                containers_total: self.names.len() as u32,
-                uptime_secs: 86_400 + tick,
-            }),
-            containers: self
-                .names
-                .iter()
-                .map(|(service, container, id)| pb::ContainerMetrics {
-                    stack: SIM_STACK.to_string(),
-                    service: service.clone(),
-                    number: 1,
-                    container: container.clone(),
-                    container_id: id.clone(),
-                    state: "running".to_string(),
-                    health: pb::Health::Healthy.into(),
-                    restarts: 0,
-                    cpu_percent: 1.5 + wobble,
-                    memory_bytes: (64 << 20) + tick * 1024,
-                    memory_limit_bytes: 0,
-                    net_rx_bytes: 10_000_000 + tick * 10_000,
-                    net_tx_bytes: 8_000_000 + tick * 8_000,
-                    block_read_bytes: 1 << 20,
-                    block_write_bytes: 2 << 20,
-                    pids: 12,
-                })
-                .collect(),
-            collect_ms: 3,
-        }
-    }
-}
-
-/// A realistic line of about 100 bytes (an access log).
-fn line(stamp: &str, service: &str, seq: u64) -> String {
-    let path = ["items", "orders", "users", "carts", "search"][(seq % 5) as usize];
-    let status = if seq.is_multiple_of(50) { 404 } else { 200 };
-    format!(
-        "{stamp} INFO {service}: GET /api/v1/{path}/{} {status} {}ms req={:012x} ip=10.1.{}.{}",
-        seq % 10_000,
-        seq % 97 + 1,
-        seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16,
-        seq % 200 + 10,
-        seq % 250 + 2
-    )
-}
-
-/// Send a second's batch every second (starting at `offset` into the second, so the hosts are
-/// spread over it) and a metrics sample every [`Load::metrics_every`] seconds; count acks. Until
-/// the stream ends (why is recorded) or the task is aborted.
-async fn feed(
-    mut stream: Stream,
-    host: usize,
-    load: Load,
-    offset: Duration,
-    counters: Arc<SimCounters>,
-) {
-    let containers = SimContainers::new(host, load.containers);
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + offset, Duration::from_secs(1));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut next_seq = stream.after_seq + 1;
-    let mut acked = stream.after_seq;
-    let mut ticks = 0u64;
-    let why = loop {
-        tokio::select! {
-            msg = stream.inbound.message() => match msg {
-                Ok(Some(pb::TelemetryDown { msg: Some(DownMsg::Ack(ack)) })) => {
-                    if ack.seq > acked {
-                        counters.acked.fetch_add(ack.seq - acked, Ordering::Relaxed);
-                        acked = ack.seq;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break "the server closed the stream".to_string(),
-                Err(status) => break format!("stream ended: {}", status_text(&status)),
-            },
-            _ = tick.tick() => {
-                let now = SystemTime::now();
-                if ticks.is_multiple_of(load.metrics_every) {
-                    let sample = pb::TelemetryUp {
-                        msg: Some(UpMsg::Metrics(containers.sample(ticks, unix_ms()))),
-                    };
-                    match stream.tx.try_send(sample) {
-                        Ok(()) => {
-                            counters.samples.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            break "the stream's send side closed".to_string();
-                        }
-                    }
-                }
-                ticks += 1;
-                let records = containers.batch(next_seq, load.lines, now);
-                let n = records.len() as u64;
-                let batch = pb::TelemetryUp { msg: Some(UpMsg::Logs(pb::LogBatch { records })) };
-                match stream.tx.try_send(batch) {
-                    Ok(()) => {
-                        next_seq += n;
-                        counters.sent.fetch_add(n, Ordering::Relaxed);
-                    }
-                    // Its numbers are used by the next second's batch.
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counters.backed_up.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        break "the stream's send side closed".to_string();
-                    }
-                }
-            }
-        }
-    };
-    lock(&counters.lost).add(why);
-}
-
 /// What part 4 allows the server to grow by beyond the caps.
 struct Margin {
     streams: u64,
@@ -1535,35 +1235,8 @@ async fn measure_fleet(
         fmt_mib(rss_before),
         load_average()
     );
-    let start = Instant::now();
-    let limit = Arc::new(Semaphore::new(HANDSHAKE_CONCURRENCY));
-    let tasks: Vec<_> = enrolled
-        .hosts
-        .into_iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let addr = addr.clone();
-            let limit = limit.clone();
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-                open_stream(&addr, &host).await.map(|s| (i, s))
-            })
-        })
-        .collect();
-    let (streams, failures) =
-        collect_tasks("telemetry streams open", tasks, PHASE.deadline(n)).await;
-    failures.report("telemetry streams");
+    let streams = open_streams(&addr, enrolled.hosts, PHASE).await?;
     let opened = streams.len();
-    let tail_bytes = streams.first().map_or(0, |(_, s)| s.tail_bytes);
-    println!(
-        "opened {opened}/{n} telemetry streams in {} ({}/s); LogResume asks for {} of tail",
-        fmt_s(start.elapsed()),
-        rate(opened, start.elapsed()),
-        fmt_bytes(tail_bytes)
-    );
-    if (opened as f64) < n as f64 * MIN_ESTABLISHED {
-        bail!("only {opened} of {n} telemetry streams opened");
-    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_open = rss_kib(server_pid).unwrap_or(0);
     let open_line = format!(
@@ -1578,27 +1251,21 @@ async fn measure_fleet(
     // Load on.
     let load = Load {
         containers: args.host_containers,
-        lines: args.host_lines,
+        lines: args.host_containers * args.host_lines,
         metrics_every: args.metrics_every as u64,
     };
-    let offered = (opened * load.containers * load.lines) as f64;
+    let offered = (opened * load.lines) as f64;
     println!(
         "each host sends {} × {} lines every second ({} lines/s from all, about {:.1} MB/s of lines) and metrics of {} containers every {} s, for {window} s",
         load.containers,
-        load.lines,
+        args.host_lines,
         fmt_count(offered),
         offered * 100.0 / 1e6,
         load.containers,
         load.metrics_every,
     );
     let counters = Arc::new(SimCounters::default());
-    let feeders: Vec<_> = streams
-        .into_iter()
-        .map(|(i, stream)| {
-            let offset = Duration::from_micros((i as u64 * 1_000_000) / opened as u64);
-            tokio::spawn(feed(stream, i, load, offset, counters.clone()))
-        })
-        .collect();
+    let feeders = start_feeding(streams, load, &counters);
 
     let mut figures = watch_fleet(
         args, server_pid, rss_before, opened, caps, window, &counters,
@@ -1606,12 +1273,7 @@ async fn measure_fleet(
     .await;
     let held = held_lines(&mut control, caps, load, opened).await;
     let top = top_counts(&mut control).await;
-    for f in &feeders {
-        f.abort();
-    }
-    for f in feeders {
-        let _ = f.await;
-    }
+    drop_sessions(feeders).await;
     let lost = lock(&counters.lost);
     lost.report("telemetry streams (ended on their own)");
     match held {
@@ -1821,29 +1483,4 @@ async fn top_counts(control: &mut Control) -> anyhow::Result<String> {
         top.hosts.len(),
         fmt_s(start.elapsed())
     ))
-}
-
-// ------------------------------------------------------------------------------------ formatting
-
-fn fmt_bytes(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-    } else {
-        format!("{} KiB", bytes.div_ceil(1024))
-    }
-}
-
-/// A count with thousands separators: `123,456`.
-fn fmt_count(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

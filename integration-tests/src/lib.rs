@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod docker;
+pub mod otlp;
 pub mod pipe;
 pub mod postgres;
 pub mod proxy;
 pub mod stack;
+pub mod webhook;
 
 /// How long [`eventually`] waits.
 pub fn patience() -> Duration {

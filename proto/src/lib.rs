@@ -14,6 +14,8 @@ pub mod duration;
 pub mod health;
 pub mod labels;
 pub mod limits;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod selector;
 pub mod size;
 pub mod text;

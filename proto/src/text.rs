@@ -76,6 +76,7 @@ enumeration! {
     BackupState = "BACKUP_STATE_",
     BackupJobKind = "BACKUP_JOB_KIND_",
     BackupJobState = "BACKUP_JOB_STATE_",
+    AlertState = "ALERT_STATE_",
 }
 
 #[cfg(test)]

@@ -83,6 +83,33 @@ pub const POLICY: &[(&str, Access, Option<&str>)] = &[
         Access::Operator(Role::Admin),
         Some("backup.remove"),
     ),
+    // Alerts: viewers list them, deployers silence and unsilence, admins send test
+    // notifications (they reach outside).
+    (
+        "/noco.v1.Control/ListAlerts",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/ListSilences",
+        Access::Operator(Role::Viewer),
+        None,
+    ),
+    (
+        "/noco.v1.Control/SilenceAlert",
+        Access::Operator(Role::Deployer),
+        Some("alert.silence"),
+    ),
+    (
+        "/noco.v1.Control/RemoveSilence",
+        Access::Operator(Role::Deployer),
+        Some("alert.unsilence"),
+    ),
+    (
+        "/noco.v1.Control/TestAlert",
+        Access::Operator(Role::Admin),
+        Some("alert.test"),
+    ),
     // Logs can hold secrets (environment dumps, tokens): deployers and up.
     (
         "/noco.v1.Control/Logs",
@@ -435,6 +462,19 @@ mod tests {
                 Some(Access::Agent)
             );
         }
+    }
+
+    #[test]
+    fn alerts_are_listed_by_viewers_silenced_by_deployers_tested_by_admins() {
+        let role = |m: &str| match policy(&format!("/noco.v1.Control/{m}")) {
+            Some((Access::Operator(r), _)) => r,
+            other => panic!("{m}: {other:?}"),
+        };
+        assert_eq!(role("ListAlerts"), Role::Viewer);
+        assert_eq!(role("ListSilences"), Role::Viewer);
+        assert_eq!(role("SilenceAlert"), Role::Deployer);
+        assert_eq!(role("RemoveSilence"), Role::Deployer);
+        assert_eq!(role("TestAlert"), Role::Admin);
     }
 
     #[test]

@@ -764,4 +764,63 @@ impl pb::control_server::Control for ControlSvc {
             self.core.rollouts.list(&req.into_inner().stack).await?,
         ))
     }
+
+    async fn list_alerts(
+        &self,
+        _req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        Ok(Response::new(self.core.alerts.list().await?))
+    }
+
+    async fn test_alert(
+        &self,
+        req: Request<pb::TestAlertRequest>,
+    ) -> Result<Response<pb::TestAlertResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let receiver = req.into_inner().receiver;
+        let outcome = self.core.alerts.test(&receiver, &caller.describe()).await;
+        self.audited(&caller, "alert.test", &receiver, outcome)
+            .await
+    }
+
+    async fn silence_alert(
+        &self,
+        req: Request<pb::SilenceAlertRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let caller = Caller::of(&req)?;
+        let req = req.into_inner();
+        let mut target = req.rule.clone();
+        for (what, value) in [("host", &req.host), ("stack", &req.stack)] {
+            if !value.is_empty() {
+                target.push_str(&format!(" {what} {value}"));
+            }
+        }
+        target.push_str(&format!(
+            " for {}",
+            noco_proto::duration::format(Duration::from_secs(req.duration_seconds))
+        ));
+        let outcome = self.core.alerts.silence(&caller.describe(), req).await;
+        if let Ok(s) = &outcome {
+            target.push_str(&format!(" (silence {})", s.id));
+        }
+        self.audited(&caller, "alert.silence", &target, outcome)
+            .await
+    }
+
+    async fn list_silences(
+        &self,
+        _req: Request<pb::ListSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        Ok(Response::new(self.core.alerts.silences().await?))
+    }
+
+    async fn remove_silence(
+        &self,
+        req: Request<pb::RemoveSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        let caller = Caller::of(&req)?;
+        let id = req.into_inner().id;
+        let outcome = self.core.alerts.unsilence(&id).await;
+        self.audited(&caller, "alert.unsilence", &id, outcome).await
+    }
 }

@@ -9,12 +9,15 @@
 //! backups (catalog, uploads, jobs and signed orders, retention; over store, registry, audit,
 //!          the signing key and the backup store)         ← used by rollouts (backup first)
 //! telemetry: logs (the log hub: rings, caps, followers) · metrics   ← fed by agents, read by control
+//! alerts (rules over registry, reports, metrics, rollouts, backups, certificates; grouping,
+//!         notification log, outbox, silences; the `[alerts]` of the configuration file)
 //! control · session · enroll · renew · auth · telemetry::stream   (the gRPC services: adapters)
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::alerts::Alerts;
 use crate::audit::Audit;
 use crate::backups::{BackupSettings, Backups};
 use crate::bans::BanSet;
@@ -95,9 +98,12 @@ pub struct Core {
     pub logs: Arc<LogHub>,
     /// Hosts' latest metrics and their history.
     pub metrics: Arc<MetricsStore>,
+    /// Alert rules, notifications and silences.
+    pub alerts: Arc<Alerts>,
 }
 
 impl Core {
+    /// [`Core::assemble_with`] the default configuration (no alert receivers).
     pub fn assemble(
         store: Arc<dyn Store>,
         pki: Arc<Pki>,
@@ -105,6 +111,27 @@ impl Core {
         clock: Arc<dyn Clock>,
         limits: Limits,
         backups: BackupSettings,
+    ) -> Arc<Core> {
+        Self::assemble_with(
+            store,
+            pki,
+            bans,
+            clock,
+            limits,
+            backups,
+            crate::config::ServerConfig::default(),
+        )
+    }
+
+    /// Build every component, with the server's configuration file as read.
+    pub fn assemble_with(
+        store: Arc<dyn Store>,
+        pki: Arc<Pki>,
+        bans: Arc<BanSet>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        backups: BackupSettings,
+        config: crate::config::ServerConfig,
     ) -> Arc<Core> {
         let registry = Arc::new(Registry::default());
         let audit = Arc::new(Audit::new(store.clone(), clock.clone()));
@@ -151,6 +178,22 @@ impl Core {
             bytes_total: limits.log_bytes_total,
         }));
         let metrics = Arc::new(MetricsStore::new(limits.metrics_history));
+        let alerts = Arc::new(Alerts::new(
+            config.alerts,
+            crate::alerts::sources::Sources {
+                store: store.clone(),
+                registry: registry.clone(),
+                reports: reports.clone(),
+                metrics: metrics.clone(),
+                pki: pki.clone(),
+                session_idle_timeout: limits.session_idle_timeout,
+                agent_cert_ttl: limits.agent_cert_ttl,
+                started_ms: clock.now_ms(),
+            },
+            hosts.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
         Arc::new(Core {
             store,
             pki,
@@ -167,6 +210,7 @@ impl Core {
             backups,
             logs,
             metrics,
+            alerts,
         })
     }
 

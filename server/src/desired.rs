@@ -196,6 +196,8 @@ pub struct Desired {
     /// interleaves with signing. Guards `issued` too (its own mutex only satisfies `Sync`).
     lock: tokio::sync::Mutex<()>,
     issued: std::sync::Mutex<HashMap<String, Issued>>,
+    /// Trace context sent with states (never stored with them).
+    links: crate::otel::traces::Links,
 }
 
 /// A host's new state, decided but not yet signed.
@@ -220,7 +222,30 @@ impl Desired {
             state_ttl,
             lock: tokio::sync::Mutex::new(()),
             issued: std::sync::Mutex::default(),
+            links: Default::default(),
         }
+    }
+
+    /// The trace context states carry to agents: record a span here before issuing.
+    pub fn links(&self) -> &crate::otel::traces::Links {
+        &self.links
+    }
+
+    /// A state as sent: with the trace context of its stacks (unsigned, not stored).
+    fn traced(&self, host_id: &str, mut env: pb::SignedState) -> pb::SignedState {
+        if self.links.is_empty() {
+            return env;
+        }
+        if let Ok(state) = pb::DesiredState::decode(env.payload.as_slice()) {
+            env.traceparents = self.links.for_host(
+                host_id,
+                state
+                    .stacks
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.revision.as_str())),
+            );
+        }
+        env
     }
 
     /// Hold off all issuing (while the signing key changes).
@@ -462,13 +487,14 @@ impl Desired {
                 .state(&host.id)
                 .await
                 .doing("reading desired state")?
-                .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())),
+                .and_then(|b| pb::SignedState::decode(b.as_slice()).ok())
+                .map(|env| self.traced(&host.id, env))),
             Some(state) => {
                 let generation = state.generation;
                 let pending = vec![Pending { host, state }];
                 let mut signed = self.issue(pending, &mut IssueTimings::default()).await?;
                 tracing::info!(host = %host.name, generation, "issued desired state");
-                Ok(signed.pop().map(|(_, env)| env))
+                Ok(signed.pop().map(|(_, env)| self.traced(&host.id, env)))
             }
         }
     }
@@ -504,7 +530,7 @@ impl Desired {
         let started = std::time::Instant::now();
         let mut changed = Vec::with_capacity(signed.len());
         for (host, env) in signed {
-            self.registry.push(&host.id, env);
+            self.registry.push(&host.id, self.traced(&host.id, env));
             changed.push(host.name.clone());
         }
         timings.push = started.elapsed();

@@ -118,6 +118,10 @@ struct InitArgs {
 struct RunArgs {
     #[arg(long, env = "NOCO_DATA_DIR", default_value = "/var/lib/noco-server")]
     data_dir: PathBuf,
+    /// The configuration file (TOML: `[alerts]` rules and receivers), checked at start. Default:
+    /// <data-dir>/server.toml, where `init` writes its settings (none there: the defaults).
+    #[arg(long, env = "NOCO_SERVER_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Add a DNS name or IP address to the server's certificate before serving (repeat for
     /// more; names it has already are kept; see also `noco-server cert add-san`).
     #[arg(long = "san")]
@@ -169,6 +173,39 @@ struct RunArgs {
     /// backup); in bytes or with a unit (500GiB).
     #[arg(long, env = "NOCO_BACKUP_MAX_SIZE", default_value = "100GiB", value_parser = noco_proto::size::parse)]
     backup_max_size: u64,
+    #[command(flatten)]
+    otel: OtelArgs,
+}
+
+/// OpenTelemetry and Prometheus: each off unless its flag is given.
+#[derive(Debug, clap::Args)]
+struct OtelArgs {
+    /// Export traces (rollouts, applies), metrics (fleet, hosts, containers, the server) and logs
+    /// (containers' log lines and the server's own events) over OTLP to this collector, e.g.
+    /// http://collector:4317 (https:// checks the collector's certificate against the web's
+    /// public roots). A collector that cannot be reached is counted
+    /// (noco.otlp.export.failures) and logged once; it never stops the server.
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = check_endpoint)]
+    otlp_endpoint: Option<String>,
+    /// A header sent with every OTLP export, key=value (repeat for more), e.g.
+    /// authorization=Bearer…
+    #[arg(long = "otlp-header", value_parser = noco_proto::otel::parse_header, requires = "otlp_endpoint")]
+    otlp_headers: Vec<(String, String)>,
+    /// The OTLP transport: grpc (a collector's port 4317) or http (OTLP/HTTP with protobuf
+    /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
+    #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
+    otlp_protocol: noco_proto::otel::Protocol,
+    /// How often metrics are pushed over OTLP.
+    #[arg(long, default_value = "10s", value_parser = noco_proto::duration::parse, requires = "otlp_endpoint")]
+    otlp_metrics_interval: Duration,
+    /// Serve the same metrics to Prometheus: GET http://ADDR/metrics (port 0: any free port;
+    /// the chosen one is printed). Plain HTTP: listen on a private address.
+    #[arg(long, env = "NOCO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+fn check_endpoint(s: &str) -> Result<String, String> {
+    noco_proto::otel::check_endpoint(s).map(|()| s.to_string())
 }
 
 /// The smallest per-host log budget: a few of the longest lines.
@@ -204,15 +241,10 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     noco_certs::install_crypto_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOCO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        noco_proto::otel::init_plain();
+    }
     let result = match cli.command {
         Command::Init(args) => cmd_init(args).await,
         Command::Run(args) => cmd_run(args).await,
@@ -315,6 +347,28 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     if args.log_bytes_total < args.log_bytes_per_host {
         anyhow::bail!("--log-bytes-total must be at least --log-bytes-per-host");
     }
+    let config = noco_server::config::load(args.config.as_deref(), &args.data_dir)?;
+    let registry = args
+        .otel
+        .metrics_listen
+        .map(|_| noco_server::otel::prom::registry());
+    let telemetry = noco_proto::otel::init(noco_proto::otel::Setup {
+        service: "noco-server",
+        resource: Vec::new(),
+        otlp: args
+            .otel
+            .otlp_endpoint
+            .map(|endpoint| noco_proto::otel::Otlp {
+                endpoint,
+                protocol: args.otel.otlp_protocol,
+                headers: args.otel.otlp_headers,
+                metrics_interval: args.otel.otlp_metrics_interval,
+                logs: true,
+                metrics: true,
+            }),
+        prometheus: registry.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
     let limits = Limits {
         log_lines_per_container: args.log_lines_per_container as usize,
         log_bytes_per_host: args.log_bytes_per_host,
@@ -327,7 +381,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         state_ttl: args.state_ttl,
         ..Limits::default()
     };
-    run(
+    let result = run(
         RunOptions {
             data_dir: args.data_dir,
             listen: args.listen,
@@ -335,10 +389,15 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             sans: args.sans,
             backup_store: args.backup_store,
             backup_max_size: args.backup_max_size,
+            config,
+            metrics: args.otel.metrics_listen.zip(registry),
+            otlp_logs: telemetry.logger_provider().cloned(),
         },
         shutdown_signal(),
     )
-    .await
+    .await;
+    telemetry.shutdown(Duration::from_secs(5)).await;
+    result
 }
 
 #[cfg(test)]

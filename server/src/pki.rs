@@ -359,6 +359,9 @@ impl Pki {
         }
         let (chain, key) = issue_server_cert(&self.ca, &settings, now)?;
         let text = toml::to_string(&settings).context("encoding server.toml")?;
+        // The file is also the server's configuration (`[alerts]`): keep everything else in it.
+        let text = crate::config::replace_settings(&read(&self.dir.settings())?, &text)
+            .context("encoding server.toml")?;
         keyfile::write_atomic(&self.dir.settings(), text.as_bytes(), 0o644)
             .context("writing server.toml")?;
         write_server_cert(&self.dir, &chain, &key)?;

@@ -204,6 +204,19 @@ impl Registry {
         self.lock().len()
     }
 
+    /// Call `f` with the id of every host that has a live session (under the lock: `f` must be
+    /// quick).
+    pub fn each_online(&self, mut f: impl FnMut(&str)) {
+        for id in self.lock().keys() {
+            f(id);
+        }
+    }
+
+    /// How many telemetry streams are live.
+    pub fn telemetry_len(&self) -> usize {
+        self.lock_telemetry().len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -76,6 +76,13 @@ impl Reports {
         self.lock().latest.get(host_id).cloned()
     }
 
+    /// Call `f` with every host's latest report (under the lock: `f` must be quick).
+    pub fn each_latest(&self, mut f: impl FnMut(&str, &pb::StateReport)) {
+        for (host_id, (report, _)) in &self.lock().latest {
+            f(host_id, report);
+        }
+    }
+
     /// What a host reports about a stack, as the rollout state machine reads it.
     pub fn host_report(&self, host_id: &str, stack: &str) -> Option<HostReport> {
         let inner = self.lock();

@@ -31,47 +31,103 @@ use noco_proto::selector::Selector;
 /// A deadline for a host step when none is given.
 pub const DEFAULT_DEADLINE_MS: i64 = 5 * 60_000;
 
-/// Tracing spans of the rollouts this server is driving: one per rollout, and a child per host
-/// step, opened and closed by the rollout's own events — so a tracing/OpenTelemetry layer sees
-/// one trace per rollout. (After a server restart, the spans of a resumed rollout start anew.)
+/// Tracing spans of the rollouts this server is driving: one per rollout (`rollout`), a child
+/// per step (`step`), and under it a child per host step (`host_step`), opened and closed by
+/// the rollout's own events — so a tracing/OpenTelemetry layer sees one trace per rollout. A host
+/// step's span is linked to the host's desired state (`Desired::links`), so the agent's apply
+/// joins the trace. (After a server restart, the spans of a resumed rollout start anew.)
 #[derive(Debug, Default)]
 pub struct Spans(std::sync::Mutex<std::collections::HashMap<String, RolloutSpans>>);
 
-/// A rollout's span and the spans of its host steps in flight, by host.
-type RolloutSpans = (
-    tracing::Span,
-    std::collections::HashMap<String, tracing::Span>,
-);
+/// A rollout's span, its step in flight (index, span) and the spans of its host steps in
+/// flight, by host id.
+#[derive(Debug)]
+struct RolloutSpans {
+    root: tracing::Span,
+    step: Option<(usize, tracing::Span)>,
+    hosts: std::collections::HashMap<String, tracing::Span>,
+}
 
 impl Spans {
-    /// Record a rollout's new events as span transitions.
-    fn follow(&self, rec: &RolloutRecord, new_events: &[crate::machines::rollout::Event]) {
+    /// Record a rollout's new events as span transitions; a host step's span is linked in
+    /// `links` to the revision the host is sent.
+    fn follow(
+        &self,
+        rec: &RolloutRecord,
+        new_events: &[crate::machines::rollout::Event],
+        names: &std::collections::BTreeMap<String, String>,
+        links: &crate::otel::traces::Links,
+    ) {
+        let r = &rec.rollout;
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (rollout_span, hosts) = all.entry(rec.id.clone()).or_insert_with(|| {
-            (tracing::info_span!("rollout", rollout.id = %rec.id, stack = %rec.rollout.stack, to = %rec.rollout.to), Default::default())
+        let spans = all.entry(rec.id.clone()).or_insert_with(|| RolloutSpans {
+            root: tracing::info_span!(
+                "rollout",
+                rollout.id = %rec.id,
+                stack = %r.stack,
+                from = %noco_compose::revision::short(&r.from),
+                to = %noco_compose::revision::short(&r.to),
+                hosts = r.hosts.len(),
+                result = tracing::field::Empty,
+            ),
+            step: None,
+            hosts: Default::default(),
         });
+        if spans.step.as_ref().is_none_or(|(i, _)| *i != r.step) && r.step < r.steps.len() {
+            let span = tracing::info_span!(
+                parent: &spans.root,
+                "step",
+                stack = %r.stack,
+                step = r.step + 1,
+                of = r.steps.len(),
+                hosts = r.steps[r.step].len(),
+            );
+            spans.step = Some((r.step, span));
+        }
+        let parent = spans.step.as_ref().map_or(&spans.root, |(_, s)| s).clone();
         for e in new_events {
             let Some(host) = &e.host else {
-                rollout_span.in_scope(|| tracing::info!("{}", e.what));
+                spans.root.in_scope(|| tracing::info!("{}", e.what));
                 continue;
             };
-            if e.what.starts_with("updating to") || e.what.starts_with("rolling back to") {
-                let span = tracing::info_span!(parent: &*rollout_span, "host_step", host = %host, what = %e.what);
-                hosts.insert(host.clone(), span);
+            let name = names.get(host).map_or(host.as_str(), |n| n.as_str());
+            let revision = if e.what.starts_with("updating to") {
+                Some(&r.to)
+            } else if e.what.starts_with("rolling back to") {
+                Some(&r.from)
+            } else {
+                None
+            };
+            if let Some(revision) = revision {
+                let span = tracing::info_span!(
+                    parent: &parent,
+                    "host_step",
+                    stack = %r.stack,
+                    revision = %noco_compose::revision::short(revision),
+                    host = %name,
+                    host.id = %host,
+                    what = %e.what,
+                    result = tracing::field::Empty,
+                );
+                links.record(Some(host), &r.stack, revision, &span);
+                spans.hosts.insert(host.clone(), span);
             }
-            match hosts.get(host) {
+            match spans.hosts.get(host) {
                 Some(span) => span.in_scope(|| tracing::info!("{}", e.what)),
-                None => rollout_span.in_scope(|| tracing::info!(host = %host, "{}", e.what)),
+                None => parent.in_scope(|| tracing::info!(host = %name, "{}", e.what)),
             }
-            if e.what.starts_with("healthy on")
-                || e.what.starts_with("failed")
-                || e.what.starts_with("back on")
+            let ended_well = e.what.starts_with("healthy on") || e.what.starts_with("back on");
+            let ended_badly = e.what.starts_with("failed")
                 || e.what.starts_with("rollback failed")
+                || e.what.starts_with("backup before the update failed");
+            if (ended_well || ended_badly)
+                && let Some(span) = spans.hosts.remove(host)
             {
-                hosts.remove(host);
+                span.record("result", if ended_well { "ok" } else { "failed" });
             }
         }
-        if !rec.rollout.phase.is_active() {
+        if !r.phase.is_active() {
+            spans.root.record("result", phase_name(&r.phase));
             all.remove(&rec.id);
         }
     }
@@ -194,8 +250,14 @@ impl Rollouts {
             .doing("storing the rollout")?;
         let r = &rec.rollout;
         let seen = before.map(|b| b.events.len()).unwrap_or(0);
+        let new_events = &r.events[seen.min(r.events.len())..];
+        let names = if new_events.iter().any(|e| e.host.is_some()) {
+            host_names(&self.store.hosts().await.doing("reading hosts")?)
+        } else {
+            Default::default()
+        };
         self.spans
-            .follow(rec, &r.events[seen.min(r.events.len())..]);
+            .follow(rec, new_events, &names, self.stacks.desired().links());
         // The audit log gets one record per outcome (succeeded, failed, rolling back, rolled
         // back, …), not one per step: operators' own actions are audited where they are taken,
         // and every event stays in the rollout's history (`nococtl rollout status`).

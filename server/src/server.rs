@@ -37,6 +37,13 @@ pub struct RunOptions {
     pub backup_store: Option<String>,
     /// The largest backup archive taken (`--backup-max-size`).
     pub backup_max_size: u64,
+    /// The configuration file as read and checked (`--config`; `[alerts]`).
+    pub config: crate::config::ServerConfig,
+    /// Serve the instruments to Prometheus here (`--metrics-listen`), from this registry (the
+    /// one `noco_proto::otel::init` was given).
+    pub metrics: Option<(SocketAddr, prometheus::Registry)>,
+    /// Container log records go out over OTLP through this provider (`--otlp-endpoint`).
+    pub otlp_logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
 /// Serve until `shutdown` completes.
@@ -76,7 +83,25 @@ pub async fn run(
     };
     let tls =
         noco_certs::tls::server_config(pki.ca.cert_pem(), pki.server_cert.clone(), bans.clone())?;
-    let shared = Core::assemble(store, Arc::new(pki), bans, clock, opts.limits, backups);
+    if let Some(path) = &opts.config.path {
+        let a = &opts.config.alerts;
+        tracing::info!(
+            config = %path.display(),
+            receivers = a.receivers.len(),
+            "alerts: {} of {} rules on",
+            a.rules.values().filter(|r| r.enabled).count(),
+            a.rules.len()
+        );
+    }
+    let shared = Core::assemble_with(
+        store,
+        Arc::new(pki),
+        bans,
+        clock,
+        opts.limits,
+        backups,
+        opts.config,
+    );
 
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -86,9 +111,19 @@ pub async fn run(
     println!("noco-server listening on {local}");
     tracing::info!(%local, ca = %shared.pki.ca.fingerprint(), url = %shared.pki.settings.server_url, "listening");
 
+    crate::otel::metrics::register(&shared);
+    if let Some((addr, registry)) = opts.metrics {
+        let bound = crate::otel::prom::serve(addr, registry).await?;
+        // Tests and scripts read this line to learn the port (with --metrics-listen 127.0.0.1:0).
+        println!("noco-server metrics on http://{bound}/metrics");
+    }
+    if let Some(provider) = opts.otlp_logs {
+        crate::otel::logs::spawn_export(shared.clone(), provider);
+    }
     spawn_housekeeping(shared.clone());
     spawn_resigning(shared.clone());
     shared.rollouts.clone().spawn_driver();
+    shared.alerts.clone().spawn_driver();
     shared.backups.clone().spawn_driver();
     let incoming = crate::listener::tls_incoming(listener, Arc::new(tls));
     let services = tonic::transport::Server::builder()
@@ -98,6 +133,8 @@ pub async fn run(
         .initial_connection_window_size(Some(noco_proto::limits::HTTP2_CONNECTION_WINDOW))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost: every call is timed (rpc.server.duration), refused ones too.
+        .layer(crate::otel::metrics::RpcMetricsLayer::new())
         .layer(AuthLayer::new(shared.clone()))
         .add_service(
             pb::enrollment_server::EnrollmentServer::new(enroll::EnrollmentSvc {

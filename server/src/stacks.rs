@@ -258,7 +258,38 @@ impl Stacks {
         self.desired.check_fits(hosts, stacks, &pins).await
     }
 
+    /// Apply a stack: a span (`stack.apply`: stack, revision, result) whose trace the hosts'
+    /// applies of the revision join.
     pub async fn apply(
+        &self,
+        by: &str,
+        req: pb::ApplyStackRequest,
+    ) -> Result<pb::ApplyStackResponse> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "stack.apply",
+            stack = %req.name,
+            by = %by,
+            dry_run = req.dry_run,
+            revision = tracing::field::Empty,
+            hosts = tracing::field::Empty,
+            result = tracing::field::Empty,
+        );
+        let result = self.apply_traced(by, req).instrument(span.clone()).await;
+        match &result {
+            Ok(r) => {
+                span.record("revision", noco_compose::revision::short(&r.revision));
+                span.record("hosts", r.hosts.len());
+                span.record("result", if r.unchanged { "unchanged" } else { "ok" });
+            }
+            Err(e) => {
+                span.record("result", tracing::field::display(e));
+            }
+        }
+        result
+    }
+
+    async fn apply_traced(
         &self,
         by: &str,
         req: pb::ApplyStackRequest,
@@ -326,6 +357,9 @@ impl Stacks {
             }
             self.release(&rollout).await?;
             let ids: Vec<String> = pinned.iter().map(|p| p.host_id.clone()).collect();
+            self.desired
+                .links()
+                .record(None, &req.name, &rev.id, &tracing::Span::current());
             self.desired.update(|h| ids.contains(&h.id)).await?;
             let mut r = response(false);
             r.warnings
@@ -375,6 +409,9 @@ impl Stacks {
             .doing("storing the stack")?;
         // Hosts the old selector matched lose the stack; hosts the new one matches get it.
         let old = existing.and_then(|s| Selector::stored(&s.selector).ok());
+        self.desired
+            .links()
+            .record(None, &req.name, &rev.id, &tracing::Span::current());
         self.desired
             .update(|h| {
                 selector.matches(&h.name, &h.labels)

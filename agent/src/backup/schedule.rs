@@ -4,7 +4,7 @@
 //! running at one (the host was down), that run is reported as MISSED, with when it was due, and
 //! not made up for later: the next one runs at its time. A backup first seen starts from now.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,14 +115,17 @@ fn local(ms: i64) -> DateTime<Local> {
         .unwrap_or_else(Local::now)
 }
 
-/// The scheduled backups of the stacks the host runs now: (stack, backup, cron).
-async fn scheduled(ctx: &Ctx) -> Vec<(String, String, croner::Cron)> {
+/// The scheduled backups of the stacks the host runs now: (stack, backup, cron); and the
+/// stacks that could not be read this time (their schedules are neither run nor forgotten).
+async fn scheduled(ctx: &Ctx) -> (Vec<(String, String, croner::Cron)>, BTreeSet<String>) {
     let mut out = Vec::new();
+    let mut unreadable = BTreeSet::new();
     for stack in ctx.stacks() {
         let loaded = match ctx.stack(&stack.name).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!("backups: stack {}: {e}", stack.name);
+                unreadable.insert(stack.name.clone());
                 continue;
             }
         };
@@ -134,7 +137,24 @@ async fn scheduled(ctx: &Ctx) -> Vec<(String, String, croner::Cron)> {
             }
         }
     }
-    out
+    (out, unreadable)
+}
+
+/// Forget the last times of backups no longer declared — but not of those whose stack could
+/// not be read this pass (a stack that is briefly unreadable keeps its schedule's history, so its
+/// missed times are still reported and it does not start over). Returns whether any went.
+fn prune(
+    last: &mut BTreeMap<String, i64>,
+    declared: &[(String, String)],
+    unreadable: &BTreeSet<String>,
+) -> bool {
+    let before = last.len();
+    last.retain(|k, _| {
+        declared.iter().any(|(s, n)| *k == format!("{s}/{n}"))
+            || k.split_once('/')
+                .is_some_and(|(stack, _)| unreadable.contains(stack))
+    });
+    last.len() != before
 }
 
 /// Run the schedules until the task is dropped.
@@ -145,7 +165,7 @@ pub async fn run(ctx: Arc<Ctx>) {
         let now = Local::now();
         let mut next_wake = now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
         let mut changed = false;
-        let specs = scheduled(&ctx).await;
+        let (specs, unreadable) = scheduled(&ctx).await;
         for (stack, name, cron) in &specs {
             let key = format!("{stack}/{name}");
             let last_ms = match state.last.get(&key) {
@@ -193,11 +213,11 @@ pub async fn run(ctx: Arc<Ctx>) {
             }
         }
         // Forget backups no longer declared.
-        let before = state.last.len();
-        state
-            .last
-            .retain(|k, _| specs.iter().any(|(s, n, _)| *k == format!("{s}/{n}")));
-        changed |= state.last.len() != before && !specs.is_empty();
+        let declared: Vec<(String, String)> = specs
+            .iter()
+            .map(|(s, n, _)| (s.clone(), n.clone()))
+            .collect();
+        changed |= prune(&mut state.last, &declared, &unreadable) && !specs.is_empty();
         if changed {
             save(&ctx, &state);
         }
@@ -292,5 +312,27 @@ mod tests {
                 })
             })
         );
+    }
+
+    #[test]
+    fn a_stack_that_cannot_be_read_for_a_pass_keeps_its_schedules_last_time() {
+        let mut last = BTreeMap::from([
+            ("shop/db".to_string(), 1_000),
+            ("blog/files".to_string(), 2_000),
+            ("gone/db".to_string(), 3_000),
+        ]);
+        // shop reads, blog cannot be read this pass, gone is no longer run here.
+        let declared = vec![("shop".to_string(), "db".to_string())];
+        let unreadable = BTreeSet::from(["blog".to_string()]);
+        assert!(prune(&mut last, &declared, &unreadable));
+        assert_eq!(
+            last,
+            BTreeMap::from([
+                ("shop/db".to_string(), 1_000),
+                ("blog/files".to_string(), 2_000),
+            ])
+        );
+        // Nothing to forget: nothing changes.
+        assert!(!prune(&mut last, &declared, &unreadable));
     }
 }

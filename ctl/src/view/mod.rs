@@ -1,6 +1,6 @@
 //! What nococtl shows, one view per thing (a host, an operator, an audit record, a stack, a
-//! host's status, a rollout, a log line, a host's metrics …): built once from the server's
-//! message, serialized by derive for `-o json`, and giving the cells of its table row
+//! host's status, a rollout, a log line, a host's metrics, an alert …): built once from the
+//! server's message, serialized by derive for `-o json`, and giving the cells of its table row
 //! ([`crate::output::Listed`]) or its lines, so a field cannot be in one and missing from the
 //! other.
 //!
@@ -9,6 +9,7 @@
 //! Enumerations are kept typed in the views (compare `view.phase == RolloutPhase::Paused`) and
 //! serialize as their text (`converged`, `rolling_back`: [`noco_proto::Enumeration`]).
 
+pub mod alert;
 pub mod audit;
 pub mod backup;
 pub mod host;

@@ -1,13 +1,15 @@
 //! What the benchmarks share: their command line (clap) and runtime, the summary they print,
 //! waiting on many operations at once and counting failures, and formatting. Simulated hosts
-//! (enrolled and connected over real mTLS) are in [`sim`]; process figures (RSS, CPU time,
-//! open-files limits) in [`system`].
+//! (enrolled and connected over real mTLS) are in [`sim`], their telemetry streams (logs and
+//! metrics) in [`telemetry_sim`]; process figures (RSS, CPU time, open-files limits) in
+//! [`system`].
 
 // Each benchmark uses a part of it.
 #![allow(dead_code)]
 
 pub mod sim;
 pub mod system;
+pub mod telemetry_sim;
 
 use std::any::Any;
 use std::future::Future;
@@ -23,6 +25,8 @@ use noco_integration_tests::bin_dir;
 pub use sim::*;
 #[allow(unused_imports)]
 pub use system::*;
+#[allow(unused_imports)]
+pub use telemetry_sim::*;
 
 // ------------------------------------------------------------------------------------ running
 
@@ -323,4 +327,37 @@ pub fn tail(text: &str, lines: usize) -> String {
 /// `sha256:0123456789ab` of a revision.
 pub fn short(revision: &str) -> &str {
     revision.get(..19).unwrap_or(revision)
+}
+
+/// A share of one core (`cpu_share`), `?` when unknown.
+pub fn fmt_pct(p: Option<f64>) -> String {
+    match p {
+        Some(p) if p < 1.0 => format!("{p:.2}%"),
+        Some(p) => format!("{p:.0}%"),
+        None => "?".to_string(),
+    }
+}
+
+/// Bytes in KiB or MiB: `256 KiB`, `64 MiB`, `1.5 MiB`.
+pub fn fmt_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
+/// A count with thousands separators: `123,456`.
+pub fn fmt_count(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -56,6 +56,7 @@ pub type Control = pb::control_client::ControlClient<Channel>;
 // ------------------------------------------------------------------------------------ enrolling
 
 /// A simulated host's credential and trust root.
+#[derive(Clone)]
 pub struct SimHost {
     pub name: String,
     pub host_id: String,

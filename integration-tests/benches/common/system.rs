@@ -98,6 +98,19 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks() as f64)
 }
 
+/// The share of one core (in %) a process used over `wall`, from its CPU seconds before and
+/// after ([`cpu_seconds`]).
+pub fn cpu_share(
+    before: Option<f64>,
+    after: Option<f64>,
+    wall: std::time::Duration,
+) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if !wall.is_zero() => Some((a - b) / wall.as_secs_f64() * 100.0),
+        _ => None,
+    }
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when that fails, the Linux default).
 fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

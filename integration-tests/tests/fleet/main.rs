@@ -7,13 +7,16 @@
 
 mod support;
 
+mod alerts;
 mod assignment;
 mod autonomy;
 mod backups;
 mod limits;
 mod logs;
+mod otel;
 mod policy;
 mod profiles;
+mod prometheus;
 mod refusals;
 mod rollouts;
 mod rotation;

@@ -257,6 +257,11 @@ impl Backups {
         &self.objects
     }
 
+    /// How many backups are being uploaded now.
+    pub fn uploads_active(&self) -> usize {
+        self.uploads.active_count()
+    }
+
     /// Host names by id (revoked hosts included: their backups stay).
     async fn host_names(&self) -> Result<BTreeMap<String, String>> {
         Ok(crate::wire::host_names(

@@ -56,6 +56,11 @@ impl Drop for Active<'_> {
 }
 
 impl Uploads {
+    /// How many uploads are in progress.
+    pub(crate) fn active_count(&self) -> usize {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     fn begin(&self, id: &str) -> Option<Active<'_>> {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         active.insert(id.to_string()).then(|| Active {

@@ -1,6 +1,7 @@
 //! The server's persistent state behind one narrow interface, [`Store`]: hosts, tokens,
 //! operators, bans, stacks and their revisions, issued desired states, rollouts, the backup
-//! catalog (backups, jobs, pending orders) and the audit log. The domain modules know only this trait; sled ([`sled_store::SledStore`]) is the embedded
+//! catalog (backups, jobs, pending orders), alerts (active alerts, the notification log, the
+//! outbox, silences) and the audit log. The domain modules know only this trait; sled ([`sled_store::SledStore`]) is the embedded
 //! default, and another backend (PostgreSQL, etcd) implements the same trait.
 //!
 //! Contract of every backend:
@@ -147,6 +148,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn orders(&self) -> Result<Vec<PendingOrder>>;
     async fn remove_order(&self, job_id: &str) -> Result<()>;
 
+    // ---------------------------------------------------------------- alerts
+    /// Every alert held (firing, or resolved and not yet told to every receiver).
+    async fn alerts(&self) -> Result<Vec<AlertRecord>>;
+    /// The notification log: per (receiver, group), what the receiver was last told.
+    async fn notify_log(&self) -> Result<Vec<NotifyLogRecord>>;
+    /// Notifications waiting for delivery, per receiver in the order they were queued.
+    async fn outbox(&self) -> Result<Vec<OutboxRecord>>;
+    async fn silences(&self) -> Result<Vec<SilenceRecord>>;
+    /// Write alerts, log entries, outbox entries and silences in one transaction.
+    async fn change_alerts(&self, changes: &AlertChanges) -> Result<()>;
+
     // ---------------------------------------------------------------- audit
     async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
     /// The newest `limit` audit records that match `filter`, oldest first.
@@ -154,4 +166,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
+
+    /// Bytes the store takes on disk, if the backend knows (blocking: it may read a directory;
+    /// call it off the runtime's workers).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
 }

@@ -169,3 +169,116 @@ pub struct PendingOrder {
     /// The prost-encoded `SignedOrder`, in hex.
     pub signed_hex: String,
 }
+
+/// An alert the server holds: firing, or resolved and not yet told to every receiver that was
+/// told it fired (see `crate::alerts`). Keyed by its fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AlertRecord {
+    /// Hex of the SHA-256 of its labels (the first 16 digits): the alert's identity.
+    pub fingerprint: String,
+    /// The rule that raised it (also its `alertname` label).
+    pub rule: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing (kept across restarts).
+    pub starts_ms: i64,
+    /// When it resolved (`None`: firing).
+    pub ends_ms: Option<i64>,
+}
+
+/// The notification log of one (receiver, group): what the receiver was last told fires, so
+/// nothing is sent twice. Keyed by receiver and group key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotifyLogRecord {
+    pub receiver: String,
+    pub group_key: String,
+    /// Fingerprints the receiver was last told fire, sorted.
+    pub firing: Vec<String>,
+    /// Fingerprints it was last told resolved, sorted.
+    pub resolved: Vec<String>,
+    /// Hex SHA-256 over both sets: what was notified, in one value.
+    pub hash: String,
+    /// When the last notification of the group was queued for the receiver.
+    pub sent_ms: i64,
+}
+
+/// One alert as a notification carries it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotifiedAlert {
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_ms: i64,
+    pub ends_ms: Option<i64>,
+}
+
+/// A notification waiting to be delivered (the outbox): written with the notification log's
+/// new entry in one transaction, removed once delivered or given up. Keyed by receiver, time
+/// and its idempotency key, so each receiver's are read in the order they were queued.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Sent as the `Idempotency-Key` header: a receiver may drop a notification it has seen.
+    pub key: String,
+    pub receiver: String,
+    pub group_key: String,
+    pub group_labels: BTreeMap<String, String>,
+    /// `firing` (some alert fires) or `resolved` (every one resolved).
+    pub status: String,
+    pub alerts: Vec<NotifiedAlert>,
+    pub created_ms: i64,
+}
+
+impl OutboxRecord {
+    /// Where it is stored: `<receiver>/<created ms, 16 digits>/<key>`, so that a receiver's
+    /// notifications read in the order they were queued.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{:016}/{}",
+            self.receiver,
+            self.created_ms.max(0),
+            self.key
+        )
+    }
+}
+
+/// A silence: alerts of `rule` (and of `host`, `stack` when set) send nothing from `starts_ms`
+/// until `ends_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SilenceRecord {
+    pub id: String,
+    pub rule: String,
+    /// A host's name; empty: any host.
+    pub host: String,
+    /// A stack's name; empty: any stack.
+    pub stack: String,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub comment: String,
+    pub created_by: String,
+}
+
+/// Changes to the alerting state, written in one transaction (and durable when the write
+/// returns).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertChanges {
+    pub put_alerts: Vec<AlertRecord>,
+    /// Fingerprints.
+    pub remove_alerts: Vec<String>,
+    pub put_log: Vec<NotifyLogRecord>,
+    /// (receiver, group key).
+    pub remove_log: Vec<(String, String)>,
+    pub put_outbox: Vec<OutboxRecord>,
+    /// [`OutboxRecord::id`]s.
+    pub remove_outbox: Vec<String>,
+    pub put_silences: Vec<SilenceRecord>,
+    /// Silence ids.
+    pub remove_silences: Vec<String>,
+}
+
+impl AlertChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == AlertChanges::default()
+    }
+}

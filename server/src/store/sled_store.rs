@@ -1,6 +1,7 @@
 //! The embedded default store: sled, one tree per kind of record, values JSON (revisions,
 //! states, backups and backup jobs protobuf). A `meta` tree records the format version and how
-//! many hosts, operators, stacks, revisions and backups the database holds, updated in the same transaction as the records; at
+//! many hosts, operators, stacks, revisions, backups, alerts, notification-log entries, outbox
+//! entries and silences the database holds, updated in the same transaction as the records; at
 //! open every count is checked and every record decoded, so a damaged database refuses to open
 //! instead of serving as an empty one.
 
@@ -18,8 +19,19 @@ use super::*;
 pub const FORMAT: u64 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 /// The trees whose record counts are kept in `meta`.
-/// (A database from before backups were kept has no count for them, and no backups: 0 = 0.)
-const COUNTED: [&str; 5] = ["hosts", "operators", "stacks", "revisions", "backups"];
+/// (A database from before backups or alerts were kept has no count for them, and none of them:
+/// 0 = 0.)
+const COUNTED: [&str; 9] = [
+    "hosts",
+    "operators",
+    "stacks",
+    "revisions",
+    "backups",
+    "alerts",
+    "alert_log",
+    "alert_outbox",
+    "silences",
+];
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -46,6 +58,14 @@ pub struct SledStore {
     backup_jobs: sled::Tree,
     /// Job id → a [`PendingOrder`] (JSON): orders waiting for their hosts.
     backup_orders: sled::Tree,
+    /// Fingerprint → an [`AlertRecord`] (JSON).
+    alerts: sled::Tree,
+    /// `<receiver>\0<group key>` → a [`NotifyLogRecord`] (JSON).
+    alert_log: sled::Tree,
+    /// [`OutboxRecord::id`] → an [`OutboxRecord`] (JSON): per receiver in queued order.
+    alert_outbox: sled::Tree,
+    /// Silence id → a [`SilenceRecord`] (JSON).
+    silences: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -167,6 +187,10 @@ impl SledStore {
             backups: t("backups")?,
             backup_jobs: t("backup_jobs")?,
             backup_orders: t("backup_orders")?,
+            alerts: t("alerts")?,
+            alert_log: t("alert_log")?,
+            alert_outbox: t("alert_outbox")?,
+            silences: t("silences")?,
             db,
         })
     }
@@ -209,6 +233,10 @@ impl SledStore {
             "operators" => &self.operators,
             "stacks" => &self.stacks,
             "backups" => &self.backups,
+            "alerts" => &self.alerts,
+            "alert_log" => &self.alert_log,
+            "alert_outbox" => &self.alert_outbox,
+            "silences" => &self.silences,
             _ => &self.revisions,
         }
     }
@@ -274,6 +302,10 @@ impl SledStore {
         self.decode_all::<TokenRecord>("tokens", &self.tokens)?;
         self.decode_all::<RolloutRecord>("rollouts", &self.rollouts)?;
         self.decode_all::<PendingOrder>("backup_orders", &self.backup_orders)?;
+        self.decode_all::<AlertRecord>("alerts", &self.alerts)?;
+        self.decode_all::<NotifyLogRecord>("alert_log", &self.alert_log)?;
+        self.decode_all::<OutboxRecord>("alert_outbox", &self.alert_outbox)?;
+        self.decode_all::<SilenceRecord>("silences", &self.silences)?;
         for kv in self.backups.iter() {
             let (k, v) = kv.map_err(db_err)?;
             decode_pb::<noco_proto::v1::BackupInfo>("backups", &k, &v)?;
@@ -345,6 +377,10 @@ impl SledStore {
             .insert(key.as_bytes(), encode(&record))
             .map_err(db_err)?;
         Ok(())
+    }
+
+    fn log_key(receiver: &str, group_key: &str) -> Vec<u8> {
+        format!("{receiver}\0{group_key}").into_bytes()
     }
 
     fn rollout_key(r: &RolloutRecord) -> String {
@@ -753,6 +789,105 @@ impl Store for SledStore {
         Ok(())
     }
 
+    async fn alerts(&self) -> Result<Vec<AlertRecord>> {
+        self.values("alerts", &self.alerts)
+    }
+
+    async fn notify_log(&self) -> Result<Vec<NotifyLogRecord>> {
+        self.values("alert_log", &self.alert_log)
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxRecord>> {
+        self.values("alert_outbox", &self.alert_outbox)
+    }
+
+    async fn silences(&self) -> Result<Vec<SilenceRecord>> {
+        self.values("silences", &self.silences)
+    }
+
+    async fn change_alerts(&self, c: &AlertChanges) -> Result<()> {
+        if c.is_empty() {
+            return Ok(());
+        }
+        (
+            &self.alerts,
+            &self.alert_log,
+            &self.alert_outbox,
+            &self.silences,
+            &self.meta,
+        )
+            .transaction(|(alerts, log, outbox, silences, meta)| {
+                /// Insert or remove in a counted tree, keeping its count.
+                fn put(
+                    tree: &TransactionalTree,
+                    meta: &TransactionalTree,
+                    name: &str,
+                    key: &[u8],
+                    value: Option<Vec<u8>>,
+                ) -> TxResult<()> {
+                    match value {
+                        Some(v) => {
+                            if tree.insert(key, v)?.is_none() {
+                                bump(meta, name, 1)?;
+                            }
+                        }
+                        None => {
+                            if tree.remove(key)?.is_some() {
+                                bump(meta, name, -1)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                for a in &c.put_alerts {
+                    put(
+                        alerts,
+                        meta,
+                        "alerts",
+                        a.fingerprint.as_bytes(),
+                        Some(encode(a)),
+                    )?;
+                }
+                for fp in &c.remove_alerts {
+                    put(alerts, meta, "alerts", fp.as_bytes(), None)?;
+                }
+                for l in &c.put_log {
+                    let key = Self::log_key(&l.receiver, &l.group_key);
+                    put(log, meta, "alert_log", &key, Some(encode(l)))?;
+                }
+                for (receiver, group) in &c.remove_log {
+                    put(
+                        log,
+                        meta,
+                        "alert_log",
+                        &Self::log_key(receiver, group),
+                        None,
+                    )?;
+                }
+                for o in &c.put_outbox {
+                    put(
+                        outbox,
+                        meta,
+                        "alert_outbox",
+                        o.id().as_bytes(),
+                        Some(encode(o)),
+                    )?;
+                }
+                for id in &c.remove_outbox {
+                    put(outbox, meta, "alert_outbox", id.as_bytes(), None)?;
+                }
+                for s in &c.put_silences {
+                    put(silences, meta, "silences", s.id.as_bytes(), Some(encode(s)))?;
+                }
+                for id in &c.remove_silences {
+                    put(silences, meta, "silences", id.as_bytes(), None)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.flush().await
+    }
+
     async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
         let seq = self.db.generate_id().map_err(db_err)?;
         let mut key = Vec::with_capacity(16);
@@ -794,6 +929,10 @@ impl Store for SledStore {
             }
             Err(e) => Err(StoreError::Db(format!("the flush task failed: {e}"))),
         }
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
     }
 }
 

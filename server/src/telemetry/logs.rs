@@ -512,6 +512,12 @@ impl LogHub {
         }
     }
 
+    /// Every batch stored from now on (what OTLP export reads; a lagging receiver learns how
+    /// many batches it missed).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.follow.subscribe()
+    }
+
     /// How many readers follow the hub.
     pub fn followers(&self) -> usize {
         self.follow.receiver_count()

@@ -232,6 +232,14 @@ impl MetricsStore {
         })
     }
 
+    /// Call `f` with every host's latest sample (under the lock: `f` must be quick; clone the
+    /// `Arc` to keep one).
+    pub fn each_latest(&self, mut f: impl FnMut(&str, &Arc<pb::MetricsSample>)) {
+        for (host_id, series) in self.lock().iter() {
+            f(host_id, &series.latest);
+        }
+    }
+
     /// A host's history, oldest first.
     pub fn history(&self, host_id: &str) -> Vec<pb::HostMetricsPoint> {
         self.lock()
