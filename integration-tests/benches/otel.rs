@@ -25,8 +25,8 @@
 //! and in B what the collector received during the window: data points (of how many metrics,
 //! hosts and containers), log records (next to the lines the server accepted) and spans, and the
 //! server's own `noco.otlp.export.failures` and `noco.otlp.logs.skipped` as it last exported
-//! them. The summary sets A and B side by side with B's difference in percent, next to the
-//! goal.
+//! them, and what B's server logged about OTLP export (a failing export is logged once). The
+//! summary sets A and B side by side with B's difference in percent, next to the goal.
 //!
 //! Every figure is printed with the machine's load average. The goal is not asserted: it only
 //! measures and prints. It exits non-zero with a message when something breaks (a server does
@@ -70,6 +70,8 @@ const ROW_EVERY: usize = 10;
 /// The server's metrics of export trouble, read from what it exported.
 const EXPORT_FAILURES: &str = "noco.otlp.export.failures";
 const LOGS_SKIPPED: &str = "noco.otlp.logs.skipped";
+/// The most lines of the server's log about OTLP export shown.
+const OTLP_LOG_LINES: usize = 6;
 
 // ------------------------------------------------------------------------------------ main
 
@@ -206,6 +208,8 @@ struct Run {
     load: String,
     /// What the collector received during the window (B).
     received: Option<Received>,
+    /// What the server logged about OTLP export (B): its first lines.
+    otlp_log: Vec<String>,
     /// Why the run failed after measuring.
     why: Option<String>,
 }
@@ -258,9 +262,17 @@ async fn run(args: &Args, otlp: bool) -> Result<Run, Outcome> {
                 Err(why) => Err(Outcome::Skipped(why)),
                 Ok(()) => {
                     let mut tasks = Vec::new();
-                    let measured =
+                    let mut measured =
                         measure(args, &fleet, &pid, collector.as_ref(), otlp, &mut tasks).await;
                     drop_sessions(tasks).await;
+                    if let Ok(run) = &mut measured
+                        && otlp
+                    {
+                        run.otlp_log = otlp_log(&fleet.server_log());
+                        for line in &run.otlp_log {
+                            println!("server log: {line}");
+                        }
+                    }
                     measured.map_err(|e| {
                         println!(
                             "server log (last lines):\n{}",
@@ -488,6 +500,7 @@ async fn watch(
         samples,
         load,
         received,
+        otlp_log: Vec::new(),
         why,
     };
     println!(
@@ -510,6 +523,19 @@ async fn watch(
 }
 
 // ------------------------------------------------------------------------------------ collector
+
+/// The server's log lines about OTLP export (a failure is logged once, and its recovery), at
+/// most [`OTLP_LOG_LINES`], each cut to 300 characters.
+fn otlp_log(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("OTLP"))
+        .take(OTLP_LOG_LINES)
+        .map(|l| match l.char_indices().nth(300) {
+            Some((at, _)) => format!("{}…", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect()
+}
 
 /// How much the collector held at one moment.
 struct Snapshot {
@@ -732,6 +758,9 @@ fn side_by_side(args: &Args, round: usize, a: &Run, b: &Run) -> Outcome {
     ];
     if let Some(r) = &b.received {
         lines.push(format!("  {}", r.describe(b.lines)));
+    }
+    for line in &b.otlp_log {
+        lines.push(format!("  B's server log: {line}"));
     }
     match a.why.as_ref().or(b.why.as_ref()) {
         Some(why) => {

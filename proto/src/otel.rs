@@ -161,7 +161,8 @@ pub fn export_failures(signal: Signal) -> u64 {
 }
 
 /// Count an export's outcome; log the first failure of a run of failures, and the recovery.
-fn note(signal: Signal, result: &OTelSdkResult) {
+/// (Exporters of ours outside the SDK report here too.)
+pub fn note<E: std::fmt::Display>(signal: Signal, result: &Result<(), E>) {
     let i = signal as usize;
     match result {
         Ok(()) => {

@@ -352,20 +352,21 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         .otel
         .metrics_listen
         .map(|_| noco_server::otel::prom::registry());
+    let otlp = args
+        .otel
+        .otlp_endpoint
+        .map(|endpoint| noco_proto::otel::Otlp {
+            endpoint,
+            protocol: args.otel.otlp_protocol,
+            headers: args.otel.otlp_headers,
+            metrics_interval: args.otel.otlp_metrics_interval,
+            logs: true,
+            metrics: true,
+        });
     let telemetry = noco_proto::otel::init(noco_proto::otel::Setup {
         service: "noco-server",
         resource: Vec::new(),
-        otlp: args
-            .otel
-            .otlp_endpoint
-            .map(|endpoint| noco_proto::otel::Otlp {
-                endpoint,
-                protocol: args.otel.otlp_protocol,
-                headers: args.otel.otlp_headers,
-                metrics_interval: args.otel.otlp_metrics_interval,
-                logs: true,
-                metrics: true,
-            }),
+        otlp: otlp.clone(),
         prometheus: registry.clone(),
     })
     .map_err(anyhow::Error::msg)?;
@@ -391,6 +392,7 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             backup_max_size: args.backup_max_size,
             config,
             metrics: args.otel.metrics_listen.zip(registry),
+            otlp,
             otlp_logs: telemetry.logger_provider().cloned(),
         },
         shutdown_signal(),

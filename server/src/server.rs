@@ -42,6 +42,9 @@ pub struct RunOptions {
     /// Serve the instruments to Prometheus here (`--metrics-listen`), from this registry (the
     /// one `noco_proto::otel::init` was given).
     pub metrics: Option<(SocketAddr, prometheus::Registry)>,
+    /// Where OTLP goes (`--otlp-endpoint`): the per-host and per-container series are pushed
+    /// there beside what the SDK exports.
+    pub otlp: Option<noco_proto::otel::Otlp>,
     /// Container log records go out over OTLP through this provider (`--otlp-endpoint`).
     pub otlp_logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
@@ -111,9 +114,12 @@ pub async fn run(
     println!("noco-server listening on {local}");
     tracing::info!(%local, ca = %shared.pki.ca.fingerprint(), url = %shared.pki.settings.server_url, "listening");
 
-    crate::otel::metrics::register(&shared);
+    let sources = crate::otel::metrics::register(&shared);
+    if let Some(otlp) = opts.otlp.clone().filter(|o| o.metrics) {
+        crate::otel::metrics::push(sources.clone(), otlp);
+    }
     if let Some((addr, registry)) = opts.metrics {
-        let bound = crate::otel::prom::serve(addr, registry).await?;
+        let bound = crate::otel::prom::serve(addr, registry, Some(sources)).await?;
         // Tests and scripts read this line to learn the port (with --metrics-listen 127.0.0.1:0).
         println!("noco-server metrics on http://{bound}/metrics");
     }

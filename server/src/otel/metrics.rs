@@ -10,7 +10,12 @@
 //!   latest metrics samples) into a view every callback of that collection shares, with label
 //!   sets cached across collections (a container's labels are built when it first appears and
 //!   dropped when its host stops reporting it);
-//! - [`instruments`]: the instruments and their callbacks over the snapshot and the view;
+//! - [`instruments`]: the SDK's instruments (fleet, internals) and their callbacks over the
+//!   snapshot and the view;
+//! - [`bulk`]: the per-host and per-container series (most of them: ~100 per host), from one
+//!   table written straight into `/metrics` and into OTLP requests of bounded size, which
+//!   [`push`] sends — the SDK took a second to collect 100,000 series and pushed them in one
+//!   request too large for a collector;
 //! - [`rpc`]: the one synchronous instrument, `rpc.server.duration`, recorded by a tower layer
 //!   in front of every gRPC service.
 //!
@@ -21,8 +26,10 @@
 //! Cost of a collection: O(hosts + containers + stacks), no store read, no lock held across an
 //! await (none is awaited), and allocations only for what appeared since the last one.
 
+mod bulk;
 mod fleet;
 mod instruments;
+mod push;
 mod rpc;
 #[cfg(test)]
 mod tests;
@@ -43,11 +50,25 @@ pub const METER: &str = "noco";
 /// Register every instrument on the global meter provider (a no-op provider when neither
 /// OTLP nor Prometheus is on: then no callback ever runs) and start the task that keeps the
 /// store snapshot fresh while something collects.
-pub fn register(core: &Arc<Core>) {
+pub fn register(core: &Arc<Core>) -> Arc<Sources> {
     let sources = register_on(&opentelemetry::global::meter(METER), core);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(fleet::keep_fresh(sources));
+        rt.spawn(fleet::keep_fresh(sources.clone()));
     }
+    sources
+}
+
+/// Push the per-host and per-container series over OTLP (`--otlp-endpoint`).
+pub fn push(sources: Arc<Sources>, otlp: noco_proto::otel::Otlp) {
+    push::spawn(sources, otlp);
+}
+
+/// The per-host and per-container series in Prometheus's text format (what `/metrics` adds
+/// after the SDK's registry).
+pub fn prometheus_text(sources: &Sources) -> String {
+    let mut out = String::with_capacity(1 << 16);
+    bulk::prometheus(&sources.view(), &mut out);
+    out
 }
 
 /// Register the instruments on `meter` (tests give their own provider's); returns what their

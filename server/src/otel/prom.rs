@@ -25,6 +25,8 @@ use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::otel::metrics::Sources;
+
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
 /// How long a client has to send a request's head.
@@ -38,6 +40,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(
     listen: SocketAddr,
     registry: prometheus::Registry,
+    bulk: Option<Arc<Sources>>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(listen)
         .await
@@ -46,7 +49,7 @@ pub async fn serve(
         .local_addr()
         .context("the address of the metrics listener")?;
     tracing::info!(%bound, "serving metrics to Prometheus on http://{bound}/metrics");
-    tokio::spawn(accept(listener, registry));
+    tokio::spawn(accept(listener, registry, bulk));
     Ok(bound)
 }
 
@@ -55,7 +58,7 @@ pub fn registry() -> prometheus::Registry {
     prometheus::Registry::new()
 }
 
-async fn accept(listener: TcpListener, registry: prometheus::Registry) {
+async fn accept(listener: TcpListener, registry: prometheus::Registry, bulk: Option<Arc<Sources>>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let collecting = Arc::new(Semaphore::new(1));
     loop {
@@ -73,13 +76,15 @@ async fn accept(listener: TcpListener, registry: prometheus::Registry) {
             continue;
         };
         let registry = registry.clone();
+        let bulk = bulk.clone();
         let collecting = collecting.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let registry = registry.clone();
+                let bulk = bulk.clone();
                 let collecting = collecting.clone();
-                async move { Ok::<_, Infallible>(respond(registry, collecting, &req).await) }
+                async move { Ok::<_, Infallible>(respond(registry, bulk, collecting, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -109,6 +114,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 
 async fn respond(
     registry: prometheus::Registry,
+    bulk: Option<Arc<Sources>>,
     collecting: Arc<Semaphore>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -130,7 +136,7 @@ async fn respond(
     let Ok(_collecting) = collecting.acquire_owned().await else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     };
-    let encoded = tokio::task::spawn_blocking(move || encode(&registry)).await;
+    let encoded = tokio::task::spawn_blocking(move || encode(&registry, bulk.as_deref())).await;
     match encoded {
         Ok(Ok((body, content_type))) => {
             let body = if head {
@@ -161,12 +167,19 @@ async fn respond(
     }
 }
 
-/// Collect (runs every instrument's callback) and encode as text.
-fn encode(registry: &prometheus::Registry) -> prometheus::Result<(Vec<u8>, String)> {
+/// Collect (runs every instrument's callback) and encode as text, then the per-host and
+/// per-container series.
+pub fn encode(
+    registry: &prometheus::Registry,
+    bulk: Option<&Sources>,
+) -> prometheus::Result<(Vec<u8>, String)> {
     let encoder = TextEncoder::new();
     let families = registry.gather();
     let mut body = Vec::with_capacity(64 * 1024);
     encoder.encode(&families, &mut body)?;
+    if let Some(sources) = bulk {
+        body.extend_from_slice(crate::otel::metrics::prometheus_text(sources).as_bytes());
+    }
     Ok((body, encoder.format_type().to_string()))
 }
 
@@ -189,7 +202,7 @@ mod tests {
         let counter = prometheus::IntCounter::new("noco_test_total", "a test counter").unwrap();
         counter.inc_by(3);
         registry.register(Box::new(counter)).unwrap();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), registry)
+        let addr = serve("127.0.0.1:0".parse().unwrap(), registry, None)
             .await
             .unwrap();
         assert_ne!(addr.port(), 0, "the bound port");

@@ -136,10 +136,7 @@ impl Fixture {
     /// Collect as a scrape does (a fresh store snapshot first, which also makes a new view).
     async fn scrape(&self) -> Scrape {
         self.sources.refresh().await;
-        let mut text = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut text)
-            .unwrap();
+        let (text, _) = crate::otel::prom::encode(&self.registry, Some(&self.sources)).unwrap();
         Scrape::parse(&String::from_utf8(text).unwrap())
     }
 }
@@ -781,6 +778,93 @@ mod rpc {
     }
 }
 
+/// The per-host and per-container series go over OTLP in requests of bounded size, every
+/// series once, with the same labels as on `/metrics`.
+#[tokio::test]
+async fn otlp_requests_hold_every_series_once_and_none_holds_more_than_its_share() {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let f = Fixture::new().await;
+    f.stack("shop", "role=web").await;
+    let mut sessions = Vec::new();
+    for h in 0..30 {
+        let id = format!("h{h}");
+        f.host(&id, &format!("web-{h}"), &[("role", "web")], false)
+            .await;
+        sessions.push(f.core.registry.register(&id, NOW));
+        let containers = (0..10)
+            .map(|c| container(&format!("c{h}-{c}"), &format!("svc{c}"), 1 << 20))
+            .collect();
+        f.core.metrics.record(&id, sample(NOW, containers));
+    }
+    let scrape = f.scrape().await;
+    let requests = super::bulk::otlp(
+        &f.sources.view(),
+        &[("service.name", "noco-server".into())],
+        1,
+        2,
+        1000,
+    );
+    let mut points = Vec::new();
+    for req in &requests {
+        let mut in_request = 0;
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    let dps = match &m.data {
+                        Some(Data::Gauge(g)) => &g.data_points,
+                        Some(Data::Sum(s)) => &s.data_points,
+                        other => panic!("{}: {other:?}", m.name),
+                    };
+                    in_request += dps.len();
+                    for p in dps {
+                        let attrs: BTreeMap<String, String> = p
+                            .attributes
+                            .iter()
+                            .map(|kv| {
+                                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => s.clone(),
+                                    other => panic!("{other:?}"),
+                                };
+                                (kv.key.clone(), v)
+                            })
+                            .collect();
+                        points.push((m.name.clone(), attrs));
+                    }
+                }
+            }
+        }
+        assert!(in_request <= 1000, "{in_request} points in one request");
+    }
+    assert!(requests.len() >= 3, "{} requests", requests.len());
+    let containers = points
+        .iter()
+        .filter(|(name, _)| name == "container.memory.usage")
+        .count();
+    assert_eq!(containers, 300, "every container once");
+    let unique: std::collections::BTreeSet<_> = points.iter().collect();
+    assert_eq!(unique.len(), points.len(), "no series twice");
+    let memory = points
+        .iter()
+        .find(|(name, a)| {
+            name == "container.memory.usage"
+                && a.get("host").map(String::as_str) == Some("web-7")
+                && a.get("service").map(String::as_str) == Some("svc3")
+        })
+        .unwrap_or_else(|| panic!("web-7's svc3 memory: {points:?}"));
+    assert_eq!(
+        memory.1.get("container").map(String::as_str),
+        Some("shop-svc3-1")
+    );
+    assert_eq!(memory.1.get("stack").map(String::as_str), Some("shop"));
+    // The same series as `/metrics` shows.
+    assert_eq!(
+        scrape.count("container_memory_usage_bytes", &[]),
+        containers,
+        "as many series on /metrics"
+    );
+    drop(sessions);
+}
+
 /// What a collection costs at 1,000 online hosts × 10 containers (a figure, not a check):
 /// `cargo test --release -p noco-server --lib collection_cost -- --ignored --nocapture`.
 #[tokio::test]
@@ -811,15 +895,17 @@ async fn collection_cost_at_1000_hosts_with_10_containers_each() {
         let view = started.elapsed();
         f.sources.refresh().await;
         let started = std::time::Instant::now();
-        let families = f.registry.gather();
-        let gathered = started.elapsed();
-        let mut text = Vec::new();
-        TextEncoder::new().encode(&families, &mut text).unwrap();
+        let (text, _) = crate::otel::prom::encode(&f.registry, Some(&f.sources)).unwrap();
+        let scraped = started.elapsed();
+        let started = std::time::Instant::now();
+        let requests = super::bulk::otlp(&f.sources.view(), &[], 0, 1, super::bulk::MAX_POINTS);
+        let built = started.elapsed();
+        let bytes: usize = requests.iter().map(prost::Message::encoded_len).sum();
         eprintln!(
-            "view {view:?}; collection {gathered:?}, with the text {:?}: {} series, {} bytes",
-            started.elapsed(),
+            "view {view:?}; /metrics {scraped:?}: {} lines, {} bytes; OTLP requests built in {built:?}: {} requests, {bytes} bytes",
             text.iter().filter(|b| **b == b'\n').count(),
-            text.len()
+            text.len(),
+            requests.len(),
         );
     }
     f.provider.shutdown().unwrap();
