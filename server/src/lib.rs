@@ -39,4 +39,6 @@ pub mod stacks;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod wire;

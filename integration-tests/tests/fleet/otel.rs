@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use noco_integration_tests::docker::require_docker;
 use noco_integration_tests::otlp::{Collector, Span};
-use noco_integration_tests::{
-    Fleet, ServerOptions, Value, eventually, eventually_within, free_port, path_str,
-};
+use noco_integration_tests::{Fleet, ServerOptions, eventually, free_port};
 
-use crate::support::{Prefix, apply_converged, write_stack};
+use crate::support::{ONE_BY_ONE, Prefix, apply_converged, start_rollout, wait_rollout};
 
 /// The test app printing a numbered line every 200 ms.
 fn chatty(version: &str) -> String {
@@ -21,41 +19,6 @@ fn chatty(version: &str) -> String {
     )
 }
 
-fn start_rollout(fleet: &Fleet, yaml: &str) -> Value {
-    let file = write_stack(fleet, yaml);
-    let env = fleet.path("stack.env");
-    fleet.ctl_json(&[
-        "rollout",
-        "start",
-        "shop",
-        "-f",
-        path_str(&file),
-        "--env-file",
-        path_str(&env),
-        "--canary",
-        "1",
-        "--batch",
-        "1",
-        "--min-healthy",
-        "1s",
-        "--deadline",
-        "60s",
-    ])
-}
-
-fn wait_phase(fleet: &Fleet, phase: &str) -> Value {
-    eventually_within(
-        &format!("the rollout to be {phase}"),
-        Duration::from_secs(180),
-        || {
-            let r = fleet.ctl_json(&["rollout", "status", "shop"]);
-            (r["phase"] == phase).then_some(r)
-        },
-    )
-}
-
-/// Run `f`; when it panics (an `eventually` that ran out of patience), print what the collector
-/// holds first, so the failure says what was missing.
 fn explained<T>(collector: &Collector, f: impl FnOnce() -> T) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(v) => v,
@@ -123,10 +86,10 @@ fn a_rollout_over_two_agents_is_one_trace_and_containers_send_metrics_and_logs()
     });
     let (_prefixes, _agents) = agents(&fleet, "otel", &["--otlp-endpoint", &collector.endpoint]);
     apply_converged(&fleet, &chatty("v1"), &["web-1", "web-2"]);
-    let started = start_rollout(&fleet, &chatty("v2"));
+    let started = start_rollout(&fleet, &chatty("v2"), ONE_BY_ONE);
     let rollout_id = started["id"].as_str().unwrap_or_default().to_string();
     assert!(!rollout_id.is_empty(), "{started}");
-    wait_phase(&fleet, "succeeded");
+    wait_rollout(&fleet, "succeeded");
 
     // One trace: the rollout's root span on the server, a step span per step, a host step per
     // host, and under each host step the agent's apply of the new revision on that host.
@@ -317,8 +280,8 @@ fn an_unreachable_collector_changes_nothing_but_is_counted_and_logged_once() {
     let (_prefixes, _agents) = agents(&fleet, "otelx", &["--otlp-endpoint", &nowhere]);
     // Applies and a rollout work as without export.
     apply_converged(&fleet, &chatty("v1"), &["web-1", "web-2"]);
-    start_rollout(&fleet, &chatty("v2"));
-    wait_phase(&fleet, "succeeded");
+    start_rollout(&fleet, &chatty("v2"), ONE_BY_ONE);
+    wait_rollout(&fleet, "succeeded");
 
     let metrics_addr = eventually("the metrics address in the server's output", || {
         fleet

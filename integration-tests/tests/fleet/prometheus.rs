@@ -16,7 +16,7 @@ use noco_integration_tests::{
     path_str, patience,
 };
 
-use crate::support::{Prefix, apply, reported, write_stack};
+use crate::support::{Prefix, apply, reported};
 
 /// The dashboard, as the repository holds it.
 const DASHBOARD: &str = concat!(
@@ -282,25 +282,7 @@ fn prometheus_scrapes_noco_and_every_dashboard_query_returns_data() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let file = write_stack(&fleet, &stack_yaml("v2"));
-    let env = fleet.path("stack.env");
-    fleet.ctl_ok(&[
-        "rollout",
-        "start",
-        "shop",
-        "-f",
-        path_str(&file),
-        "--env-file",
-        path_str(&env),
-        "--canary",
-        "1",
-        "--batch",
-        "1",
-        "--min-healthy",
-        "1s",
-        "--deadline",
-        "60s",
-    ]);
+    crate::support::start_rollout(&fleet, &stack_yaml("v2"), crate::support::ONE_BY_ONE);
     eventually_within("the rollout to succeed", Duration::from_secs(180), || {
         (fleet.ctl_json(&["rollout", "status", "shop"])["phase"] == "succeeded").then_some(())
     });

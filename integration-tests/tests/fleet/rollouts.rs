@@ -5,11 +5,12 @@
 use noco_integration_tests::docker::{
     probe_result, remove_container, require_docker, start_probe_until,
 };
-use noco_integration_tests::{
-    Fleet, ServerOptions, Value, eventually, eventually_within, path_str,
-};
+use noco_integration_tests::{Fleet, ServerOptions, Value, eventually, path_str};
 
-use crate::support::{Prefix, app_stack, apply_converged, reported, write_stack};
+use crate::support::{
+    Prefix, app_stack, apply_converged, reported, rollout, start_rollout as start,
+    wait_rollout as wait_phase,
+};
 
 /// Four agents labelled role=web, each owning the projects under its own prefix.
 fn four(fleet: &Fleet, p: &str) -> (Vec<Prefix>, Vec<noco_integration_tests::Proc>) {
@@ -26,39 +27,6 @@ fn four(fleet: &Fleet, p: &str) -> (Vec<Prefix>, Vec<noco_integration_tests::Pro
         fleet.wait_status(&format!("web-{i}"), "online");
     }
     (prefixes, agents)
-}
-
-/// `nococtl rollout start shop -f <stack> --env-file stack.env <flags> -o json`.
-fn start(fleet: &Fleet, yaml: &str, flags: &[&str]) -> Value {
-    let file = write_stack(fleet, yaml);
-    let env = fleet.path("stack.env");
-    let mut args = vec![
-        "rollout",
-        "start",
-        "shop",
-        "-f",
-        path_str(&file),
-        "--env-file",
-        path_str(&env),
-    ];
-    args.extend(flags);
-    fleet.ctl_json(&args)
-}
-
-fn rollout(fleet: &Fleet) -> Value {
-    fleet.ctl_json(&["rollout", "status", "shop"])
-}
-
-/// A whole rollout takes a few health-gated steps: wait up to three minutes.
-fn wait_phase(fleet: &Fleet, phase: &str) -> Value {
-    eventually_within(
-        &format!("the rollout to be {phase}"),
-        std::time::Duration::from_secs(180),
-        || {
-            let r = rollout(fleet);
-            (r["phase"] == phase).then_some(r)
-        },
-    )
 }
 
 fn all_on(fleet: &Fleet, revision: &str) -> bool {

@@ -146,3 +146,48 @@ pub fn apply_converged(fleet: &Fleet, yaml: &str, hosts: &[&str]) -> String {
     });
     revision
 }
+
+/// `nococtl rollout start shop -f <stack> --env-file stack.env <flags> -o json`.
+pub fn start_rollout(fleet: &Fleet, yaml: &str, flags: &[&str]) -> Value {
+    let file = write_stack(fleet, yaml);
+    let env = fleet.path("stack.env");
+    let mut args = vec![
+        "rollout",
+        "start",
+        "shop",
+        "-f",
+        path_str(&file),
+        "--env-file",
+        path_str(&env),
+    ];
+    args.extend(flags);
+    fleet.ctl_json(&args)
+}
+
+pub fn rollout(fleet: &Fleet) -> Value {
+    fleet.ctl_json(&["rollout", "status", "shop"])
+}
+
+/// A whole rollout takes a few health-gated steps: wait up to three minutes.
+pub fn wait_rollout(fleet: &Fleet, phase: &str) -> Value {
+    noco_integration_tests::eventually_within(
+        &format!("the rollout to be {phase}"),
+        std::time::Duration::from_secs(180),
+        || {
+            let r = rollout(fleet);
+            (r["phase"] == phase).then_some(r)
+        },
+    )
+}
+
+/// Rollout flags for two or three hosts: a canary, then one host at a time, healthy for 1 s.
+pub const ONE_BY_ONE: &[&str] = &[
+    "--canary",
+    "1",
+    "--batch",
+    "1",
+    "--min-healthy",
+    "1s",
+    "--deadline",
+    "60s",
+];

@@ -2,7 +2,7 @@
 //! restarts (time from a `ManualClock`), silences, and delivery to a real HTTP receiver.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -12,9 +12,8 @@ use crate::bans::BanSet;
 use crate::clock::{ManualClock, SystemClock};
 use crate::config::ServerConfig;
 use crate::core::{Core, Limits};
-use crate::pki::{DataDir, Pki, Settings};
-use crate::store::sled_store::SledStore;
-use crate::store::{AuditFilter, HostRecord};
+use crate::pki::{DataDir, Pki};
+use crate::store::AuditFilter;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -40,34 +39,10 @@ fn receiver(url: &str) -> Receiver {
 
 async fn fixture(clock: Arc<dyn Clock>, url: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::new(&dir.path().join("srv"));
-    let settings = Settings {
-        server_url: "https://noco.example:7443".into(),
-        dns_names: vec!["localhost".into()],
-        ip_addrs: vec![],
-        server_cert_ttl_secs: 3600 * 24 * 365,
-    };
-    Pki::create(
-        &data,
-        settings,
-        Duration::from_secs(10 * 365 * 86400),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::create(&data.db()).await.unwrap());
-    store
-        .insert_host(&HostRecord {
-            id: "h1".into(),
-            name: "web-1".into(),
-            labels: Default::default(),
-            facts: Default::default(),
-            enrolled_ms: 1,
-            last_seen_ms: 1,
-            cert_not_after_ms: i64::MAX,
-            revoked_ms: None,
-        })
-        .await
-        .unwrap();
+    // A CA that does not expire within the cert-expiry rule's reach.
+    let (data, _, store) =
+        crate::testing::pki_and_store(dir.path(), Duration::from_secs(10 * 365 * 86400)).await;
+    crate::testing::insert_hosts(&*store, &[("h1", "web-1")]).await;
     let config = AlertsConfig {
         group_wait: Duration::ZERO,
         group_interval: Duration::from_secs(1),
@@ -428,7 +403,7 @@ async fn a_notification_is_retried_while_the_receiver_fails_and_audited_once() {
     assert_eq!(v["status"], "firing");
     assert_eq!(v["receiver"], "ops");
     assert_eq!(v["alerts"][0]["labels"]["host"], "web-1");
-    assert_eq!(v["externalURL"], "https://noco.example:7443");
+    assert_eq!(v["externalURL"], "https://localhost:7443");
     let filter = AuditFilter {
         action: "alert.notify".into(),
         ..Default::default()

@@ -173,9 +173,6 @@ mod tests {
     use crate::bans::BanSet;
     use crate::clock::SystemClock;
     use crate::core::Limits;
-    use crate::pki::{DataDir, Pki, Settings};
-    use crate::store::sled_store::SledStore;
-    use crate::store::{HostRecord, Store};
 
     struct Server {
         _dir: tempfile::TempDir,
@@ -221,36 +218,9 @@ mod tests {
 
     async fn server(limits: Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(&dir.path().join("srv"));
-        let settings = Settings {
-            server_url: "https://localhost:7443".into(),
-            dns_names: vec!["localhost".into()],
-            ip_addrs: vec![],
-            server_cert_ttl_secs: 3600,
-        };
-        let pki = Pki::create(
-            &data,
-            settings,
-            Duration::from_secs(86400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::create(&data.db()).await.unwrap());
-        for (id, name) in [("h1", "one"), ("h2", "two")] {
-            store
-                .insert_host(&HostRecord {
-                    id: id.into(),
-                    name: name.into(),
-                    labels: Default::default(),
-                    facts: Default::default(),
-                    enrolled_ms: 1,
-                    last_seen_ms: 1,
-                    cert_not_after_ms: i64::MAX,
-                    revoked_ms: None,
-                })
-                .await
-                .unwrap();
-        }
+        let (_, pki, store) =
+            crate::testing::pki_and_store(dir.path(), Duration::from_secs(86400)).await;
+        crate::testing::insert_hosts(&*store, &[("h1", "one"), ("h2", "two")]).await;
         let core = Core::assemble(
             store,
             Arc::new(pki),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use noco_proto::v1 as pb;
 use opentelemetry::metrics::MeterProvider as _;
@@ -15,9 +15,7 @@ use crate::bans::BanSet;
 use crate::clock::ManualClock;
 use crate::core::{Core, Limits};
 use crate::machines::rollout::{BatchSize, Config, Rollout};
-use crate::pki::{DataDir, Pki, Settings};
-use crate::store::sled_store::SledStore;
-use crate::store::{HostRecord, PendingOrder, RolloutRecord, StackRecord, Store};
+use crate::store::{HostRecord, PendingOrder, RolloutRecord, StackRecord};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -34,21 +32,8 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(&dir.path().join("srv"));
-        let settings = Settings {
-            server_url: "https://localhost:7443".into(),
-            dns_names: vec!["localhost".into()],
-            ip_addrs: vec![],
-            server_cert_ttl_secs: 3600,
-        };
-        let pki = Pki::create(
-            &data,
-            settings,
-            Duration::from_secs(86400),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::create(&data.db()).await.unwrap());
+        let (_, pki, store) =
+            crate::testing::pki_and_store(dir.path(), Duration::from_secs(86400)).await;
         let clock = Arc::new(ManualClock::at_ms(NOW));
         let core = Core::assemble(
             store,
@@ -131,6 +116,30 @@ impl Fixture {
             .change_backup(id, &|_| Ok(Some(info.clone())))
             .await
             .unwrap();
+    }
+
+    /// `n` online hosts `h<i>` named `web-<i>` (role=web), each with a sample of `containers`
+    /// containers `c<i>-<j>` of service `svc<j>` and the stack shop reported healthy; returns
+    /// their sessions (dropping them takes the hosts offline).
+    async fn online_hosts(
+        &self,
+        n: usize,
+        containers: usize,
+    ) -> Vec<crate::registry::Registration> {
+        let mut sessions = Vec::new();
+        for h in 0..n {
+            let id = format!("h{h}");
+            self.host(&id, &format!("web-{h}"), &[("role", "web")], false)
+                .await;
+            sessions.push(self.core.registry.register(&id, NOW));
+            let list = (0..containers)
+                .map(|c| container(&format!("c{h}-{c}"), &format!("svc{c}"), 1 << 20))
+                .collect();
+            self.core.metrics.record(&id, sample(NOW, list));
+            let healthy = stack_report("shop", pb::ApplyState::Converged, pb::Health::Healthy);
+            self.core.reports.record(&id, report(vec![healthy], ""));
+        }
+        sessions
     }
 
     /// Collect as a scrape does (a fresh store snapshot first, which also makes a new view).
@@ -785,17 +794,7 @@ async fn otlp_requests_hold_every_series_once_and_none_holds_more_than_its_share
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     let f = Fixture::new().await;
     f.stack("shop", "role=web").await;
-    let mut sessions = Vec::new();
-    for h in 0..30 {
-        let id = format!("h{h}");
-        f.host(&id, &format!("web-{h}"), &[("role", "web")], false)
-            .await;
-        sessions.push(f.core.registry.register(&id, NOW));
-        let containers = (0..10)
-            .map(|c| container(&format!("c{h}-{c}"), &format!("svc{c}"), 1 << 20))
-            .collect();
-        f.core.metrics.record(&id, sample(NOW, containers));
-    }
+    let sessions = f.online_hosts(30, 10).await;
     let scrape = f.scrape().await;
     let requests = super::bulk::otlp(
         &f.sources.view(),
@@ -872,19 +871,7 @@ async fn otlp_requests_hold_every_series_once_and_none_holds_more_than_its_share
 async fn collection_cost_at_1000_hosts_with_10_containers_each() {
     let f = Fixture::new().await;
     f.stack("shop", "role=web").await;
-    let mut sessions = Vec::new();
-    for h in 0..1000 {
-        let id = format!("h{h}");
-        f.host(&id, &format!("web-{h}"), &[("role", "web")], false)
-            .await;
-        sessions.push(f.core.registry.register(&id, NOW));
-        let containers = (0..10)
-            .map(|c| container(&format!("c{h}-{c}"), &format!("svc{c}"), 1 << 20))
-            .collect();
-        f.core.metrics.record(&id, sample(NOW, containers));
-        let healthy = stack_report("shop", pb::ApplyState::Converged, pb::Health::Healthy);
-        f.core.reports.record(&id, report(vec![healthy], ""));
-    }
+    let _sessions = f.online_hosts(1000, 10).await;
     let started = std::time::Instant::now();
     f.sources.refresh().await;
     eprintln!("store snapshot: {:?}", started.elapsed());
