@@ -11,10 +11,7 @@ use std::fmt::Write as _;
 
 use noco_proto::Enumeration;
 use opentelemetry::KeyValue;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1 as common;
 use opentelemetry_proto::tonic::metrics::v1 as m;
-use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::view::View;
 
@@ -508,99 +505,177 @@ pub(super) fn prometheus(v: &View, out: &mut String) {
     }
 }
 
-fn attr(key: &str, value: String) -> common::KeyValue {
-    common::KeyValue {
-        key: key.to_string(),
-        value: Some(common::AnyValue {
-            value: Some(common::any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
+/// A hand-written OTLP protobuf encoder for [`otlp`]: points are written straight into one
+/// buffer per metric (no message structs, no allocation per point). The field numbers are those
+/// of `opentelemetry/proto/metrics/v1/metrics.proto` (checked by decoding in the tests).
+mod pb {
+    const LEN: u64 = 2;
+    const I64: u64 = 1;
+    const VARINT: u64 = 0;
+
+    pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    fn varint_len(v: u64) -> usize {
+        ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    }
+
+    fn tag(buf: &mut Vec<u8>, field: u64, wire: u64) {
+        varint(buf, (field << 3) | wire);
+    }
+
+    pub fn bytes(buf: &mut Vec<u8>, field: u64, b: &[u8]) {
+        tag(buf, field, LEN);
+        varint(buf, b.len() as u64);
+        buf.extend_from_slice(b);
+    }
+
+    pub fn fixed64(buf: &mut Vec<u8>, field: u64, v: u64) {
+        tag(buf, field, I64);
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn uint(buf: &mut Vec<u8>, field: u64, v: u64) {
+        tag(buf, field, VARINT);
+        varint(buf, v);
+    }
+
+    /// A `KeyValue` with a string value as field `field` of the enclosing message.
+    pub fn key_value(buf: &mut Vec<u8>, field: u64, key: &str, value: &str) {
+        // AnyValue { string_value = 1 }
+        let any = 1 + varint_len(value.len() as u64) + value.len();
+        // KeyValue { key = 1, value = 2 }
+        let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+        tag(buf, field, LEN);
+        varint(buf, kv as u64);
+        bytes(buf, 1, key.as_bytes());
+        tag(buf, 2, LEN);
+        varint(buf, any as u64);
+        bytes(buf, 1, value.as_bytes());
     }
 }
 
-/// The OTLP requests for every series of [`DEFS`]: each at most `max_points` data points
-/// ([`MAX_POINTS`]), under `resource`. Counters and up-down sums are cumulative from
-/// `start_ns`.
+/// One encoded `ExportMetricsServiceRequest` being filled.
+struct Request<'a> {
+    resource: &'a [u8],
+    scope: &'a [u8],
+    /// Encoded `Metric` messages.
+    metrics: Vec<u8>,
+    points: usize,
+}
+
+impl Request<'_> {
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        if self.metrics.is_empty() {
+            return None;
+        }
+        // ScopeMetrics { scope = 1, metrics = 2 (already framed) }
+        let mut scope_metrics = Vec::with_capacity(self.metrics.len() + 64);
+        pb::bytes(&mut scope_metrics, 1, self.scope);
+        scope_metrics.extend_from_slice(&self.metrics);
+        // ResourceMetrics { resource = 1, scope_metrics = 2 }
+        let mut resource_metrics = Vec::with_capacity(scope_metrics.len() + 64);
+        pb::bytes(&mut resource_metrics, 1, self.resource);
+        pb::bytes(&mut resource_metrics, 2, &scope_metrics);
+        // ExportMetricsServiceRequest { resource_metrics = 1 }
+        let mut request = Vec::with_capacity(resource_metrics.len() + 8);
+        pb::bytes(&mut request, 1, &resource_metrics);
+        self.metrics.clear();
+        self.points = 0;
+        Some(request)
+    }
+}
+
+/// Frame a metric's points as a `Metric` message into `out` (field 2 of ScopeMetrics).
+fn put_metric(out: &mut Vec<u8>, def: &Def, points: &[u8]) {
+    let mut data = Vec::with_capacity(points.len() + 8);
+    data.extend_from_slice(points);
+    let (field, data) = match def.kind {
+        // Gauge { data_points = 1 }
+        Kind::Gauge => (5, data),
+        // Sum { data_points = 1, aggregation_temporality = 2, is_monotonic = 3 }
+        Kind::Counter | Kind::UpDown => {
+            pb::uint(&mut data, 2, m::AggregationTemporality::Cumulative as u64);
+            pb::uint(&mut data, 3, u64::from(def.kind == Kind::Counter));
+            (7, data)
+        }
+    };
+    let mut metric = Vec::with_capacity(data.len() + 128);
+    pb::bytes(&mut metric, 1, def.otel.as_bytes());
+    pb::bytes(&mut metric, 2, def.help.as_bytes());
+    pb::bytes(&mut metric, 3, def.unit.as_bytes());
+    pb::bytes(&mut metric, field, &data);
+    pb::bytes(out, 2, &metric);
+}
+
+/// The OTLP requests (encoded `ExportMetricsServiceRequest`s) for every series of [`DEFS`]: each
+/// at most `max_points` data points ([`MAX_POINTS`]), under `resource`. Counters and up-down sums
+/// are cumulative from `start_ns`.
 pub(super) fn otlp(
     v: &View,
     resource: &[(&'static str, String)],
     start_ns: u64,
     now_ns: u64,
     max_points: usize,
-) -> Vec<ExportMetricsServiceRequest> {
+) -> Vec<Vec<u8>> {
     let max_points = max_points.max(1);
-    let resource = Resource {
-        attributes: resource.iter().map(|(k, v)| attr(k, v.clone())).collect(),
-        ..Default::default()
+    // Resource { attributes = 1 }
+    let mut resource_msg = Vec::new();
+    for (k, val) in resource {
+        pb::key_value(&mut resource_msg, 1, k, val);
+    }
+    // InstrumentationScope { name = 1, version = 2 }
+    let mut scope = Vec::new();
+    pb::bytes(&mut scope, 1, super::METER.as_bytes());
+    pb::bytes(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    let mut req = Request {
+        resource: &resource_msg,
+        scope: &scope,
+        metrics: Vec::with_capacity(1 << 20),
+        points: 0,
     };
     let mut requests = Vec::new();
-    let mut metrics: Vec<m::Metric> = Vec::new();
-    let mut points_in_request = 0usize;
-    let flush = |metrics: &mut Vec<m::Metric>, requests: &mut Vec<ExportMetricsServiceRequest>| {
-        if metrics.is_empty() {
-            return;
-        }
-        requests.push(ExportMetricsServiceRequest {
-            resource_metrics: vec![m::ResourceMetrics {
-                resource: Some(resource.clone()),
-                scope_metrics: vec![m::ScopeMetrics {
-                    scope: Some(common::InstrumentationScope {
-                        name: super::METER.to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        ..Default::default()
-                    }),
-                    metrics: std::mem::take(metrics),
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        });
-    };
+    let mut points: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut point: Vec<u8> = Vec::with_capacity(512);
     for def in DEFS {
-        let mut points: Vec<m::NumberDataPoint> = Vec::new();
+        let start = if def.kind == Kind::Gauge { 0 } else { start_ns };
         (def.points)(v, &mut |labels, extra, value| {
-            let attributes = labels
-                .iter()
-                .map(|kv| attr(kv.key.as_str(), kv.value.as_str().into_owned()))
-                .chain(extra.iter().map(|(k, v)| attr(k, v.to_string())))
-                .collect();
-            points.push(m::NumberDataPoint {
-                attributes,
-                start_time_unix_nano: if def.kind == Kind::Gauge { 0 } else { start_ns },
-                time_unix_nano: now_ns,
-                value: Some(match value {
-                    Num::I(n) => m::number_data_point::Value::AsInt(n),
-                    Num::F(f) => m::number_data_point::Value::AsDouble(f),
-                }),
-                ..Default::default()
-            });
-        });
-        let mut points = points.into_iter().peekable();
-        while points.peek().is_some() {
-            let room = max_points - points_in_request;
-            let chunk: Vec<m::NumberDataPoint> = points.by_ref().take(room).collect();
-            points_in_request += chunk.len();
-            let data = match def.kind {
-                Kind::Gauge => m::metric::Data::Gauge(m::Gauge { data_points: chunk }),
-                Kind::Counter | Kind::UpDown => m::metric::Data::Sum(m::Sum {
-                    data_points: chunk,
-                    aggregation_temporality: m::AggregationTemporality::Cumulative as i32,
-                    is_monotonic: def.kind == Kind::Counter,
-                }),
-            };
-            metrics.push(m::Metric {
-                name: def.otel.to_string(),
-                description: def.help.to_string(),
-                unit: def.unit.to_string(),
-                data: Some(data),
-                ..Default::default()
-            });
-            if points_in_request >= max_points {
-                flush(&mut metrics, &mut requests);
-                points_in_request = 0;
+            // NumberDataPoint { attributes = 7, start_time_unix_nano = 2, time_unix_nano = 3,
+            // as_double = 4 | as_int = 6 }
+            point.clear();
+            for kv in labels {
+                pb::key_value(&mut point, 7, kv.key.as_str(), &kv.value.as_str());
             }
+            for (k, val) in extra {
+                pb::key_value(&mut point, 7, k, val);
+            }
+            if start > 0 {
+                pb::fixed64(&mut point, 2, start);
+            }
+            pb::fixed64(&mut point, 3, now_ns);
+            match value {
+                Num::F(f) => pb::fixed64(&mut point, 4, f.to_bits()),
+                Num::I(n) => pb::fixed64(&mut point, 6, n as u64),
+            }
+            // Sum/Gauge { data_points = 1 }
+            pb::bytes(&mut points, 1, &point);
+            req.points += 1;
+            if req.points >= max_points {
+                put_metric(&mut req.metrics, def, &points);
+                points.clear();
+                requests.extend(req.finish());
+            }
+        });
+        if !points.is_empty() {
+            put_metric(&mut req.metrics, def, &points);
+            points.clear();
         }
     }
-    flush(&mut metrics, &mut requests);
+    requests.extend(req.finish());
     requests
 }

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use noco_proto::otel::{Otlp, Protocol, Signal};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::Sources;
 
@@ -19,8 +17,48 @@ use super::Sources;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Client {
-    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     Http(reqwest::Client, String),
+}
+
+/// The gRPC method the encoded requests go to.
+const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// A codec for requests encoded already ([`super::bulk::otlp`]) and answers not read (an
+/// `ExportMetricsServiceResponse` tells of partial success only; the status says the rest).
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(()))
+    }
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -41,10 +79,9 @@ fn client(otlp: &Otlp) -> Result<Client, String> {
                     .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
                     .map_err(|e| format!("OTLP endpoint {}: {e}", otlp.endpoint))?;
             }
-            Ok(Client::Grpc(
-                MetricsServiceClient::new(endpoint.connect_lazy())
-                    .max_encoding_message_size(usize::MAX),
-            ))
+            Ok(Client::Grpc(tonic::client::Grpc::new(
+                endpoint.connect_lazy(),
+            )))
         }
         Protocol::Http => {
             let client = reqwest::Client::builder()
@@ -58,9 +95,10 @@ fn client(otlp: &Otlp) -> Result<Client, String> {
 }
 
 impl Client {
-    async fn send(&mut self, req: ExportMetricsServiceRequest, otlp: &Otlp) -> Result<(), String> {
+    async fn send(&mut self, req: Vec<u8>, otlp: &Otlp) -> Result<(), String> {
         match self {
             Client::Grpc(c) => {
+                c.ready().await.map_err(|e| format!("connecting: {e}"))?;
                 let mut r = tonic::Request::new(req);
                 for (k, v) in &otlp.headers {
                     if let (Ok(k), Ok(v)) = (
@@ -70,7 +108,7 @@ impl Client {
                         r.metadata_mut().insert(k, v);
                     }
                 }
-                c.export(r)
+                c.unary(r, http::uri::PathAndQuery::from_static(EXPORT), Raw)
                     .await
                     .map(|_| ())
                     .map_err(|s| format!("gRPC {:?}: {}", s.code(), s.message()))
@@ -79,7 +117,7 @@ impl Client {
                 let mut r = c
                     .post(url.as_str())
                     .header("content-type", "application/x-protobuf")
-                    .body(req.encode_to_vec());
+                    .body(req);
                 for (k, v) in &otlp.headers {
                     r = r.header(k.as_str(), v.as_str());
                 }

@@ -804,11 +804,47 @@ async fn otlp_requests_hold_every_series_once_and_none_holds_more_than_its_share
         1000,
     );
     let mut points = Vec::new();
-    for req in &requests {
+    for encoded in &requests {
+        // What a collector reads: the generated OTLP types decode our hand-encoded bytes.
+        let req = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as prost::Message>::decode(encoded.as_slice())
+            .unwrap_or_else(|e| panic!("an OTLP request that does not decode: {e}"));
         let mut in_request = 0;
         for rm in &req.resource_metrics {
+            let resource = rm
+                .resource
+                .as_ref()
+                .unwrap_or_else(|| panic!("no resource"));
+            assert_eq!(resource.attributes[0].key, "service.name");
             for sm in &rm.scope_metrics {
+                assert_eq!(
+                    sm.scope.as_ref().map(|s| s.name.as_str()),
+                    Some(super::METER)
+                );
                 for m in &sm.metrics {
+                    assert!(!m.description.is_empty() && !m.name.is_empty(), "{m:?}");
+                    if let Some(Data::Sum(sum)) = &m.data {
+                        assert_eq!(sum.aggregation_temporality, 2, "cumulative: {}", m.name);
+                        assert_eq!(
+                            sum.is_monotonic,
+                            m.name.ends_with(".io") || m.name.ends_with("restarts"),
+                            "{}",
+                            m.name
+                        );
+                        assert!(sum.data_points.iter().all(|p| p.start_time_unix_nano == 1));
+                    }
+                    if m.name == "container.memory.usage"
+                        && let Some(Data::Sum(sum)) = &m.data
+                    {
+                        use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+                        assert!(
+                            sum.data_points
+                                .iter()
+                                .all(|p| p.value == Some(Value::AsInt(1 << 20))
+                                    && p.time_unix_nano == 2),
+                            "{:?}",
+                            sum.data_points.first()
+                        );
+                    }
                     let dps = match &m.data {
                         Some(Data::Gauge(g)) => &g.data_points,
                         Some(Data::Sum(s)) => &s.data_points,
@@ -887,7 +923,7 @@ async fn collection_cost_at_1000_hosts_with_10_containers_each() {
         let started = std::time::Instant::now();
         let requests = super::bulk::otlp(&f.sources.view(), &[], 0, 1, super::bulk::MAX_POINTS);
         let built = started.elapsed();
-        let bytes: usize = requests.iter().map(prost::Message::encoded_len).sum();
+        let bytes: usize = requests.iter().map(Vec::len).sum();
         eprintln!(
             "view {view:?}; /metrics {scraped:?}: {} lines, {} bytes; OTLP requests built in {built:?}: {} requests, {bytes} bytes",
             text.iter().filter(|b| **b == b'\n').count(),
