@@ -522,7 +522,7 @@ mod pb {
     }
 
     fn varint_len(v: u64) -> usize {
-        ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
     }
 
     fn tag(buf: &mut Vec<u8>, field: u64, wire: u64) {
