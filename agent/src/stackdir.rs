@@ -156,13 +156,20 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Held while a revision directory is written: the applier and the backup scheduler both write
+/// one when a new state arrives, at the same moment, and one must never replace (or remove) the
+/// directory the other has just put in place.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Write the stack's revision directory if it is not there yet; returns its path. Call
-/// [`check_stack`] first (this checks paths again, as the last line of defence).
+/// [`check_stack`] first (this checks paths again, as the last line of defence). Writers of
+/// this process take turns; the first writes, the others find it written.
 pub fn write_revision(
     stacks: &Path,
     stack: &StackState,
     dir_name: &str,
 ) -> Result<PathBuf, String> {
+    let _turn = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let stack_root = stacks.join(&stack.name);
     let target = stack_root.join(dir_name);
     if target.join(COMPOSE_FILE).is_file() {
@@ -416,5 +423,36 @@ mod tests {
         }
         assert_eq!(file_mode(0), 0o640);
         assert_eq!(file_mode(0o1755), 0o755);
+    }
+
+    /// The applier and the backup scheduler both write a stack's revision when a new state
+    /// arrives — at the same moment. Every writer must get the complete directory, and none may
+    /// remove another's (found as "moving into place …: Directory not empty" failing a rollout).
+    #[test]
+    fn writers_of_one_revision_at_once_all_get_the_complete_directory() {
+        let s = stack(vec![file("conf/app.conf", "x = 1", 0)]);
+        let name = check_stack(&s).unwrap();
+        for trial in 0..100 {
+            let tmp = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(4);
+            let results: Vec<Result<PathBuf, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            write_revision(tmp.path(), &s, &name)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                let dir = r.unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+                assert!(dir.join("compose.yaml").is_file(), "trial {trial}");
+                assert!(dir.join("conf/app.conf").is_file(), "trial {trial}");
+            }
+            let left: Vec<_> = fs::read_dir(tmp.path().join("web")).unwrap().collect();
+            assert_eq!(left.len(), 1, "trial {trial}: no temporary directory left");
+        }
     }
 }

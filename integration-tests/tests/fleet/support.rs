@@ -170,14 +170,27 @@ pub fn rollout(fleet: &Fleet) -> Value {
 
 /// A whole rollout takes a few health-gated steps: wait up to three minutes.
 pub fn wait_rollout(fleet: &Fleet, phase: &str) -> Value {
-    noco_integration_tests::eventually_within(
-        &format!("the rollout to be {phase}"),
-        std::time::Duration::from_secs(180),
-        || {
-            let r = rollout(fleet);
-            (r["phase"] == phase).then_some(r)
-        },
-    )
+    let last = std::cell::RefCell::new(Value::Null);
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        noco_integration_tests::eventually_within(
+            &format!("the rollout to be {phase}"),
+            std::time::Duration::from_secs(180),
+            || {
+                let r = rollout(fleet);
+                *last.borrow_mut() = r.clone();
+                (r["phase"] == phase).then_some(r)
+            },
+        )
+    }));
+    match waited {
+        Ok(r) => r,
+        Err(panic) => {
+            // Say where it stood: the rollout's hosts and events, and the hosts' reports.
+            eprintln!("the rollout as last read: {:#}", last.borrow());
+            eprintln!("status: {:#}", serde_json::Value::Array(status(fleet)));
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
 /// Rollout flags for two or three hosts: a canary, then one host at a time, healthy for 1 s.
