@@ -193,11 +193,7 @@ async fn measure_simulated(fleet: &Fleet, server_pid: &str, n: usize) -> Outcome
             serve(live, &counters.lost, |env, at| {
                 Some(acker.receive(env, at, &counters, |state, now| {
                     log.arrived(at, state);
-                    state
-                        .stacks
-                        .iter()
-                        .map(|s| converged(&s.name, &s.revision, now))
-                        .collect()
+                    all_converged(state, now)
                 }))
             })
             .await

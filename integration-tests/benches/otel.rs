@@ -336,13 +336,7 @@ async fn measure(
             ((), async move {
                 let mut acker = Acker::new(host);
                 serve(live, &counters.lost, |env, at| {
-                    Some(acker.receive(env, at, &counters, |state, now| {
-                        state
-                            .stacks
-                            .iter()
-                            .map(|s| converged(&s.name, &s.revision, now))
-                            .collect()
-                    }))
+                    Some(acker.receive(env, at, &counters, all_converged))
                 })
                 .await
             })

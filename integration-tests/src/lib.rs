@@ -527,3 +527,13 @@ pub fn wait_for_line(reader: &mut impl BufRead, needle: &str) -> Option<String> 
 pub fn buf_reader<R: std::io::Read>(r: R) -> BufReader<R> {
     BufReader::new(r)
 }
+
+/// The `Content-Length` of an HTTP/1 request head (0 when it has none): what the test's small
+/// HTTP servers (`webhook`, `otlp`) read a body by.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}

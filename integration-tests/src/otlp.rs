@@ -224,14 +224,7 @@ async fn serve_http(mut conn: tokio::net::TcpStream, svc: Svc) {
             .nth(1)
             .unwrap_or_default()
             .to_string();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let length = crate::content_length(&head);
         while buf.len() < head_end + length {
             let mut chunk = [0u8; 65536];
             match conn.read(&mut chunk).await {

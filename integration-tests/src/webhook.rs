@@ -187,12 +187,7 @@ fn handle(mut conn: TcpStream, shared: &Shared) {
             continue;
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
+        let length = crate::content_length(&head);
         if buf.len() >= end + 4 + length {
             let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
             break (head, body);

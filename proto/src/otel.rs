@@ -453,7 +453,7 @@ impl Telemetry {
     /// Export what is queued and stop, waiting at most `timeout` (on the blocking pool: the
     /// SDK's shutdown blocks).
     pub async fn shutdown(self, timeout: Duration) {
-        let work = tokio_task(move || {
+        let work = on_a_thread(move || {
             if let Some(t) = &self.tracer {
                 let _ = t.shutdown_with_timeout(timeout);
             }
@@ -468,10 +468,10 @@ impl Telemetry {
     }
 }
 
-/// A plain thread with a bounded join (no Tokio dependency here).
+/// Work on a plain thread, joined with a bound (the SDK's shutdown blocks; no Tokio here).
 struct Task(std::sync::mpsc::Receiver<()>);
 
-fn tokio_task(f: impl FnOnce() + Send + 'static) -> Task {
+fn on_a_thread(f: impl FnOnce() + Send + 'static) -> Task {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         f();

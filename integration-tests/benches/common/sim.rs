@@ -537,6 +537,15 @@ pub fn converged(name: &str, revision: &str, now: i64) -> pb::StackReport {
     }
 }
 
+/// Every stack of a state reported converged at `now` (a simulated host that applies at once).
+pub fn all_converged(state: &pb::DesiredState, now: i64) -> Vec<pb::StackReport> {
+    state
+        .stacks
+        .iter()
+        .map(|s| converged(&s.name, &s.revision, now))
+        .collect()
+}
+
 /// The generation a refused envelope claims, if its payload decodes (0 if not).
 fn decoded_generation(env: &pb::SignedState) -> u64 {
     <pb::DesiredState as prost::Message>::decode(env.payload.as_slice())

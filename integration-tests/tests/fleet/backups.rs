@@ -522,28 +522,23 @@ fn with_backup_first_a_host_whose_backup_fails_fails_its_step_and_keeps_its_revi
         "ports: [\"8080\"]",
         "ports: [\"8080\"]\n    environment: {VERSION: \"2\"}",
     );
-    let file = crate::support::write_stack(&fleet, &v2);
-    let env = fleet.path("stack.env");
-    let started = fleet.ctl_json(&[
-        "rollout",
-        "start",
-        "shop",
-        "-f",
-        path_str(&file),
-        "--env-file",
-        path_str(&env),
-        "--backup-first",
-        "--canary",
-        "1",
-        "--batch",
-        "1",
-        "--max-failures",
-        "1",
-        "--min-healthy",
-        "1s",
-        "--deadline",
-        "60s",
-    ]);
+    let started = crate::support::start_rollout(
+        &fleet,
+        &v2,
+        &[
+            "--backup-first",
+            "--canary",
+            "1",
+            "--batch",
+            "1",
+            "--max-failures",
+            "1",
+            "--min-healthy",
+            "1s",
+            "--deadline",
+            "60s",
+        ],
+    );
     assert!(
         started["config"].to_string().contains("backup"),
         "{started}"
