@@ -31,12 +31,26 @@ impl Recipients {
     }
 }
 
+/// How every age X25519 secret key (identity) starts.
+const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-1";
+
 /// Parses age X25519 recipients (`age1…`). An empty list means "not encrypted". The error
-/// names the recipient that is not one.
+/// names the recipient that is not one, and shows none of a secret key given by mistake.
 pub fn parse_recipients(list: &[String]) -> Result<Recipients, String> {
     let mut out: Vec<x25519::Recipient> = Vec::with_capacity(list.len());
     for (i, text) in list.iter().enumerate() {
         let trimmed = text.trim();
+        if trimmed
+            .get(..SECRET_KEY_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(SECRET_KEY_PREFIX))
+        {
+            // Never echo any of a private key, not even its start: errors are logged and audited.
+            return Err(format!(
+                "backup recipient {} is an age secret key (AGE-SECRET-KEY-1…), not a recipient: \
+                 give its public key (age1…, printed by `age-keygen -y`) and keep the secret key off the server",
+                i + 1
+            ));
+        }
         let r: x25519::Recipient = trimmed.parse().map_err(|e: &str| {
             format!(
                 "backup recipient {} ({:?}) is not an age X25519 recipient (age1…): {e}",
@@ -209,12 +223,23 @@ mod tests {
             e.contains("recipient 2") && e.contains("age1notakey"),
             "{e}"
         );
-        let (secret, _) = generate_key_pair();
-        let e = parse_recipients(&[secret]).unwrap_err();
-        assert!(
-            e.contains("recipient 1") && !e.contains("AGE-SECRET-KEY-1Q"),
-            "{e}"
-        );
+        // A secret key given as a recipient is refused without showing any of it: the first
+        // character after the prefix is random, so 100 keys would show a leak every time.
+        for _ in 0..100 {
+            let (secret, _) = generate_key_pair();
+            for given in [secret.clone(), secret.to_lowercase(), format!(" {secret}")] {
+                let e = parse_recipients(&[given]).unwrap_err();
+                assert!(
+                    e.contains("recipient 1")
+                        && e.contains("secret key")
+                        && !e.contains(&secret[..SECRET_KEY_PREFIX.len() + 1])
+                        && !e
+                            .to_lowercase()
+                            .contains(&secret[..SECRET_KEY_PREFIX.len() + 1].to_lowercase()),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]
