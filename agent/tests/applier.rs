@@ -1,8 +1,9 @@
 //! The applier against the real Docker engine, without a server: signed states go through
 //! `Desired` (verify, persist) to the applier, which writes the stack's files, applies it,
 //! corrects drift, refuses what the host policy forbids and removes stacks no longer wanted.
-//! Skipped (with a note) when Docker or the `noco-testapp:latest` image is not there, unless
-//! `NOCO_REQUIRE_DOCKER=1`.
+//! Skipped (with a note) when Docker is not there, unless `NOCO_REQUIRE_DOCKER=1`. The test
+//! workload image is built here when missing (`noco_integration_tests::docker::testapp_image`),
+//! so this test passes on a fresh machine, whatever order the suite runs in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,6 @@ use noco_certs::signing::StateSigner;
 use noco_compose::revision::RevisionSource;
 use noco_proto::v1::{DesiredState, StackFile, StackState};
 use tokio::sync::watch;
-
-const IMAGE: &str = "noco-testapp:latest";
 
 fn stack(name: &str, compose: &str, files: Vec<StackFile>) -> StackState {
     let source = RevisionSource {
@@ -88,11 +87,10 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
         eprintln!("skipped: no Docker engine");
         return;
     };
-    if engine.inspect_image(IMAGE).await.is_err() {
-        assert!(!required, "{IMAGE} is required");
-        eprintln!("skipped: no {IMAGE} image (the integration tests build it)");
-        return;
-    }
+    // Built (or found) on a blocking thread: the builder runs its own runtime.
+    let image = tokio::task::spawn_blocking(noco_integration_tests::docker::testapp_image)
+        .await
+        .expect("building the noco-testapp image");
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("noco_agent=info")
@@ -137,7 +135,7 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
     let web = stack(
         "web",
         &format!(
-            "services:\n  web:\n    image: {IMAGE}\n    environment:\n      VERSION: ${{VERSION}}\n      DATA_DIR: /conf\n    volumes: [./conf:/conf:ro]\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 1s\n"
+            "services:\n  web:\n    image: {image}\n    environment:\n      VERSION: ${{VERSION}}\n      DATA_DIR: /conf\n    volumes: [./conf:/conf:ro]\n    healthcheck:\n      test: [\"CMD\", \"/noco-testapp\", \"health\"]\n      interval: 1s\n"
         ),
         vec![StackFile {
             path: "conf/greeting".into(),
@@ -229,7 +227,7 @@ async fn states_are_applied_kept_converged_policed_and_removed() {
     // A privileged stack is refused by the default policy; web keeps running.
     let bad = stack(
         "bad",
-        &format!("services:\n  root:\n    image: {IMAGE}\n    privileged: true\n"),
+        &format!("services:\n  root:\n    image: {image}\n    privileged: true\n"),
         vec![],
     );
     desired.receive(&noco_certs::state::sign(
