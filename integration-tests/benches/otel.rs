@@ -4,7 +4,8 @@
 //! Two runs on the same load, side by side: **A**, a fresh `noco-server` without OTLP, and
 //! **B**, a fresh server with `--otlp-endpoint` pointing at an OTLP collector in this process
 //! (`noco_integration_tests::otlp::Collector`: the real OTLP/gRPC trace, metrics and logs
-//! services, keeping everything it receives) and `--otlp-metrics-interval` (default 10s).
+//! services, keeping everything it receives) and `--otlp-metrics-interval` (default the server's,
+//! 60s).
 //! `--repeat N` runs the pair N times, alternating (A, B, A, B, …), to show the noise.
 //!
 //! Each run (release binaries under `cargo bench`, on 127.0.0.1, over real mutual TLS):
@@ -95,8 +96,9 @@ struct Args {
     /// Seconds between a host's metrics samples.
     #[arg(long, default_value_t = 10, value_parser = positive)]
     metrics_every: usize,
-    /// Run B's server `--otlp-metrics-interval` (how often it pushes metrics).
-    #[arg(long, default_value = "10s", value_parser = noco_proto::duration::parse)]
+    /// Run B's server `--otlp-metrics-interval` (how often it pushes metrics; default the
+    /// server's).
+    #[arg(long, default_value = noco_proto::otel::DEFAULT_METRICS_INTERVAL_ARG, value_parser = noco_proto::duration::parse)]
     otlp_metrics_interval: Duration,
     /// Seconds of load before the window.
     #[arg(long, default_value_t = 20)]

@@ -35,8 +35,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// see ARCHITECTURE.md "Telemetry export".
 pub const METRIC_CARDINALITY_LIMIT: usize = 100_000;
 
-/// How often metrics are pushed over OTLP when not told otherwise.
-pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often metrics are pushed over OTLP when not told otherwise: a minute, the OpenTelemetry
+/// SDKs' default (`OTEL_METRIC_EXPORT_INTERVAL`) and Prometheus's default scrape interval. Every
+/// push carries every series (~110 per host), so at 1,000 hosts a push every 10 s costs the
+/// server several times what one a minute does (ARCHITECTURE.md "Measured").
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
+/// [`DEFAULT_METRICS_INTERVAL`] as a flag's default value is written.
+pub const DEFAULT_METRICS_INTERVAL_ARG: &str = "60s";
 
 /// What `NOCO_LOG` defaults to. The SDK's own diagnostics are off unless asked for: an
 /// unreachable collector is reported by [`export_failures`] and a line of ours, not a line per
@@ -440,11 +445,6 @@ fn register_failure_counter() {
 }
 
 impl Telemetry {
-    /// The provider container log records are emitted through (None: logs not exported).
-    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
-        self.logger.as_ref()
-    }
-
     /// Whether spans are exported.
     pub fn tracing(&self) -> bool {
         self.tracer.is_some()
@@ -507,6 +507,14 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_metrics_interval_reads_as_written() {
+        assert_eq!(
+            crate::duration::parse(DEFAULT_METRICS_INTERVAL_ARG),
+            Ok(DEFAULT_METRICS_INTERVAL)
+        );
+    }
 
     #[test]
     fn headers_and_endpoints_are_checked() {

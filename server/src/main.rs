@@ -195,8 +195,8 @@ struct OtelArgs {
     /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
     #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
     otlp_protocol: noco_proto::otel::Protocol,
-    /// How often metrics are pushed over OTLP.
-    #[arg(long, default_value = "10s", value_parser = noco_proto::duration::parse, requires = "otlp_endpoint")]
+    /// How often metrics are pushed over OTLP (every push carries every series).
+    #[arg(long, default_value = noco_proto::otel::DEFAULT_METRICS_INTERVAL_ARG, value_parser = noco_proto::duration::parse, requires = "otlp_endpoint")]
     otlp_metrics_interval: Duration,
     /// Serve the same metrics to Prometheus: GET http://ADDR/metrics (port 0: any free port;
     /// the chosen one is printed). Plain HTTP: listen on a private address.
@@ -393,7 +393,6 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             config,
             metrics: args.otel.metrics_listen.zip(registry),
             otlp,
-            otlp_logs: telemetry.logger_provider().cloned(),
         },
         shutdown_signal(),
     )

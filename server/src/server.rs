@@ -42,11 +42,9 @@ pub struct RunOptions {
     /// Serve the instruments to Prometheus here (`--metrics-listen`), from this registry (the
     /// one `noco_proto::otel::init` was given).
     pub metrics: Option<(SocketAddr, prometheus::Registry)>,
-    /// Where OTLP goes (`--otlp-endpoint`): the per-host and per-container series are pushed
-    /// there beside what the SDK exports.
+    /// Where OTLP goes (`--otlp-endpoint`): the per-host and per-container series and the
+    /// container log records are sent there beside what the SDK exports.
     pub otlp: Option<noco_proto::otel::Otlp>,
-    /// Container log records go out over OTLP through this provider (`--otlp-endpoint`).
-    pub otlp_logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
 /// Serve until `shutdown` completes.
@@ -123,8 +121,8 @@ pub async fn run(
         // Tests and scripts read this line to learn the port (with --metrics-listen 127.0.0.1:0).
         println!("noco-server metrics on http://{bound}/metrics");
     }
-    if let Some(provider) = opts.otlp_logs {
-        crate::otel::logs::spawn_export(shared.clone(), provider);
+    if let Some(otlp) = &opts.otlp {
+        crate::otel::logs::spawn_export(shared.clone(), otlp);
     }
     spawn_housekeeping(shared.clone());
     spawn_resigning(shared.clone());

@@ -38,7 +38,10 @@ fn explained<T>(collector: &Collector, f: impl FnOnce() -> T) -> T {
             }
             let logs = collector.logs();
             eprintln!("{} log records; the programs' own:", logs.len());
-            for l in logs.iter().filter(|l| !l.attrs.contains_key("noco.stack")) {
+            for l in logs
+                .iter()
+                .filter(|l| !l.resource.contains_key("noco.stack"))
+            {
                 eprintln!("  {:?}: {}", l.resource.get("service.name"), l.body);
             }
             eprintln!("metrics: {:?}", collector.metric_names());
@@ -233,12 +236,20 @@ fn a_rollout_over_two_agents_is_one_trace_and_containers_send_metrics_and_logs()
                 .logs()
                 .into_iter()
                 .find(|l| {
+                    // Each container is a resource; the record says its stream and number.
+                    let r = |k: &str| l.resource.get(k).map(String::as_str);
                     l.body.starts_with("line ")
-                        && l.attrs.get("host.name").map(String::as_str) == Some("web-2")
-                        && l.attrs.get("noco.stack").map(String::as_str) == Some("shop")
-                        && l.attrs.get("noco.service").map(String::as_str) == Some("app")
-                        && l.attrs.get("container.name").is_some_and(|c| !c.is_empty())
+                        && r("host.name") == Some("web-2")
+                        && r("noco.stack") == Some("shop")
+                        && r("noco.service") == Some("app")
+                        && r("service.name") == Some("app")
+                        && r("service.namespace") == Some("shop")
+                        && r("container.name").is_some_and(|c| !c.is_empty())
+                        && r("container.id").is_some_and(|c| !c.is_empty())
                         && l.attrs.get("log.iostream").map(String::as_str) == Some("stdout")
+                        && l.attrs
+                            .get("noco.seq")
+                            .is_some_and(|s| s.parse::<u64>().is_ok())
                 })
                 .map(|_| ())
         })
@@ -365,7 +376,7 @@ fn otlp_over_http_carries_the_same_trace_metrics_and_logs() {
                     .any(|n| n.starts_with("container."));
                 let logs = collector.logs().iter().any(|l| {
                     l.body.starts_with("line ")
-                        && l.attrs.get("noco.stack").map(String::as_str) == Some("shop")
+                        && l.resource.get("noco.stack").map(String::as_str) == Some("shop")
                 });
                 (children == 2 && metrics && logs).then_some(())
             },

@@ -112,9 +112,15 @@ impl Sources {
                 cert_not_after_ms: h.cert_not_after_ms,
             });
         }
+        // By a set: a scan of the hosts per entry made every tick quadratic in the fleet's size.
+        let live: std::collections::HashSet<&str> = hosts
+            .iter()
+            .filter(|h| !h.is_revoked())
+            .map(|h| h.id.as_str())
+            .collect();
         memory
             .last_online
-            .retain(|id, _| hosts.iter().any(|h| &h.id == id && !h.is_revoked()));
+            .retain(|id, _| live.contains(id.as_str()));
         let stale = memory
             .slow
             .as_ref()

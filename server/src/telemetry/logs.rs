@@ -92,7 +92,7 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn new(host_id: Arc<str>, mut record: pb::LogRecord) -> Stored {
+    pub(crate) fn new(host_id: Arc<str>, mut record: pb::LogRecord) -> Stored {
         if record.line.len() > MAX_LOG_LINE {
             record.truncated += (record.line.len() - MAX_LOG_LINE) as u64;
             record.line.truncate(MAX_LOG_LINE);

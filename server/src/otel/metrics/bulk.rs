@@ -14,6 +14,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1 as m;
 
 use super::view::View;
+use crate::otel::pb;
 
 /// Data points in one OTLP request (~1.5 MiB encoded with our labels).
 pub const MAX_POINTS: usize = 10_000;
@@ -505,61 +506,6 @@ pub(super) fn prometheus(v: &View, out: &mut String) {
     }
 }
 
-/// A hand-written OTLP protobuf encoder for [`otlp`]: points are written straight into one
-/// buffer per metric (no message structs, no allocation per point). The field numbers are those
-/// of `opentelemetry/proto/metrics/v1/metrics.proto` (checked by decoding in the tests).
-mod pb {
-    const LEN: u64 = 2;
-    const I64: u64 = 1;
-    const VARINT: u64 = 0;
-
-    pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        buf.push(v as u8);
-    }
-
-    fn varint_len(v: u64) -> usize {
-        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-    }
-
-    fn tag(buf: &mut Vec<u8>, field: u64, wire: u64) {
-        varint(buf, (field << 3) | wire);
-    }
-
-    pub fn bytes(buf: &mut Vec<u8>, field: u64, b: &[u8]) {
-        tag(buf, field, LEN);
-        varint(buf, b.len() as u64);
-        buf.extend_from_slice(b);
-    }
-
-    pub fn fixed64(buf: &mut Vec<u8>, field: u64, v: u64) {
-        tag(buf, field, I64);
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-
-    pub fn uint(buf: &mut Vec<u8>, field: u64, v: u64) {
-        tag(buf, field, VARINT);
-        varint(buf, v);
-    }
-
-    /// A `KeyValue` with a string value as field `field` of the enclosing message.
-    pub fn key_value(buf: &mut Vec<u8>, field: u64, key: &str, value: &str) {
-        // AnyValue { string_value = 1 }
-        let any = 1 + varint_len(value.len() as u64) + value.len();
-        // KeyValue { key = 1, value = 2 }
-        let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
-        tag(buf, field, LEN);
-        varint(buf, kv as u64);
-        bytes(buf, 1, key.as_bytes());
-        tag(buf, 2, LEN);
-        varint(buf, any as u64);
-        bytes(buf, 1, value.as_bytes());
-    }
-}
-
 /// One encoded `ExportMetricsServiceRequest` being filled.
 struct Request<'a> {
     resource: &'a [u8],
@@ -624,15 +570,9 @@ pub(super) fn otlp(
     max_points: usize,
 ) -> Vec<Vec<u8>> {
     let max_points = max_points.max(1);
-    // Resource { attributes = 1 }
-    let mut resource_msg = Vec::new();
-    for (k, val) in resource {
-        pb::key_value(&mut resource_msg, 1, k, val);
-    }
-    // InstrumentationScope { name = 1, version = 2 }
-    let mut scope = Vec::new();
-    pb::bytes(&mut scope, 1, super::METER.as_bytes());
-    pb::bytes(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    let resource_msg: Vec<(&str, &str)> = resource.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resource_msg = pb::resource(&resource_msg);
+    let scope = pb::scope(super::METER);
     let mut req = Request {
         resource: &resource_msg,
         scope: &scope,

@@ -6,136 +6,17 @@
 //! of its own time (metrics are cumulative: a missed push loses no count).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use noco_proto::otel::{Otlp, Protocol, Signal};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use noco_proto::otel::{Otlp, Signal};
 
 use super::Sources;
-
-/// How long one request may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-enum Client {
-    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
-    Http(reqwest::Client, String),
-}
-
-/// The gRPC method the encoded requests go to.
-const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-
-/// A codec for requests encoded already ([`super::bulk::otlp`]) and answers not read (an
-/// `ExportMetricsServiceResponse` tells of partial success only; the status says the rest).
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = ();
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        bytes::Buf::advance(src, n);
-        Ok(Some(()))
-    }
-}
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn client(otlp: &Otlp) -> Result<Client, String> {
-    match otlp.protocol {
-        Protocol::Grpc => {
-            let mut endpoint = tonic::transport::Endpoint::from_shared(otlp.endpoint.clone())
-                .map_err(|e| format!("OTLP endpoint {}: {e}", otlp.endpoint))?
-                .timeout(TIMEOUT)
-                .connect_timeout(TIMEOUT);
-            if otlp.endpoint.starts_with("https://") {
-                endpoint = endpoint
-                    .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
-                    .map_err(|e| format!("OTLP endpoint {}: {e}", otlp.endpoint))?;
-            }
-            Ok(Client::Grpc(tonic::client::Grpc::new(
-                endpoint.connect_lazy(),
-            )))
-        }
-        Protocol::Http => {
-            let client = reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .build()
-                .map_err(|e| format!("an HTTP client for OTLP: {e}"))?;
-            let url = format!("{}/v1/metrics", otlp.endpoint.trim_end_matches('/'));
-            Ok(Client::Http(client, url))
-        }
-    }
-}
-
-impl Client {
-    async fn send(&mut self, req: Vec<u8>, otlp: &Otlp) -> Result<(), String> {
-        match self {
-            Client::Grpc(c) => {
-                c.ready().await.map_err(|e| format!("connecting: {e}"))?;
-                let mut r = tonic::Request::new(req);
-                for (k, v) in &otlp.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
-                        tonic::metadata::MetadataValue::try_from(v.as_str()),
-                    ) {
-                        r.metadata_mut().insert(k, v);
-                    }
-                }
-                c.unary(r, http::uri::PathAndQuery::from_static(EXPORT), Raw)
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| format!("gRPC {:?}: {}", s.code(), s.message()))
-            }
-            Client::Http(c, url) => {
-                let mut r = c
-                    .post(url.as_str())
-                    .header("content-type", "application/x-protobuf")
-                    .body(req);
-                for (k, v) in &otlp.headers {
-                    r = r.header(k.as_str(), v.as_str());
-                }
-                let res = r.send().await.map_err(|e| e.to_string())?;
-                if res.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", res.status()))
-                }
-            }
-        }
-    }
-}
+use crate::otel::send::{Client, unix_ns};
 
 /// Push the per-host and per-container series every `otlp.metrics_interval` until the runtime
 /// stops. A client that cannot be made is reported once, and nothing is pushed.
 pub fn spawn(sources: Arc<Sources>, otlp: Otlp) {
-    let mut client = match client(&otlp) {
+    let mut client = match Client::new(&otlp, Signal::Metrics) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("OTLP metrics: {e}; per-host and per-container metrics not pushed");
@@ -172,7 +53,7 @@ pub fn spawn(sources: Arc<Sources>, otlp: Otlp) {
             }
             let mut result = Ok(());
             for req in requests {
-                if let Err(e) = client.send(req, &otlp).await {
+                if let Err(e) = client.send(req).await {
                     result = Err(e);
                     break;
                 }
