@@ -25,8 +25,8 @@
 //! once-a-second samples), this process's CPU (the simulated hosts; in B also the collector),
 //! and in B what the collector received during the window: data points (of how many metrics,
 //! hosts and containers), log records (next to the lines the server accepted) and spans, and the
-//! server's own `noco.otlp.export.failures` and `noco.otlp.logs.skipped` as it last exported
-//! them, and what B's server logged about OTLP export (a failing export is logged once). The
+//! server's own `noco.otlp.export.failures`, `noco.otlp.logs.skipped` and
+//! `noco.otlp.logs.dropped` as it last exported them, and what B's server logged about OTLP export (a failing export is logged once). The
 //! summary sets A and B side by side with B's difference in percent, next to the goal.
 //!
 //! Every figure is printed with the machine's load average. The goal is not asserted: it only
@@ -71,6 +71,7 @@ const ROW_EVERY: usize = 10;
 /// The server's metrics of export trouble, read from what it exported.
 const EXPORT_FAILURES: &str = "noco.otlp.export.failures";
 const LOGS_SKIPPED: &str = "noco.otlp.logs.skipped";
+const LOGS_DROPPED: &str = "noco.otlp.logs.dropped";
 /// The most lines of the server's log about OTLP export shown.
 const OTLP_LOG_LINES: usize = 6;
 
@@ -553,9 +554,11 @@ struct Received {
     spans: usize,
     /// Spans since the server started (the stack apply is before the window).
     spans_total: usize,
-    /// The latest `noco.otlp.export.failures` by signal, and `noco.otlp.logs.skipped`.
+    /// The latest `noco.otlp.export.failures` by signal, `noco.otlp.logs.skipped` and
+    /// `noco.otlp.logs.dropped`.
     failures: Vec<(String, f64)>,
     skipped: Option<f64>,
+    dropped: Option<f64>,
 }
 
 impl Snapshot {
@@ -621,6 +624,7 @@ impl Snapshot {
             spans_total: self.spans,
             failures: latest(EXPORT_FAILURES).into_iter().collect(),
             skipped: latest(LOGS_SKIPPED).into_values().next_back(),
+            dropped: latest(LOGS_DROPPED).into_values().next_back(),
         }
     }
 }
@@ -650,10 +654,12 @@ impl Received {
                 .join(", ");
             format!("{EXPORT_FAILURES}: {by}")
         };
-        let skipped = match self.skipped {
-            Some(n) => format!("{LOGS_SKIPPED}: {n:.0}"),
-            None => format!("{LOGS_SKIPPED}: not exported"),
-        };
+        let skipped = [(LOGS_SKIPPED, self.skipped), (LOGS_DROPPED, self.dropped)]
+            .map(|(name, n)| match n {
+                Some(n) => format!("{name}: {n:.0}"),
+                None => format!("{name}: not exported"),
+            })
+            .join(", ");
         format!(
             "B's collector received during the window: {} data points of {} metrics ({} hosts, {} containers in their attributes; {top}{more}), {} log records (the server accepted {} lines), {} spans ({} since the server started); as the server last exported them, {failures}; {skipped}",
             fmt_count(self.points as f64),
