@@ -58,22 +58,20 @@ pub fn spawn_export(core: Arc<Core>, otlp: &Otlp) {
         }
     };
     let meter = opentelemetry::global::meter("noco-server");
-    let _ = meter
-        .u64_observable_counter("noco.otlp.logs.skipped")
-        .with_description(
-            "Batches of container log records not exported over OTLP: the exporter fell behind",
-        )
-        .with_unit("{batch}")
-        .with_callback(|o| o.observe(SKIPPED.load(Ordering::Relaxed), &[]))
-        .build();
-    let _ = meter
-        .u64_observable_counter("noco.otlp.logs.dropped")
-        .with_description(
-            "Container log records not exported over OTLP: the send queue was full or the collector refused or missed their request",
-        )
-        .with_unit("{record}")
-        .with_callback(|o| o.observe(DROPPED.load(Ordering::Relaxed), &[]))
-        .build();
+    counter(
+        &meter,
+        "noco.otlp.logs.skipped",
+        "Batches of container log records not exported over OTLP: the exporter fell behind",
+        "{batch}",
+        &SKIPPED,
+    );
+    counter(
+        &meter,
+        "noco.otlp.logs.dropped",
+        "Container log records not exported over OTLP: the send queue was full or the collector refused or missed their request",
+        "{record}",
+        &DROPPED,
+    );
 
     let (tx, mut queue) = mpsc::channel::<(Vec<u8>, u64)>(QUEUE);
     tokio::spawn(async move {
@@ -127,6 +125,22 @@ pub fn spawn_export(core: Arc<Core>, otlp: &Otlp) {
             }
         }
     });
+}
+
+/// An observable counter reading `value`.
+fn counter(
+    meter: &opentelemetry::metrics::Meter,
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    value: &'static AtomicU64,
+) {
+    let _ = meter
+        .u64_observable_counter(name)
+        .with_description(description)
+        .with_unit(unit)
+        .with_callback(move |o| o.observe(value.load(Ordering::Relaxed), &[]))
+        .build();
 }
 
 /// Queue a request for the sender (its records are dropped when the queue is full); false
