@@ -125,7 +125,7 @@ fn main() -> ExitCode {
     match runtime {
         Ok(rt) => rt.block_on(command(cli)),
         Err(e) => {
-            eprintln!("noco-agent: starting the async runtime: {e}");
+            errln!("noco-agent: starting the async runtime: {e}");
             ExitCode::FAILURE
         }
     }
