@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use noco_certs::Identity;
+use noco_certs::tls::BanList;
 use noco_proto::v1 as pb;
 use pb::agent_message::Msg as AgentMsg;
 use pb::server_message::Msg as ServerMsg;
@@ -59,6 +60,15 @@ impl pb::agent_server::Agent for AgentSvc {
             .await
             .doing("storing host")?;
         let registration = core.registry.register(&host.id, now_ms);
+        // A revocation bans first, then cuts: registered after its cut (it came while this
+        // session waited for Hello), this session sees the ban.
+        if core.bans.is_banned(&caller.peer.identity) {
+            core.registry.deregister(&host.id, registration.session_id);
+            return Err(Status::permission_denied(format!(
+                "host {} has been revoked",
+                host.name
+            )));
+        }
         let (tx, rx) = mpsc::channel(64);
         let welcome = pb::Welcome {
             host_id: host.id.clone(),

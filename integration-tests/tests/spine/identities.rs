@@ -202,3 +202,52 @@ fn malformed_and_oversized_input_gets_a_clear_status_and_the_server_stays_up() {
         noco_integration_tests::stderr(&bad_labels)
     );
 }
+
+/// A host revoked while its session waits for Hello (past the server's check of the host, not
+/// yet registered) must not get that session: it was welcomed and stayed online until the
+/// idle timeout, the revocation's cut having come before the registration.
+#[test]
+fn a_host_revoked_while_its_session_opens_is_refused() {
+    let fleet = Fleet::start(ServerOptions::default());
+    let agent_dir = fleet.enroll("web-1", "");
+    let cred = load_credential(&agent_dir.join("credential.toml"));
+    let rt = grpc::rt();
+    rt.block_on(async {
+        let ch = grpc::channel(&fleet, client_config(&fleet, &cred.cert_pem, &cred.key_pem))
+            .await
+            .expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let call = tokio::spawn(async move {
+            noco_proto::v1::agent_client::AgentClient::new(ch)
+                .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        // The server reads the host (not revoked yet) and waits for Hello.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fleet.ctl_ok(&["host", "revoke", "web-1"]);
+        tx.send(noco_proto::v1::AgentMessage {
+            msg: Some(noco_proto::v1::agent_message::Msg::Hello(
+                noco_proto::v1::Hello::default(),
+            )),
+        })
+        .await
+        .expect("send Hello");
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the server answers the session")
+            .expect("the session task");
+        match answer {
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                assert!(status.message().contains("revoked"), "{status:?}");
+            }
+            Ok(resp) => {
+                let mut inbound = resp.into_inner();
+                let first = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await;
+                panic!("the revoked host's session was accepted; its first message: {first:?}");
+            }
+        }
+        drop(tx);
+    });
+    assert_eq!(fleet.status_of("web-1"), "revoked");
+}
