@@ -183,6 +183,7 @@ impl Core {
             crate::alerts::sources::Sources {
                 store: store.clone(),
                 registry: registry.clone(),
+                bans: bans.clone(),
                 reports: reports.clone(),
                 metrics: metrics.clone(),
                 pki: pki.clone(),

@@ -434,3 +434,28 @@ async fn a_notification_is_retried_while_the_receiver_fails_and_audited_once() {
         .unwrap();
     assert_eq!(r.result, "HTTP 200");
 }
+
+/// The host records are read every few seconds, not every tick: a host revoked in between
+/// (banned in memory at once, its session cut) is gone from the alerts at the next tick, not
+/// reported offline.
+#[tokio::test]
+async fn a_host_revoked_between_reads_of_the_records_is_not_reported_offline() {
+    let manual = Arc::new(ManualClock::at_ms(T0));
+    let f = fixture(manual.clone(), "http://127.0.0.1:9/hook").await;
+    let core = f.core();
+    core.registry.register("h1", T0);
+    core.alerts.tick().await.unwrap();
+    assert!(f.outbox().await.is_empty(), "online: nothing");
+
+    core.hosts.revoke("web-1", "tester").await.unwrap();
+    for _ in 0..(2 * sources::HOSTS_EVERY.as_millis() / 500) {
+        manual.advance_ms(500);
+        core.alerts.tick().await.unwrap();
+    }
+    assert!(
+        f.outbox().await.is_empty(),
+        "a revoked host is not offline: {:?}",
+        f.outbox().await
+    );
+    assert_eq!(offline_alert(&core).await, None);
+}
