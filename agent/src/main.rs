@@ -90,19 +90,10 @@ struct RunArgs {
     /// http://collector:4317. Off by default; an unreachable collector is logged once and never
     /// stops the agent. (Its logs and metrics reach the server over the session and are
     /// exported there.)
-    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = check_endpoint)]
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::endpoint_arg)]
     otlp_endpoint: Option<String>,
-    /// A header sent with every OTLP export, key=value (repeat for more).
-    #[arg(long = "otlp-header", value_parser = noco_proto::otel::parse_header, requires = "otlp_endpoint")]
-    otlp_headers: Vec<(String, String)>,
-    /// The OTLP transport: grpc (a collector's port 4317) or http (OTLP/HTTP with protobuf
-    /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
-    #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
-    otlp_protocol: noco_proto::otel::Protocol,
-}
-
-fn check_endpoint(s: &str) -> Result<String, String> {
-    noco_proto::otel::check_endpoint(s).map(|()| s.to_string())
+    #[command(flatten)]
+    otlp_transport: noco_proto::otel::TransportArgs,
 }
 
 fn main() -> ExitCode {
@@ -173,8 +164,8 @@ async fn command(cli: Cli) -> ExitCode {
                 resource: vec![("host.name", hostname)],
                 otlp: args.otlp_endpoint.map(|endpoint| noco_proto::otel::Otlp {
                     endpoint,
-                    protocol: args.otlp_protocol,
-                    headers: args.otlp_headers,
+                    protocol: args.otlp_transport.otlp_protocol,
+                    headers: args.otlp_transport.otlp_headers,
                     metrics_interval: noco_proto::otel::DEFAULT_METRICS_INTERVAL,
                     logs: true,
                     metrics: false,

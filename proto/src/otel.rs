@@ -106,6 +106,25 @@ pub fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((k, v.to_string()))
 }
 
+/// `--otlp-header` and `--otlp-protocol`, the same in every program that exports over OTLP
+/// (flattened beside that program's own `--otlp-endpoint`, which they require).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransportArgs {
+    /// A header sent with every OTLP export, key=value (repeat for more), e.g.
+    /// authorization=Bearer…
+    #[arg(long = "otlp-header", value_parser = parse_header, requires = "otlp_endpoint")]
+    pub otlp_headers: Vec<(String, String)>,
+    /// The OTLP transport: grpc (a collector's port 4317) or http (OTLP/HTTP with protobuf
+    /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
+    #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
+    pub otlp_protocol: Protocol,
+}
+
+/// `--otlp-endpoint`'s parser: the endpoint, checked ([`check_endpoint`]).
+pub fn endpoint_arg(s: &str) -> Result<String, String> {
+    check_endpoint(s).map(|()| s.to_string())
+}
+
 /// Check an OTLP endpoint before anything starts.
 pub fn check_endpoint(s: &str) -> Result<(), String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("OTLP endpoint {s:?}: {e}"))?;

@@ -185,16 +185,10 @@ struct OtelArgs {
     /// http://collector:4317 (https:// checks the collector's certificate against the web's
     /// public roots). A collector that cannot be reached is counted
     /// (noco.otlp.export.failures) and logged once; it never stops the server.
-    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = check_endpoint)]
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::endpoint_arg)]
     otlp_endpoint: Option<String>,
-    /// A header sent with every OTLP export, key=value (repeat for more), e.g.
-    /// authorization=Bearer…
-    #[arg(long = "otlp-header", value_parser = noco_proto::otel::parse_header, requires = "otlp_endpoint")]
-    otlp_headers: Vec<(String, String)>,
-    /// The OTLP transport: grpc (a collector's port 4317) or http (OTLP/HTTP with protobuf
-    /// bodies, port 4318: POST <endpoint>/v1/traces, /v1/metrics, /v1/logs).
-    #[arg(long, default_value = "grpc", requires = "otlp_endpoint")]
-    otlp_protocol: noco_proto::otel::Protocol,
+    #[command(flatten)]
+    otlp_transport: noco_proto::otel::TransportArgs,
     /// How often metrics are pushed over OTLP (every push carries every series).
     #[arg(long, default_value = noco_proto::otel::DEFAULT_METRICS_INTERVAL_ARG, value_parser = noco_proto::duration::parse, requires = "otlp_endpoint")]
     otlp_metrics_interval: Duration,
@@ -202,10 +196,6 @@ struct OtelArgs {
     /// the chosen one is printed). Plain HTTP: listen on a private address.
     #[arg(long, env = "NOCO_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-}
-
-fn check_endpoint(s: &str) -> Result<String, String> {
-    noco_proto::otel::check_endpoint(s).map(|()| s.to_string())
 }
 
 /// The smallest per-host log budget: a few of the longest lines.
@@ -357,8 +347,8 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         .otlp_endpoint
         .map(|endpoint| noco_proto::otel::Otlp {
             endpoint,
-            protocol: args.otel.otlp_protocol,
-            headers: args.otel.otlp_headers,
+            protocol: args.otel.otlp_transport.otlp_protocol,
+            headers: args.otel.otlp_transport.otlp_headers,
             metrics_interval: args.otel.otlp_metrics_interval,
             logs: true,
             metrics: true,
