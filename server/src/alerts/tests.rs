@@ -459,3 +459,23 @@ async fn a_host_revoked_between_reads_of_the_records_is_not_reported_offline() {
     );
     assert_eq!(offline_alert(&core).await, None);
 }
+
+/// A host that enrolled after the host records were last read, and dies at once, is reported as
+/// soon as any host is: being online, it has the records read again.
+#[tokio::test]
+async fn a_host_enrolled_since_the_records_were_read_is_reported_offline_at_once() {
+    let manual = Arc::new(ManualClock::at_ms(T0));
+    let f = fixture(manual.clone(), "http://127.0.0.1:9/hook").await;
+    let core = f.core();
+    let _h1 = core.registry.register("h1", T0);
+    core.alerts.tick().await.unwrap();
+
+    crate::testing::insert_hosts(&*f.store, &[("h2", "web-2")]).await;
+    let h2 = core.registry.register("h2", manual.now_ms());
+    manual.advance_ms(500);
+    core.alerts.tick().await.unwrap();
+    core.registry.deregister("h2", h2.session_id);
+    manual.advance_ms(500);
+    core.alerts.tick().await.unwrap();
+    assert_eq!(f.outbox().await, [firing("web-2")]);
+}
