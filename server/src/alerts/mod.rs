@@ -78,6 +78,11 @@ pub struct Alerts {
     state: Mutex<State>,
     /// Per receiver: woken when a notification is queued for it.
     wake: BTreeMap<String, Arc<Notify>>,
+    /// Per receiver: the outbox id of the notification its delivery task is sending (never
+    /// superseded: it is delivered or given up, and audited, by that task). Held by a tick from
+    /// reading the outbox to writing its changes, and by a delivery task from reading its next
+    /// notification to claiming it, so the two never take the same one.
+    sending: Mutex<BTreeMap<String, String>>,
 }
 
 impl Alerts {
@@ -107,6 +112,7 @@ impl Alerts {
             clock,
             state: Mutex::default(),
             wake,
+            sending: Mutex::default(),
         }
     }
 
@@ -272,11 +278,21 @@ impl Alerts {
                 changes.remove_silences.push(s.id.clone());
             }
         }
+        let claims = self.sending.lock().await;
+        let superseded = self.supersede(&mut changes, &claims).await?;
         if !changes.is_empty() {
             self.store
                 .change_alerts(&changes)
                 .await
                 .doing("writing alerts")?;
+        }
+        drop(claims);
+        for n in &superseded {
+            self.audit_notify(
+                n,
+                Err("superseded: a newer notification of its group was queued before it could be delivered".into()),
+            )
+            .await;
         }
         for fp in &changes.remove_alerts {
             alerts.remove(fp);
@@ -302,6 +318,38 @@ impl Alerts {
         Ok(())
     }
 
+    /// A notification carries its group's whole state, so a newer one makes the queued ones of
+    /// the same receiver and group obsolete: they are removed in the same transaction (but not
+    /// the one being sent). So a receiver that is down holds at most two notifications per
+    /// group, however long it stays down. Returns those removed, to be audited.
+    async fn supersede(
+        &self,
+        changes: &mut AlertChanges,
+        sending: &BTreeMap<String, String>,
+    ) -> Result<Vec<OutboxRecord>> {
+        if changes.put_outbox.is_empty() {
+            return Ok(Vec::new());
+        }
+        let newer: std::collections::BTreeSet<(&str, &str)> = changes
+            .put_outbox
+            .iter()
+            .map(|n| (n.receiver.as_str(), n.group_key.as_str()))
+            .collect();
+        let superseded: Vec<OutboxRecord> = self
+            .store
+            .outbox()
+            .await
+            .doing("reading the outbox")?
+            .into_iter()
+            .filter(|n| newer.contains(&(n.receiver.as_str(), n.group_key.as_str())))
+            .filter(|n| sending.get(&n.receiver) != Some(&n.id()))
+            .collect();
+        changes
+            .remove_outbox
+            .extend(superseded.iter().map(OutboxRecord::id));
+        Ok(superseded)
+    }
+
     /// The oldest notification queued for a receiver.
     async fn next_queued(&self, receiver: &str) -> Result<Option<OutboxRecord>> {
         Ok(self
@@ -325,7 +373,16 @@ impl Alerts {
             }
         };
         loop {
-            let next = match self.next_queued(&receiver.name).await {
+            let next = {
+                let mut claims = self.sending.lock().await;
+                claims.remove(&receiver.name);
+                let next = self.next_queued(&receiver.name).await;
+                if let Ok(Some(n)) = &next {
+                    claims.insert(receiver.name.clone(), n.id());
+                }
+                next
+            };
+            let next = match next {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!("alerts: {e}");

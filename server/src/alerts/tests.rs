@@ -164,7 +164,8 @@ async fn an_offline_host_is_notified_once_and_a_restart_neither_resends_nor_forg
         manual.advance_ms(1000);
         core.alerts.tick().await.unwrap();
     }
-    assert_eq!(f.outbox().await, [firing("web-1"), resolved("web-1")]);
+    // Never delivered (no receiver here), the firing is superseded by the resolution.
+    assert_eq!(f.outbox().await, [resolved("web-1")]);
     assert_eq!(offline_alert(&core).await, None);
     assert!(
         f.store.alerts().await.unwrap().is_empty(),
@@ -201,7 +202,7 @@ async fn a_resolution_seen_before_a_restart_is_sent_after_it() {
     let _reg = core.registry.register("h1", manual.now_ms());
     manual.advance_ms(500);
     core.alerts.tick().await.unwrap();
-    assert_eq!(f.outbox().await, [firing("web-1"), resolved("web-1")]);
+    assert_eq!(f.outbox().await, [resolved("web-1")]);
 }
 
 #[tokio::test]
@@ -478,4 +479,60 @@ async fn a_host_enrolled_since_the_records_were_read_is_reported_offline_at_once
     manual.advance_ms(500);
     core.alerts.tick().await.unwrap();
     assert_eq!(f.outbox().await, [firing("web-2")]);
+}
+
+/// A notification carries its group's whole state: one queued while an older one of the same
+/// group still waits (the receiver is down) replaces it, audited as superseded — so a receiver
+/// down for days holds one notification per group, not one per flapping. The notification
+/// being sent is never replaced.
+#[tokio::test]
+async fn a_newer_notification_of_a_group_supersedes_the_queued_one_but_not_the_one_being_sent() {
+    let manual = Arc::new(ManualClock::at_ms(T0));
+    let f = fixture(manual.clone(), "http://127.0.0.1:9/hook").await;
+    let core = f.core();
+    let mut reg = core.registry.register("h1", T0);
+    core.alerts.tick().await.unwrap();
+    // The host flaps ten times while the receiver is down.
+    for _ in 0..10 {
+        core.registry.deregister("h1", reg.session_id);
+        for _ in 0..2 {
+            manual.advance_ms(1000);
+            core.alerts.tick().await.unwrap();
+        }
+        reg = core.registry.register("h1", manual.now_ms());
+        for _ in 0..2 {
+            manual.advance_ms(1000);
+            core.alerts.tick().await.unwrap();
+        }
+    }
+    assert_eq!(f.outbox().await, [resolved("web-1")], "only the newest");
+    let filter = AuditFilter {
+        action: "alert.notify".into(),
+        ..Default::default()
+    };
+    let audited = f.store.audit(&filter, 100).await.unwrap();
+    // Ten flaps queued a firing and a resolution each: all but the newest were superseded.
+    assert_eq!(
+        audited.len(),
+        19,
+        "each superseded one audited once: {audited:#?}"
+    );
+    assert!(
+        audited.iter().all(|r| r.result.contains("superseded")),
+        "{audited:?}"
+    );
+
+    // The one a delivery task has claimed stays; the newer one queues behind it.
+    let queued = f.store.outbox().await.unwrap();
+    core.alerts
+        .sending
+        .lock()
+        .await
+        .insert("ops".into(), queued[0].id());
+    core.registry.deregister("h1", reg.session_id);
+    for _ in 0..2 {
+        manual.advance_ms(1000);
+        core.alerts.tick().await.unwrap();
+    }
+    assert_eq!(f.outbox().await, [resolved("web-1"), firing("web-1")]);
 }
