@@ -162,8 +162,11 @@ impl SledStore {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
+                // sled reports a held lock as `Other` with this text (the `WouldBlock` it got
+                // from the OS only inside the message).
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1163,6 +1166,22 @@ mod tests {
         );
         let err = SledStore::open(&path).await.unwrap_err();
         assert!(matches!(err, StoreError::Damaged(_)), "{err}");
+    }
+
+    /// A store closed a moment ago may still hold the database's lock (sled's flusher lets go
+    /// of it after): opening waits for it rather than failing "could not acquire lock".
+    #[tokio::test(flavor = "multi_thread")]
+    async fn opening_waits_for_a_lock_let_go_a_moment_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = SledStore::create(&path).await.unwrap();
+        let holder = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(first);
+        });
+        let second = SledStore::open(&path).await;
+        holder.await.unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 
     #[tokio::test]
