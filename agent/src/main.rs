@@ -90,7 +90,7 @@ struct RunArgs {
     /// http://collector:4317. Off by default; an unreachable collector is logged once and never
     /// stops the agent. (Its logs and metrics reach the server over the session and are
     /// exported there.)
-    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::endpoint_arg)]
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::check_endpoint)]
     otlp_endpoint: Option<String>,
     #[command(flatten)]
     otlp_transport: noco_proto::otel::TransportArgs,
@@ -167,7 +167,6 @@ async fn command(cli: Cli) -> ExitCode {
                     protocol: args.otlp_transport.otlp_protocol,
                     headers: args.otlp_transport.otlp_headers,
                     metrics_interval: noco_proto::otel::DEFAULT_METRICS_INTERVAL,
-                    logs: true,
                     metrics: false,
                 }),
                 prometheus: None,

@@ -26,8 +26,9 @@
 //! and in B what the collector received during the window: data points (of how many metrics,
 //! hosts and containers), log records (next to the lines the server accepted) and spans, and the
 //! server's own `noco.otlp.export.failures`, `noco.otlp.logs.skipped` and
-//! `noco.otlp.logs.dropped` as it last exported them, and what B's server logged about OTLP export (a failing export is logged once). The
-//! summary sets A and B side by side with B's difference in percent, next to the goal.
+//! `noco.otlp.logs.dropped` as it last exported them, and what B's server logged about OTLP
+//! export (a failing export is logged once). The summary sets A and B side by side with B's
+//! difference in percent, next to the goal.
 //!
 //! Every figure is printed with the machine's load average. The goal is not asserted: it only
 //! measures and prints. It exits non-zero with a message when something breaks (a server does

@@ -83,8 +83,6 @@ pub struct Otlp {
     pub headers: Vec<(String, String)>,
     /// How often metrics are pushed.
     pub metrics_interval: Duration,
-    /// Export noco's own tracing events as log records, beside its spans.
-    pub logs: bool,
     /// Push metrics (the agent's reach the server over its session instead).
     pub metrics: bool,
 }
@@ -120,16 +118,11 @@ pub struct TransportArgs {
     pub otlp_protocol: Protocol,
 }
 
-/// `--otlp-endpoint`'s parser: the endpoint, checked ([`check_endpoint`]).
-pub fn endpoint_arg(s: &str) -> Result<String, String> {
-    check_endpoint(s).map(|()| s.to_string())
-}
-
-/// Check an OTLP endpoint before anything starts.
-pub fn check_endpoint(s: &str) -> Result<(), String> {
+/// Check an OTLP endpoint before anything starts (`--otlp-endpoint`'s parser).
+pub fn check_endpoint(s: &str) -> Result<String, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("OTLP endpoint {s:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        Some("http" | "https") if uri.host().is_some() => Ok(s.to_string()),
         _ => Err(format!(
             "OTLP endpoint {s:?}: expected http://host:port or https://host:port"
         )),
@@ -408,12 +401,11 @@ pub fn init(setup: Setup) -> Result<Telemetry, String> {
             .with_resource(resource.clone())
             .with_batch_exporter(Counted(logs))
             .build();
-        if otlp.logs {
-            log_layer = Some(
-                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logger)
-                    .with_filter(ours()),
-            );
-        }
+        // noco's own events as log records, beside its spans.
+        log_layer = Some(
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logger)
+                .with_filter(ours()),
+        );
         telemetry.logger = Some(logger);
     }
     if metered {

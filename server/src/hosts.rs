@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use noco_certs::Identity;
-use tonic::Status;
 
 use crate::bans::BanSet;
 use crate::clock::Clock;
@@ -126,10 +125,8 @@ impl Hosts {
         };
         // Ban in memory first: from here on, no new handshake or call of this host succeeds.
         self.bans.add(&identity);
-        self.registry.cut(
-            &host.id,
-            Status::permission_denied(format!("host {} has been revoked", host.name)),
-        );
+        self.registry
+            .cut(&host.id, crate::session::revoked(&host.name));
         self.store
             .revoke_host(&host.id, self.clock.now_ms(), by)
             .await

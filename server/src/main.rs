@@ -185,7 +185,7 @@ struct OtelArgs {
     /// http://collector:4317 (https:// checks the collector's certificate against the web's
     /// public roots). A collector that cannot be reached is counted
     /// (noco.otlp.export.failures) and logged once; it never stops the server.
-    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::endpoint_arg)]
+    #[arg(long, env = "NOCO_OTLP_ENDPOINT", value_parser = noco_proto::otel::check_endpoint)]
     otlp_endpoint: Option<String>,
     #[command(flatten)]
     otlp_transport: noco_proto::otel::TransportArgs,
@@ -350,7 +350,6 @@ async fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             protocol: args.otel.otlp_transport.otlp_protocol,
             headers: args.otel.otlp_transport.otlp_headers,
             metrics_interval: args.otel.otlp_metrics_interval,
-            logs: true,
             metrics: true,
         });
     let telemetry = noco_proto::otel::init(noco_proto::otel::Setup {

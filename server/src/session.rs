@@ -60,14 +60,9 @@ impl pb::agent_server::Agent for AgentSvc {
             .await
             .doing("storing host")?;
         let registration = core.registry.register(&host.id, now_ms);
-        // A revocation bans first, then cuts: registered after its cut (it came while this
-        // session waited for Hello), this session sees the ban.
-        if core.bans.is_banned(&caller.peer.identity) {
+        if let Err(refused) = banned_since_checked(&core, &caller, &host) {
             core.registry.deregister(&host.id, registration.session_id);
-            return Err(Status::permission_denied(format!(
-                "host {} has been revoked",
-                host.name
-            )));
+            return Err(refused);
         }
         let (tx, rx) = mpsc::channel(64);
         let welcome = pb::Welcome {
@@ -137,12 +132,29 @@ pub(crate) async fn calling_host(
         .doing("reading host")?
         .ok_or_else(|| Status::permission_denied(format!("host {host_id} is not enrolled")))?;
     if host.is_revoked() {
-        return Err(Status::permission_denied(format!(
-            "host {} has been revoked",
-            host.name
-        )));
+        return Err(revoked(&host.name));
     }
     Ok(host)
+}
+
+/// Why a revoked host's stream is refused or ended.
+pub(crate) fn revoked(host_name: &str) -> Status {
+    Status::permission_denied(format!("host {host_name} has been revoked"))
+}
+
+/// Called by an agent's stream once registered: a revocation bans first, then cuts, so a
+/// stream that passed [`calling_host`] before the ban (it waited for Hello) and registered
+/// after the cut sees the ban here, and must deregister and return the refusal.
+pub(crate) fn banned_since_checked(
+    core: &Core,
+    caller: &Caller,
+    host: &HostRecord,
+) -> Result<(), Status> {
+    if core.bans.is_banned(&caller.peer.identity) {
+        Err(revoked(&host.name))
+    } else {
+        Ok(())
+    }
 }
 
 /// Drive one session until it ends; returns why it ended.

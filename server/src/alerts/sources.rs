@@ -107,19 +107,22 @@ impl Sources {
                 hosts
             }
         };
-        // Revoked since the records were read: the ban is in memory at once.
-        let revoked = |h: &crate::store::records::HostRecord| {
-            h.is_revoked()
-                || noco_certs::tls::BanList::is_banned(
-                    &*self.bans,
-                    &noco_certs::Identity::Agent {
-                        host_id: h.id.clone(),
-                    },
-                )
-        };
+        // Not revoked, also since the records were read (the ban is in memory at once).
+        let current: Vec<&crate::store::records::HostRecord> = hosts
+            .iter()
+            .filter(|h| {
+                !h.is_revoked()
+                    && !noco_certs::tls::BanList::is_banned(
+                        &*self.bans,
+                        &noco_certs::Identity::Agent {
+                            host_id: h.id.clone(),
+                        },
+                    )
+            })
+            .collect();
         let grace = startup_grace(self.session_idle_timeout).as_millis() as i64;
         let mut out = Vec::new();
-        for h in hosts.iter().filter(|h| !revoked(h)) {
+        for h in &current {
             let state = match self.registry.online(&h.id) {
                 Some(online) => {
                     memory.last_online.insert(h.id.clone(), online.last_seen_ms);
@@ -162,11 +165,7 @@ impl Sources {
             });
         }
         // By a set: a scan of the hosts per entry made every tick quadratic in the fleet's size.
-        let live: std::collections::HashSet<&str> = hosts
-            .iter()
-            .filter(|h| !revoked(h))
-            .map(|h| h.id.as_str())
-            .collect();
+        let live: std::collections::HashSet<&str> = current.iter().map(|h| h.id.as_str()).collect();
         memory
             .last_online
             .retain(|id, _| live.contains(id.as_str()));

@@ -159,7 +159,7 @@ fn enqueue(tx: &mpsc::Sender<(Vec<u8>, u64)>, req: Option<(Vec<u8>, u64)>) -> bo
 
 /// An `ExportLogsServiceRequest` being filled.
 #[derive(Default)]
-pub(crate) struct Encoder {
+struct Encoder {
     /// The request's `resource_logs` (field 1), framed.
     request: Vec<u8>,
     /// Records in `request`.
@@ -174,7 +174,7 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     /// Add a hub batch (one host's records); returns the requests that filled up.
-    pub(crate) fn add(&mut self, batch: &Batch, observed_ns: u64) -> Vec<(Vec<u8>, u64)> {
+    fn add(&mut self, batch: &Batch, observed_ns: u64) -> Vec<(Vec<u8>, u64)> {
         let mut full = Vec::new();
         if self.scope.is_empty() {
             self.scope = w::scope(SCOPE);
@@ -210,7 +210,7 @@ impl Encoder {
     }
 
     /// The request so far, if it has records: (encoded request, records).
-    pub(crate) fn finish(&mut self) -> Option<(Vec<u8>, u64)> {
+    fn finish(&mut self) -> Option<(Vec<u8>, u64)> {
         if self.records == 0 {
             return None;
         }

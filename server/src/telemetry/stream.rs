@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use noco_certs::tls::BanList;
 use noco_proto::v1 as pb;
 use pb::telemetry_down::Msg as DownMsg;
 use pb::telemetry_up::Msg as UpMsg;
@@ -40,7 +39,6 @@ impl pb::telemetry_server::Telemetry for TelemetrySvc {
         req: Request<Streaming<pb::TelemetryUp>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let caller = Caller::of(&req)?;
-        let identity = caller.peer.identity.clone();
         let core = self.core.clone();
         let host = calling_host(&core, &caller, "telemetry streams").await?;
         let mut inbound = req.into_inner();
@@ -61,14 +59,10 @@ impl pb::telemetry_server::Telemetry for TelemetrySvc {
             }
         };
         let registration = core.registry.register_telemetry(&host.id);
-        // A revocation bans first, then cuts: registered after its cut, this stream sees the ban.
-        if core.bans.is_banned(&identity) {
+        if let Err(refused) = crate::session::banned_since_checked(&core, &caller, &host) {
             core.registry
                 .deregister_telemetry(&host.id, registration.stream_id);
-            return Err(Status::permission_denied(format!(
-                "host {} has been revoked",
-                host.name
-            )));
+            return Err(refused);
         }
         let after_seq = core.logs.open(&host.id, &host.name, hello.next_seq);
         let (tx, rx) = mpsc::channel(16);
@@ -140,7 +134,7 @@ async fn run(
                 // As a session: only while the host holds an unexpired certificate.
                 match core.store.host(host_id).await {
                     Ok(Some(h)) if h.is_revoked() => {
-                        let _ = tx.send(Err(Status::permission_denied(format!("host {} has been revoked", h.name)))).await;
+                        let _ = tx.send(Err(crate::session::revoked(&h.name))).await;
                         break "revoked".to_string();
                     }
                     Ok(Some(h)) if h.cert_not_after_ms <= core.now_ms() => {
